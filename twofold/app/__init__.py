@@ -1,0 +1,1 @@
+"""The FastAPI service, its web page and the ``twofold`` command line."""

@@ -1,0 +1,235 @@
+"""``twofold``: one entry point, thin subcommands over library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from twofold.core.errors import TwofoldError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _models_fetch(args: argparse.Namespace) -> int:
+    from twofold.models.registry import MODELS, fetch
+
+    for name in args.names or MODELS.names():
+        print(f"{name}: {fetch(name)}")
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from twofold.models.registry import MODELS
+
+    for name in MODELS.names():
+        spec = MODELS.get(name)
+        state = "fetched" if spec.is_fetched() else "not fetched"
+        print(f"{name:<14}{spec.kind:<7}{state:<13}{spec.description}")
+    return 0
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from twofold.indexing.build import build_collection
+    from twofold.indexing.buildctx import BuildOptions
+    from twofold.indexing.corpus import CorpusFormat
+
+    options = BuildOptions(
+        retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
+        corpus_format=CorpusFormat(
+            args.format, args.id_field, args.title_field, args.text_field, args.tsv_header
+        ),
+        skip_invalid=args.skip_invalid,
+        max_docs=args.max_docs,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        sparse_model=args.sparse_model,
+        splade_model=args.splade_model,
+        dense_model=args.dense_model,
+        dense_index=args.dense_index,
+        n_clusters=args.clusters,
+        progress=not args.quiet,
+    )
+    manifest = build_collection(Path(args.corpus), Path(args.out), options)
+    skipped = manifest.corpus.get("skipped", 0)
+    print(
+        f"built {args.out}: {manifest.doc_count} documents, "
+        f"retrievers {', '.join(manifest.sub_indexes)}"
+        + (f", {skipped} invalid lines skipped" if skipped else "")
+    )
+    return 0
+
+
+def _index_inspect(args: argparse.Namespace) -> int:
+    from twofold.indexing.manifest import read_manifest
+
+    m = read_manifest(Path(args.dir))
+    if args.json:
+        print(m.to_json(), end="")
+        return 0
+    print(f"collection   {args.dir}")
+    print(f"format       {m.kind} v{m.format_version}")
+    print(f"documents    {m.doc_count}")
+    print(f"corpus       {m.corpus.get('path')} ({m.corpus.get('skipped', 0)} lines skipped)")
+    print(
+        f"built        {m.build.get('created')} in {m.build.get('seconds')} s "
+        f"on {m.build.get('device')}, twofold {m.build.get('twofold')}"
+    )
+    for name, entry in m.sub_indexes.items():
+        details = ", ".join(f"{k}={v}" for k, v in sorted(entry.items()) if not isinstance(v, dict))
+        print(f"  {name:<10} {details}")
+        for key, value in sorted(entry.items()):
+            if isinstance(value, dict):
+                print(f"  {'':<10} {key}: {json.dumps(value, sort_keys=True)}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from twofold.indexing.collection import Collection
+    from twofold.search.jobs import format_hits, ranking_json, search_text
+
+    collection = Collection(Path(args.dir))
+    ranking = search_text(collection, args.query, args.pipeline, args.k)
+    if args.json:
+        print(json.dumps(ranking_json(collection, ranking), indent=2))
+    else:
+        print(format_hits(collection, ranking))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from twofold.search.jobs import EvalJob, parse_pipelines, run_eval
+
+    job = EvalJob(
+        collection=Path(args.dir),
+        dataset=Path(args.dataset),
+        split=args.split,
+        pipelines=parse_pipelines(args.pipeline or ["bm25"]),
+        k=args.k,
+        out=Path(args.out) if args.out else None,
+        runs=Path(args.runs) if args.runs else None,
+        max_queries=args.max_queries,
+        progress=not args.quiet,
+    )
+    print(run_eval(job).table())
+    return 0
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "build",
+        help="build a collection from a corpus",
+        description="Build a collection (doc store + sub-indexes) from a corpus "
+        "file or a BEIR dataset directory. Interrupted builds resume when rerun "
+        "with the same arguments; bad input changes nothing at --out.",
+    )
+    p.add_argument("corpus", help="corpus file (.jsonl BEIR/jsonl, .tsv) or BEIR dataset dir")
+    p.add_argument("--out", required=True, help="collection directory to publish")
+    p.add_argument(
+        "--retrievers",
+        default="bm25",
+        help="comma list of bm25,sparse,splade,dense,interests (default: bm25)",
+    )
+    p.add_argument("--format", default="auto", choices=["auto", "beir", "jsonl", "tsv"])
+    p.add_argument("--id-field", default="_id", help="jsonl: id field (default _id)")
+    p.add_argument("--title-field", default="title", help="jsonl: title field (default title)")
+    p.add_argument("--text-field", default="text", help="jsonl: text field (default text)")
+    p.add_argument("--tsv-header", action="store_true", help="tsv: skip the first line")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip malformed lines and count them in the report instead of failing",
+    )
+    p.add_argument("--max-docs", type=int, default=None, help="index only the first N documents")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
+    p.add_argument("--max-length", type=int, default=256, help="encoder tokens per document")
+    p.add_argument(
+        "--sparse-model",
+        default="splade-tiny",
+        help="MLM document encoder of the inference-free index (name or directory)",
+    )
+    p.add_argument("--splade-model", default="splade-tiny", help="siamese SPLADE model")
+    p.add_argument("--dense-model", default="minilm-l6", help="dense bi-encoder model")
+    p.add_argument("--dense-index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"])
+    p.add_argument("--clusters", type=int, default=None, help="kNN-Embed interest clusters")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_index_build)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twofold",
+        description="Learned sparse + dense retrieval: build collections, "
+        "search them, evaluate them on BEIR data, serve them over HTTP.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="model cache").add_subparsers(
+        dest="action", required=True
+    )
+    fetch = models.add_parser("fetch", help="put real weights into the model cache (verified)")
+    fetch.add_argument("names", nargs="*", help="models to fetch (default: all registered)")
+    fetch.set_defaults(func=_models_fetch)
+    models.add_parser("list", help="registered models").set_defaults(func=_models_list)
+
+    index = sub.add_parser("index", help="build and inspect collections").add_subparsers(
+        dest="action", required=True
+    )
+    _add_build(index)
+    inspect = index.add_parser("inspect", help="print a collection's manifest")
+    inspect.add_argument("dir")
+    inspect.add_argument("--json", action="store_true", help="print the raw manifest")
+    inspect.set_defaults(func=_index_inspect)
+
+    search = sub.add_parser("search", help="search a collection")
+    search.add_argument("dir")
+    search.add_argument("query")
+    search.add_argument("--pipeline", default="bm25")
+    search.add_argument("--k", type=int, default=10)
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=_search)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate pipelines on a BEIR dataset",
+        description="Run named pipelines over a BEIR split and report nDCG@10, "
+        "recall@100, MRR@10 and per-query latency.",
+    )
+    ev.add_argument("dir", help="collection directory")
+    ev.add_argument("--dataset", required=True, help="BEIR dataset directory")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--pipeline", action="append", help="pipeline name(s); repeat or comma list")
+    ev.add_argument("--k", type=int, default=100, help="hits per query (default 100)")
+    ev.add_argument("--out", help="write results JSON here")
+    ev.add_argument("--runs", help="write a TREC run file per pipeline into this directory")
+    ev.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except TwofoldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

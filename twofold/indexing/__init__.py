@@ -1,0 +1,1 @@
+"""Corpus readers, sub-index builders, on-disk formats, manifest and atomic publish."""

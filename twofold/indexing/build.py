@@ -1,0 +1,186 @@
+"""Build a collection: doc store, then each sub-index, then the manifest, then publish.
+
+The build happens in a hidden sibling ``.NAME.partial`` of the output directory. A
+crash leaves it there and the next run with the same options resumes: finished
+sub-indexes are kept (each marks itself complete) and builders that shard their
+work keep finished shards. Bad input removes the partial directory: a failed build
+changes nothing at the output path. Publishing renames the partial directory into
+place, so a collection is either whole (with its manifest) or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from twofold import __version__
+from twofold.core.errors import CorpusError, InputError
+from twofold.indexing.buildctx import BuildContext, BuildOptions, resolve_device
+from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
+from twofold.indexing.docstore import DocStore, DocStoreWriter
+from twofold.indexing.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from twofold.indexing.subindexes import SUBINDEXES
+
+log = logging.getLogger(__name__)
+STATE = ".build.json"
+COMPLETE = ".complete.json"
+
+
+def partial_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def ordered_retrievers(names: tuple[str, ...]) -> list[str]:
+    """Validate names (exact) and order them so requirements come first."""
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        raise InputError("no retrievers given; e.g. --retrievers bm25,dense")
+    for name in wanted:
+        for needed in SUBINDEXES.get(name).requires:
+            if needed not in wanted:
+                raise InputError(f"retriever {name!r} needs {needed!r}; add it to --retrievers")
+    order: list[str] = []
+    while len(order) < len(wanted):
+        for name in wanted:
+            if name not in order and all(r in order for r in SUBINDEXES.get(name).requires):
+                order.append(name)
+    return order
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise InputError(
+            f"--out {out} is a non-empty directory that is not a Twofold collection; "
+            "choose another path"
+        )
+
+
+def _state(corpus: Path, options: BuildOptions) -> dict[str, Any]:
+    stat = corpus.stat()
+    return {
+        "corpus": str(corpus.resolve()),
+        "size": stat.st_size,
+        "mtime": stat.st_mtime,
+        "options": options.fingerprint(),
+        "twofold": __version__,
+    }
+
+
+def _prepare_partial(staging: Path, state: dict[str, Any]) -> bool:
+    """Reuse a partial build with identical inputs; else start clean. True = resuming."""
+    state_file = staging / STATE
+    if staging.is_dir():
+        try:
+            if json.loads(state_file.read_text()) == state:
+                return True
+        except (OSError, json.JSONDecodeError):
+            pass
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    state_file.write_text(json.dumps(state))
+    return False
+
+
+def _write_docs(corpus: Path, staging: Path, options: BuildOptions) -> dict[str, Any]:
+    docs_dir = staging / "docs"
+    done = docs_dir / COMPLETE
+    if done.is_file():
+        info: dict[str, Any] = json.loads(done.read_text())
+        return info
+    report = ReadReport()
+    docs = read_corpus(
+        corpus,
+        options.corpus_format,
+        skip_invalid=options.skip_invalid,
+        report=report,
+        max_docs=options.max_docs,
+    )
+    if options.progress:
+        from tqdm import tqdm
+
+        docs = tqdm(docs, desc="docs", unit="doc", dynamic_ncols=True)
+    with DocStoreWriter(docs_dir) as writer:
+        for doc in docs:
+            writer.add(doc)
+    if report.read == 0:
+        raise InputError(
+            f"{corpus} holds no documents"
+            + (f" ({report.skipped} invalid lines skipped)" if report.skipped else "")
+        )
+    info = {
+        "path": str(corpus),
+        "format": options.corpus_format.format,
+        "read": report.read,
+        "skipped": report.skipped,
+        "skip_reasons": report.reasons,
+    }
+    done.write_text(json.dumps(info))
+    return info
+
+
+def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest:
+    """Build ``out`` from ``corpus`` with ``options``; returns the published manifest."""
+    corpus = resolve_corpus_path(corpus)
+    names = ordered_retrievers(options.retrievers)
+    _check_output(out)
+    device = resolve_device(options.device)
+    started = time.time()
+    staging = partial_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _prepare_partial(staging, _state(corpus, options)):
+        log.info("resuming the partial build in %s", staging)
+    try:
+        corpus_info = _write_docs(corpus, staging, options)
+    except (CorpusError, InputError):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    ctx = BuildContext(DocStore(staging / "docs"), options, device)
+    entries: dict[str, dict[str, Any]] = {}
+    for name in names:
+        sub = staging / name
+        marker = sub / COMPLETE
+        if marker.is_file():
+            entries[name] = json.loads(marker.read_text())
+            continue
+        log.info("building %s", name)
+        t0 = time.time()
+        entry = SUBINDEXES.get(name).load().build(ctx, sub)
+        entry["build_seconds"] = round(time.time() - t0, 3)
+        marker.write_text(json.dumps(entry))
+        entries[name] = entry
+    manifest = Manifest(
+        doc_count=len(ctx.docs),
+        sub_indexes=entries,
+        corpus=corpus_info,
+        build={
+            "twofold": __version__,
+            "device": device,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 3),
+            "options": options.fingerprint(),
+        },
+    )
+    write_manifest(staging, manifest)
+    publish(staging, out)
+    return manifest
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move a finished build into place; an older collection at ``out`` is replaced."""
+    (staging / STATE).unlink(missing_ok=True)
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+    read_manifest(out)  # the published tree must open

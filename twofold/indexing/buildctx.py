@@ -1,0 +1,95 @@
+"""What a sub-index builder gets: the doc store, the options, the device, progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from twofold.indexing.corpus import CorpusFormat
+from twofold.indexing.docstore import DocStore
+
+T = TypeVar("T")
+
+RETRIEVER_NAMES = ("bm25", "sparse", "splade", "dense", "interests")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The parameters of one ``twofold index build`` job (parsed by the CLI)."""
+
+    retrievers: tuple[str, ...] = ("bm25",)
+    corpus_format: CorpusFormat = field(default_factory=CorpusFormat)
+    skip_invalid: bool = False
+    max_docs: int | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 32
+    max_length: int = 256  # tokens per document for the encoders
+    sparse_model: str = "splade-tiny"  # MLM doc encoder of the inference-free index
+    splade_model: str = "splade-tiny"
+    dense_model: str = "minilm-l6"
+    dense_index: str = "auto"  # auto | flat | hnsw | ivfpq
+    n_clusters: int | None = None  # kNN-Embed interests; None = sqrt(N) rule
+    progress: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options that change what is built (used to decide whether to resume)."""
+        return {
+            "retrievers": list(self.retrievers),
+            "format": self.corpus_format.format,
+            "id_field": self.corpus_format.id_field,
+            "text_field": self.corpus_format.text_field,
+            "title_field": self.corpus_format.title_field,
+            "skip_invalid": self.skip_invalid,
+            "max_docs": self.max_docs,
+            "max_length": self.max_length,
+            "sparse_model": self.sparse_model,
+            "splade_model": self.splade_model,
+            "dense_model": self.dense_model,
+            "dense_index": self.dense_index,
+            "n_clusters": self.n_clusters,
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass
+class BuildContext:
+    docs: DocStore
+    options: BuildOptions
+    device: str  # resolved: "cpu" or "cuda"
+
+    def progress(self, items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+        if not self.options.progress:
+            yield from items
+            return
+        from tqdm import tqdm
+
+        yield from tqdm(
+            items,
+            desc=desc,
+            total=total if total is not None else len(self.docs),
+            unit="doc",
+            dynamic_ncols=True,
+        )
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+    if requested not in ("auto", "cpu", "cuda"):
+        from twofold.core.errors import InputError
+
+        raise InputError(f"--device must be auto, cpu or cuda, not {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = bool(torch.cuda.is_available())
+    except ImportError:
+        has_cuda = False
+    if requested == "cuda" and not has_cuda:
+        from twofold.core.errors import InputError
+
+        raise InputError("--device cuda was asked for, but torch sees no GPU")
+    return "cuda" if has_cuda else "cpu"

@@ -1,0 +1,58 @@
+"""Open a published collection: manifest, doc store and lazily opened sub-indexes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from twofold.core.errors import CollectionError
+from twofold.indexing.docstore import DocStore
+from twofold.indexing.manifest import Manifest, read_manifest
+from twofold.indexing.subindexes import SUBINDEXES
+
+
+class Collection:
+    """A collection directory opened for reading. Sub-indexes open on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.manifest: Manifest = read_manifest(path)
+        self.docs = DocStore(path / "docs")
+        if len(self.docs) != self.manifest.doc_count:
+            raise CollectionError(
+                f"{path}: doc store holds {len(self.docs)} documents, the "
+                f"manifest says {self.manifest.doc_count}"
+            )
+        self._opened: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def retrievers(self) -> list[str]:
+        return list(self.manifest.sub_indexes)
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest.sub_indexes
+
+    def index(self, name: str) -> Any:
+        """The opened sub-index ``name`` (opened once, then shared)."""
+        with self._lock:
+            if name not in self._opened:
+                if not self.has(name):
+                    raise CollectionError(
+                        f"collection {self.name!r} has no {name!r} index (it has: "
+                        f"{', '.join(self.retrievers)}); rebuild with --retrievers {name}"
+                    )
+                module = SUBINDEXES.get(name).load()
+                self._opened[name] = module.open_index(
+                    self.path / name, self.manifest.sub_indexes[name]
+                )
+            return self._opened[name]
+
+
+def open_collection(path: Path) -> Collection:
+    return Collection(path)

@@ -1,0 +1,1 @@
+"""Searchers over opened indexes, fusion, the query pipeline, evaluation."""

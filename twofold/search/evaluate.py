@@ -1,0 +1,165 @@
+"""BEIR evaluation: run a pipeline over a split's queries and score it with pytrec_eval.
+
+Metrics (as BEIR reports them): nDCG@10 with linear gains, recall@100 and MRR@10,
+averaged over every judged query (a query with no hits scores 0). Before scoring,
+hits whose doc id equals the query id and repeated doc ids are dropped, and counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twofold.core.types import Qrels, Query, Ranking
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+@dataclass
+class PipelineResult:
+    name: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    latency_ms: list[float]
+    run: dict[str, list[tuple[str, float]]]
+    dropped_self: int = 0
+    dropped_duplicates: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latency_ms or [0.0])
+        return {
+            **{m: round(self.metrics[m], 6) for m in METRICS},
+            "queries": len(self.per_query),
+            "latency_ms": {
+                "p50": round(float(np.percentile(lat, 50)), 3),
+                "p99": round(float(np.percentile(lat, 99)), 3),
+            },
+            "dropped": {"self_hits": self.dropped_self, "duplicates": self.dropped_duplicates},
+        }
+
+
+def clean_run(query_id: str, ranking: Ranking) -> tuple[list[tuple[str, float]], int, int]:
+    """Drop the query's own id and repeated doc ids; returns (hits, n_self, n_duplicates)."""
+    seen: set[str] = set()
+    hits: list[tuple[str, float]] = []
+    n_self = n_dup = 0
+    for hit in ranking.hits:
+        if hit.doc_id == query_id:
+            n_self += 1
+        elif hit.doc_id in seen:
+            n_dup += 1
+        else:
+            seen.add(hit.doc_id)
+            hits.append((hit.doc_id, hit.score))
+    return hits, n_self, n_dup
+
+
+def score_run(
+    qrels: Qrels, run: Mapping[str, Sequence[tuple[str, float]]]
+) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10, recall@100, MRR@10 for every judged query (0 when no hits).
+
+    Rank order is the list order: scores are replaced by strictly decreasing values
+    so pytrec_eval's tie-breaking by doc id cannot reorder a ranking.
+    """
+    import pytrec_eval
+
+    def ordered(hits: Sequence[tuple[str, float]], k: int) -> dict[str, float]:
+        return {d: float(len(hits) - i) for i, (d, _) in enumerate(hits[:k])}
+
+    full = {q: ordered(run.get(q, []), 1000) for q in qrels}
+    top10 = {q: ordered(run.get(q, []), 10) for q in qrels}
+    main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(
+        {q: h for q, h in full.items() if h}
+    )
+    # MRR counts only grades >= 1 as relevant: pytrec_eval's default relevance_level.
+    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
+        {q: h for q, h in top10.items() if h}
+    )
+    out: dict[str, dict[str, float]] = {}
+    for q in qrels:
+        m = main.get(q, {})
+        out[q] = {
+            "ndcg@10": float(m.get("ndcg_cut_10", 0.0)),
+            "recall@100": float(m.get("recall_100", 0.0)),
+            "mrr@10": float(mrr.get(q, {}).get("recip_rank", 0.0)),
+        }
+    return out
+
+
+def evaluate(
+    name: str,
+    search: Callable[[Query], Ranking],
+    queries: Sequence[Query],
+    qrels: Qrels,
+    progress: bool = False,
+) -> PipelineResult:
+    """Run ``search`` over ``queries`` one at a time (timed) and score against ``qrels``."""
+    run: dict[str, list[tuple[str, float]]] = {}
+    latency: list[float] = []
+    n_self = n_dup = 0
+    items: Any = queries
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(queries, desc=f"eval {name}", unit="q", dynamic_ncols=True)
+    for query in items:
+        t0 = time.perf_counter()
+        ranking = search(query)
+        latency.append((time.perf_counter() - t0) * 1000.0)
+        hits, s, d = clean_run(query.query_id, ranking)
+        run[query.query_id] = hits
+        n_self, n_dup = n_self + s, n_dup + d
+    judged = {q.query_id for q in queries}
+    per_query = score_run({q: r for q, r in qrels.items() if q in judged}, run)
+    metrics = {
+        m: float(np.mean([v[m] for v in per_query.values()])) if per_query else 0.0 for m in METRICS
+    }
+    return PipelineResult(name, metrics, per_query, latency, run, n_self, n_dup)
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    split: str
+    results: list[PipelineResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "pipelines": {r.name: r.summary() for r in self.results},
+            "per_query": {r.name: r.per_query for r in self.results},
+        }
+
+    def table(self) -> str:
+        head = (
+            f"{'pipeline':<16}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'queries':>9}"
+            f"{'p50 ms':>9}{'p99 ms':>9}"
+        )
+        lines = [f"{self.dataset} ({self.split})", head, "-" * len(head)]
+        for r in self.results:
+            s = r.summary()
+            lines.append(
+                f"{r.name:<16}{s['ndcg@10']:>9.4f}{s['recall@100']:>8.4f}"
+                f"{s['mrr@10']:>8.4f}{s['queries']:>9}{s['latency_ms']['p50']:>9.1f}"
+                f"{s['latency_ms']['p99']:>9.1f}"
+            )
+            if r.dropped_self or r.dropped_duplicates:
+                lines.append(
+                    f"  dropped {r.dropped_self} self-hits and "
+                    f"{r.dropped_duplicates} duplicate hits"
+                )
+        return "\n".join(lines)
+
+
+def write_trec_run(path: Path, name: str, run: Mapping[str, Sequence[tuple[str, float]]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for query_id, hits in run.items():
+            for rank, (doc_id, score) in enumerate(hits, start=1):
+                fh.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} twofold-{name}\n")

@@ -1,0 +1,98 @@
+"""Library functions behind the CLI's search and eval commands (testable without a shell)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from twofold.core.errors import InputError
+from twofold.core.types import Query, Ranking
+from twofold.indexing.collection import Collection
+from twofold.indexing.corpus import BeirDataset
+from twofold.search.evaluate import EvalReport, evaluate, write_trec_run
+from twofold.search.pipeline import build_pipeline
+
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    collection: Path
+    dataset: Path
+    split: str = "test"
+    pipelines: tuple[str, ...] = ("bm25",)
+    k: int = 100
+    out: Path | None = None
+    runs: Path | None = None
+    max_queries: int | None = None
+    progress: bool = True
+
+
+def run_eval(job: EvalJob) -> EvalReport:
+    """Evaluate each pipeline of ``job`` on the dataset split; write JSON and runs if asked."""
+    if not 1 <= job.k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}")
+    collection = Collection(job.collection)
+    dataset = BeirDataset(job.dataset)
+    qrels = dataset.qrels(job.split)
+    queries = dataset.queries(job.split, qrels)
+    if job.max_queries is not None:
+        queries = queries[: job.max_queries]
+    if not queries:
+        raise InputError(f"no judged queries in {job.dataset} split {job.split!r}")
+    report = EvalReport(job.dataset.name, job.split)
+    for name in job.pipelines:
+        pipeline = build_pipeline(collection, name, depth=max(job.k, 100))
+        search = partial(pipeline.search, k=job.k)
+        report.results.append(evaluate(name, search, queries, qrels, progress=job.progress))
+    if job.out is not None:
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        job.out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if job.runs is not None:
+        job.runs.mkdir(parents=True, exist_ok=True)
+        for result in report.results:
+            write_trec_run(job.runs / f"{result.name}.trec", result.name, result.run)
+    return report
+
+
+def search_text(collection: Collection, text: str, pipeline: str = "bm25", k: int = 10) -> Ranking:
+    if not text.strip():
+        raise InputError("the query is empty")
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}")
+    return build_pipeline(collection, pipeline).search(Query("q", text), k)
+
+
+def format_hits(collection: Collection, ranking: Ranking, width: int = 100) -> str:
+    lines = []
+    for rank, hit in enumerate(ranking.hits, start=1):
+        doc = collection.docs.get(hit.doc_id)
+        title = (doc.title or doc.text).replace("\n", " ")[:width]
+        lines.append(f"{rank:>3}. {hit.score:9.4f}  {hit.doc_id:<12} {title}")
+    return "\n".join(lines) if lines else "(no hits)"
+
+
+def ranking_json(collection: Collection, ranking: Ranking) -> list[dict[str, object]]:
+    out = []
+    for rank, hit in enumerate(ranking.hits, start=1):
+        doc = collection.docs.get(hit.doc_id)
+        out.append(
+            {
+                "rank": rank,
+                "doc_id": hit.doc_id,
+                "score": hit.score,
+                "title": doc.title,
+                "sources": {k: {"rank": r, "score": s} for k, (r, s) in hit.sources.items()},
+            }
+        )
+    return out
+
+
+def parse_pipelines(values: Sequence[str]) -> tuple[str, ...]:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise InputError("give at least one --pipeline")
+    return tuple(dict.fromkeys(names))
