@@ -1,33 +1,266 @@
-"""Fusion of several rankings into one (pure functions).
+"""Fusion of several rankings of one query into one ranking (pure functions).
 
-Rule for a document missing from a list: it contributes nothing from that list
-(RRF term 0; normalized score 0 for score-based fusion), which is the rule of
-Pyserini's fusion and of OpenSearch's hybrid query.
+Three families, each a pure function of the input rankings:
+
+- :func:`rrf`: reciprocal rank fusion (Cormack, Clarke and Buettcher 2009),
+  ``score(d) = sum_r w_r / (k + rank_r(d))`` with ranks from 1 and ``k = 60``.
+  It reads ranks only, so it ignores the scale of each retriever's scores.
+- :func:`score_fusion`: per-list score normalization (``min_max``, ``z_score``,
+  ``l2``) followed by a weighted ``arithmetic``, ``geometric`` or ``harmonic`` mean.
+- :func:`convex`: the convex combination ``sum_r a_r * norm_r(d)`` with
+  ``a_r >= 0, sum_r a_r = 1`` (Bruch, Gai and Ingber 2023), min-max normalized by
+  default; its weights are what ``twofold tune-fusion`` picks on labelled queries.
+
+**Rule for a document missing from a list.** A list holds the top ``depth`` of a
+retriever, so a document absent from it scored at most as high as the list's last
+hit. RRF: the missing list contributes nothing (term 0). Score fusion: the document
+takes the list's *floor*, the lowest normalized score in that list (0 for
+``min_max``; the last hit's z-score for ``z_score``; the last hit's ``s/||s||`` for
+``l2``). So a missing document is never ranked above a retrieved one on that list's
+account, whatever the normalization. An empty list is left out of the combination
+(weights are renormalized over the lists that returned hits).
+
+Geometric and harmonic means need positive inputs: every normalized value is
+clamped to at least ``EPS`` first, and ``z_score`` (which is negative for half of
+the hits by construction) is refused with them.
+
+Ties in the fused score are broken by doc id, so fusion is deterministic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
+from twofold.core.errors import InputError
 from twofold.core.types import Hit, Ranking
+
+Normalization = Literal["min_max", "z_score", "l2"]
+Combination = Literal["arithmetic", "geometric", "harmonic"]
+NORMALIZATIONS: tuple[str, ...] = ("min_max", "z_score", "l2")
+COMBINATIONS: tuple[str, ...] = ("arithmetic", "geometric", "harmonic")
+METHODS: tuple[str, ...] = ("rrf", "score", "convex")
+RRF_K = 60
+EPS = 1e-6
+
+
+def _sources(rankings: Mapping[str, Ranking]) -> dict[str, dict[str, tuple[int, float]]]:
+    """doc_id -> retriever -> (rank from 1, raw score) for every listed document."""
+    out: dict[str, dict[str, tuple[int, float]]] = {}
+    for name, ranking in rankings.items():
+        for rank, hit in enumerate(ranking.hits, start=1):
+            # A retriever may list a document twice; its first (best) rank counts.
+            out.setdefault(hit.doc_id, {}).setdefault(name, (rank, hit.score))
+    return out
+
+
+def _ranked(
+    query_id: str,
+    scores: Mapping[str, float],
+    sources: Mapping[str, Mapping[str, tuple[int, float]]],
+    depth: int,
+) -> Ranking:
+    ordered = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:depth]
+    return Ranking(query_id, tuple(Hit(d, s, dict(sources[d])) for d, s in ordered))
+
+
+def _check_weights(weights: Mapping[str, float] | None) -> Mapping[str, float]:
+    weights = weights or {}
+    for name, w in weights.items():
+        if not (math.isfinite(w) and w >= 0):
+            raise InputError(f"fusion weight for {name!r} must be a finite number >= 0, not {w}")
+    return weights
+
+
+def rrf(
+    query_id: str,
+    rankings: Mapping[str, Ranking],
+    depth: int,
+    k: int = RRF_K,
+    weights: Mapping[str, float] | None = None,
+) -> Ranking:
+    """Reciprocal rank fusion: ``sum_r w_r / (k + rank_r(d))``; ``w_r`` defaults to 1."""
+    if k < 0:
+        raise InputError(f"RRF k must be >= 0, not {k}")
+    weights = _check_weights(weights)
+    sources = _sources(rankings)
+    scores = {
+        doc_id: sum(weights.get(name, 1.0) / (k + rank) for name, (rank, _) in per.items())
+        for doc_id, per in sources.items()
+    }
+    return _ranked(query_id, scores, sources, depth)
+
+
+def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
+    """Normalize one list's scores.
+
+    ``min_max``: ``(s - min) / (max - min)`` in [0, 1]; all 1.0 when the scores are equal.
+    ``z_score``: ``(s - mean) / std`` (population std); all 0.0 when the scores are equal.
+    ``l2``: ``s / ||s||_2``; all 0.0 when every score is 0.
+    """
+    if not scores:
+        return []
+    if method == "min_max":
+        lo, hi = min(scores), max(scores)
+        if hi - lo <= 0:
+            return [1.0] * len(scores)
+        return [(s - lo) / (hi - lo) for s in scores]
+    if method == "z_score":
+        mean = sum(scores) / len(scores)
+        std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+        if std <= 0:
+            return [0.0] * len(scores)
+        return [(s - mean) / std for s in scores]
+    if method == "l2":
+        norm = math.sqrt(sum(s * s for s in scores))
+        if norm <= 0:
+            return [0.0] * len(scores)
+        return [s / norm for s in scores]
+    raise InputError(f"unknown normalization {method!r}; known: {', '.join(NORMALIZATIONS)}")
+
+
+def _combine(values: Iterable[tuple[float, float]], method: Combination) -> float:
+    """Weighted mean of (weight, value) pairs; weights sum to more than 0."""
+    pairs = [(w, v) for w, v in values if w > 0]
+    total = sum(w for w, _ in pairs)
+    if total <= 0:
+        return 0.0
+    if method == "arithmetic":
+        return sum(w * v for w, v in pairs) / total
+    if method == "geometric":
+        return math.exp(sum(w * math.log(max(v, EPS)) for w, v in pairs) / total)
+    if method == "harmonic":
+        return total / sum(w / max(v, EPS) for w, v in pairs)
+    raise InputError(f"unknown combination {method!r}; known: {', '.join(COMBINATIONS)}")
+
+
+def score_fusion(
+    query_id: str,
+    rankings: Mapping[str, Ranking],
+    depth: int,
+    normalization: Normalization = "min_max",
+    combination: Combination = "arithmetic",
+    weights: Mapping[str, float] | None = None,
+) -> Ranking:
+    """Normalize each list, give missing documents the list's floor, take a weighted mean."""
+    if normalization not in NORMALIZATIONS:
+        raise InputError(
+            f"unknown normalization {normalization!r}; known: {', '.join(NORMALIZATIONS)}"
+        )
+    if combination not in COMBINATIONS:
+        raise InputError(f"unknown combination {combination!r}; known: {', '.join(COMBINATIONS)}")
+    if normalization == "z_score" and combination != "arithmetic":
+        raise InputError(
+            f"{combination} mean needs non-negative scores and z_score gives negative ones; "
+            "use min_max or l2 normalization, or the arithmetic combination"
+        )
+    weights = _check_weights(weights)
+    sources = _sources(rankings)
+    lists: dict[str, tuple[dict[str, float], float]] = {}  # name -> (normalized, floor)
+    for name in rankings:
+        per_doc = {d: per[name][1] for d, per in sources.items() if name in per}
+        if not per_doc:
+            continue
+        ids = list(per_doc)
+        normed = normalize([per_doc[d] for d in ids], normalization)
+        lists[name] = (dict(zip(ids, normed, strict=True)), min(normed))
+    scores = {
+        doc_id: _combine(
+            (
+                (weights.get(name, 1.0), normed.get(doc_id, floor))
+                for name, (normed, floor) in lists.items()
+            ),
+            combination,
+        )
+        for doc_id in sources
+    }
+    return _ranked(query_id, scores, sources, depth)
+
+
+def convex(
+    query_id: str,
+    rankings: Mapping[str, Ranking],
+    depth: int,
+    weights: Mapping[str, float] | None = None,
+    normalization: Normalization = "min_max",
+) -> Ranking:
+    """Convex combination ``sum_r a_r * norm_r(d)``: the weights are scaled to sum to 1
+    (equal when none are given); missing documents take the list's floor."""
+    weights = _check_weights(weights)
+    names = [n for n in rankings if rankings[n].hits]
+    raw = {n: weights.get(n, 1.0) for n in names}
+    total = sum(raw.values())
+    alphas = {n: (w / total if total > 0 else 1.0 / len(names)) for n, w in raw.items()}
+    return score_fusion(query_id, rankings, depth, normalization, "arithmetic", alphas)
 
 
 @dataclass(frozen=True)
-class RRF:
-    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_r w_r / (k + rank_r(d))``,
-    ranks starting at 1. ``weights`` default to 1 per list."""
+class FusionConfig:
+    """Which fusion a pipeline uses; serialized into the manifest's ``pipelines`` field."""
 
-    k: int = 60
+    method: str = "rrf"  # rrf | score | convex
+    k: int = RRF_K  # RRF only
+    normalization: str = "min_max"  # score, convex
+    combination: str = "arithmetic"  # score only
     weights: Mapping[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown fusion method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise InputError(
+                f"unknown normalization {self.normalization!r}; known: {', '.join(NORMALIZATIONS)}"
+            )
+        if self.combination not in COMBINATIONS:
+            raise InputError(
+                f"unknown combination {self.combination!r}; known: {', '.join(COMBINATIONS)}"
+            )
+        _check_weights(self.weights)
+
     def fuse(self, query_id: str, rankings: Mapping[str, Ranking], depth: int) -> Ranking:
-        scores: dict[str, float] = {}
-        sources: dict[str, dict[str, tuple[int, float]]] = {}
-        for name, ranking in rankings.items():
-            weight = self.weights.get(name, 1.0)
-            for rank, hit in enumerate(ranking.hits, start=1):
-                scores[hit.doc_id] = scores.get(hit.doc_id, 0.0) + weight / (self.k + rank)
-                sources.setdefault(hit.doc_id, {})[name] = (rank, hit.score)
-        ordered = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:depth]
-        return Ranking(query_id, tuple(Hit(d, s, sources[d]) for d, s in ordered))
+        if self.method == "rrf":
+            return rrf(query_id, rankings, depth, self.k, self.weights)
+        norm = cast(Normalization, self.normalization)
+        if self.method == "convex":
+            return convex(query_id, rankings, depth, self.weights, norm)
+        comb = cast(Combination, self.combination)
+        return score_fusion(query_id, rankings, depth, norm, comb, self.weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "weights": dict(self.weights)}
+        if self.method == "rrf":
+            out["k"] = self.k
+        else:
+            out["normalization"] = self.normalization
+        if self.method == "score":
+            out["combination"] = self.combination
+        return out
+
+    @staticmethod
+    def from_dict(obj: Mapping[str, Any]) -> FusionConfig:
+        known = {"method", "k", "normalization", "combination", "weights"}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise InputError(f"unknown fusion fields {unknown}; known: {sorted(known)}")
+        try:
+            return FusionConfig(
+                method=str(obj.get("method", "rrf")),
+                k=int(obj.get("k", RRF_K)),
+                normalization=str(obj.get("normalization", "min_max")),
+                combination=str(obj.get("combination", "arithmetic")),
+                weights={str(n): float(w) for n, w in dict(obj.get("weights") or {}).items()},
+            )
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"malformed fusion config {dict(obj)!r}: {exc}") from None
+
+    def describe(self) -> str:
+        weights = ", ".join(f"{n}={w:g}" for n, w in sorted(self.weights.items()))
+        if self.method == "rrf":
+            head = f"RRF k={self.k}"
+        elif self.method == "convex":
+            head = f"convex ({self.normalization})"
+        else:
+            head = f"{self.combination} mean of {self.normalization}"
+        return head + (f", weights {weights}" if weights else "")

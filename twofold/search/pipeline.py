@@ -1,87 +1,313 @@
 """The query pipeline: retrievers -> fusion -> optional reranker, each with its depth.
 
-Named pipelines are defined here, once, and used alike by ``twofold eval``,
-``twofold search`` and the HTTP API.
+``Pipeline.run`` reads top to bottom: every retriever fetches ``depths.retrieve``
+hits; a single list passes through, several are fused; the reranker (if any)
+rescores the top ``depths.rerank`` fused candidates and the rest keep their fused
+order below them; the top ``k`` are returned. Optional stages degrade instead of
+failing: a retriever that raises is left out of the fusion, a reranker that raises
+or runs out of time leaves the fused ranking, and the outcome says so in
+``degraded``.
+
+Named pipelines are defined here, once (``PIPELINES``), and used alike by
+``twofold eval``, ``twofold search``, ``twofold tune-fusion`` and the HTTP API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from twofold.core.errors import InputError
+from twofold.core.errors import InputError, TwofoldError
 from twofold.core.registry import Registry
 from twofold.core.types import Hit, Query, Ranking
 from twofold.indexing.collection import Collection
-from twofold.search.fusion import RRF
+from twofold.search.fusion import FusionConfig
 from twofold.search.retrievers import RETRIEVERS, Retriever
+
+log = logging.getLogger(__name__)
+
+FUSED = "fusion"  # key of the fused (rank, score) in a reranked hit's sources
+RERANKED = "rerank"
 
 
 class Fuser(Protocol):
     def fuse(self, query_id: str, rankings: Mapping[str, Ranking], depth: int) -> Ranking: ...
 
 
-@dataclass(frozen=True)
-class PipelineSpec:
-    """A named pipeline: which retrievers, whether to fuse, whether to rerank."""
+class Reranker(Protocol):
+    """Scores (query, document text) pairs; higher is more relevant.
+
+    ``deadline`` is a ``time.monotonic()`` instant; past it the reranker raises
+    instead of starting another batch.
+    """
 
     name: str
-    retrievers: tuple[str, ...]
+
+    def score(
+        self, query: str, texts: Sequence[str], deadline: float | None = None
+    ) -> Sequence[float]: ...
+
+
+@dataclass(frozen=True)
+class Depths:
+    """``retrieve``: hits each retriever fetches (and the fused list keeps);
+    ``rerank``: fused candidates the reranker rescores."""
+
+    retrieve: int = 100
+    rerank: int = 50
+
+    def __post_init__(self) -> None:
+        if self.retrieve < 1 or self.rerank < 1:
+            raise InputError("pipeline depths must be >= 1")
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What one query through a pipeline gives: the ranking plus how it was made."""
+
+    ranking: Ranking
+    timings_ms: dict[str, float]
+    degraded: tuple[str, ...] = ()
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+@dataclass
+class Pipeline:
+    """Retrievers -> fuser -> optional reranker. ``doc_text`` gives the text a reranker
+    reads for a doc id (title + text from the collection's doc store)."""
+
+    name: str
+    retrievers: Mapping[str, Retriever]
+    fuser: Fuser = field(default_factory=FusionConfig)
+    reranker: Reranker | None = None
+    depths: Depths = field(default_factory=Depths)
+    doc_text: Callable[[str], str] | None = None
+
+    def search(self, query: Query, k: int = 10) -> Ranking:
+        """The top ``k`` for ``query`` (what evaluation scores)."""
+        return self.run(query, k).ranking
+
+    def run(self, query: Query, k: int = 10, deadline: float | None = None) -> SearchOutcome:
+        timings: dict[str, float] = {}
+        degraded: list[str] = []
+        depth = max(self.depths.retrieve, k)
+
+        rankings: dict[str, Ranking] = {}
+        for name, retriever in self.retrievers.items():
+            t0 = time.perf_counter()
+            try:
+                rankings[name] = retriever.retrieve(query, depth)
+            except Exception as exc:
+                if len(self.retrievers) == 1:
+                    raise
+                log.exception("retriever %s failed; fusing the others", name)
+                degraded.append(f"retriever {name} failed: {exc}")
+            timings[f"retrieve.{name}"] = _ms(t0)
+        if not rankings:
+            raise TwofoldError(f"every retriever of pipeline {self.name!r} failed")
+
+        t0 = time.perf_counter()
+        if len(self.retrievers) == 1:
+            ((name, single),) = rankings.items()
+            fused = Ranking(
+                query.query_id,
+                tuple(
+                    Hit(h.doc_id, h.score, {name: (i, h.score)})
+                    for i, h in enumerate(single.hits[:depth], start=1)
+                ),
+            )
+        else:
+            fused = self.fuser.fuse(query.query_id, rankings, depth)
+            timings["fuse"] = _ms(t0)
+
+        ranking = fused
+        if self.reranker is not None:
+            t0 = time.perf_counter()
+            try:
+                ranking = self._rerank(self.reranker, query, fused, deadline)
+            except Exception as exc:
+                log.warning("reranker %s degraded: %s", self.reranker.name, exc)
+                degraded.append(f"rerank skipped: {exc}")
+            timings["rerank"] = _ms(t0)
+        return SearchOutcome(ranking.top(k), timings, tuple(degraded))
+
+    def _rerank(
+        self, reranker: Reranker, query: Query, fused: Ranking, deadline: float | None
+    ) -> Ranking:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TwofoldError("no time left in the request's budget")
+        if self.doc_text is None:
+            raise TwofoldError("the pipeline has no doc store to read texts from")
+        head, tail = fused.hits[: self.depths.rerank], fused.hits[self.depths.rerank :]
+        texts = [self.doc_text(h.doc_id) for h in head]
+        scores = list(reranker.score(query.text, texts, deadline))
+        if len(scores) != len(head):
+            raise TwofoldError(f"reranker returned {len(scores)} scores for {len(head)} texts")
+        rescored = sorted(
+            (
+                (
+                    float(s),
+                    Hit(h.doc_id, float(s), {**h.sources, FUSED: (rank, h.score)}),
+                )
+                for rank, (h, s) in enumerate(zip(head, scores, strict=True), start=1)
+            ),
+            key=lambda p: (-p[0], p[1].doc_id),
+        )
+        reranked = [h for _, h in rescored]
+        # Candidates past the rerank depth keep their fused order, below every reranked
+        # one: their score is the fused score shifted under the lowest rerank score.
+        floor = min((h.score for h in reranked), default=0.0)
+        shifted = []
+        top_tail = tail[0].score if tail else 0.0
+        for rank, h in enumerate(tail, start=len(head) + 1):
+            score = floor - 1.0 - (top_tail - h.score)
+            shifted.append(Hit(h.doc_id, score, {**h.sources, FUSED: (rank, h.score)}))
+        return Ranking(fused.query_id, (*reranked, *shifted))
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A named pipeline. ``retrievers`` None means every retriever the collection has
+    (``hybrid``); ``fusion`` None means the collection's tuned fusion for ``hybrid``
+    (manifest ``pipelines.hybrid.fusion``), else RRF k=60."""
+
+    name: str
     description: str
+    retrievers: tuple[str, ...] | None = None
+    fusion: FusionConfig | None = None
     rerank: bool = False
 
 
 PIPELINES: Registry[PipelineSpec] = Registry("pipeline")
 for _spec in (
-    PipelineSpec("bm25", ("bm25",), "BM25 on Lucene"),
-    PipelineSpec("sparse", ("sparse",), "inference-free learned sparse (IDF query side)"),
-    PipelineSpec("splade", ("splade",), "siamese SPLADE"),
-    PipelineSpec("dense", ("dense",), "dense bi-encoder on FAISS"),
+    PipelineSpec("bm25", "BM25 on Lucene", ("bm25",)),
+    PipelineSpec("sparse", "inference-free learned sparse (IDF query side)", ("sparse",)),
+    PipelineSpec("splade", "siamese SPLADE", ("splade",)),
+    PipelineSpec("dense", "dense bi-encoder on FAISS", ("dense",)),
+    PipelineSpec("hybrid", "all retrievers, fused (tuned weights when the collection has them)"),
+    PipelineSpec("hybrid-rrf", "all retrievers, plain RRF k=60", fusion=FusionConfig("rrf")),
+    PipelineSpec("hybrid+rerank", "hybrid, then the cross-encoder reranker", rerank=True),
+    PipelineSpec("bm25+rerank", "BM25, then the cross-encoder reranker", ("bm25",), rerank=True),
 ):
     PIPELINES.register(_spec.name, _spec)
 
-
-@dataclass
-class Pipeline:
-    """``search(query, k)``: each retriever fetches ``depth`` hits, the fuser merges them
-    (skipped for a single retriever), and the top ``k`` are returned."""
-
-    name: str
-    retrievers: dict[str, Retriever]
-    fuser: Fuser = field(default_factory=RRF)
-    depth: int = 100
-
-    def search(self, query: Query, k: int = 10) -> Ranking:
-        depth = max(self.depth, k)
-        rankings = {name: r.retrieve(query, depth) for name, r in self.retrievers.items()}
-        if len(rankings) == 1:
-            ((name, ranking),) = rankings.items()
-            return Ranking(
-                query.query_id,
-                tuple(
-                    Hit(h.doc_id, h.score, {name: (i, h.score)})
-                    for i, h in enumerate(ranking.hits[:k], start=1)
-                ),
-            )
-        return self.fuser.fuse(query.query_id, rankings, depth).top(k)
+TUNED_KEY = "hybrid"  # manifest ``pipelines`` entry that holds the tuned fusion
 
 
-def build_pipeline(collection: Collection, name: str, depth: int = 100) -> Pipeline:
-    """The named pipeline over ``collection``; says which sub-index is missing if any."""
-    spec = PIPELINES.get(name)
-    missing = [r for r in spec.retrievers if not collection.has(r)]
+def collection_retrievers(collection: Collection) -> list[str]:
+    """The collection's sub-indexes that have a registered retriever (what ``hybrid`` fuses)."""
+    return [r for r in collection.retrievers if r in RETRIEVERS]
+
+
+def tuned_fusion(collection: Collection) -> FusionConfig | None:
+    """The fusion ``twofold tune-fusion`` wrote into the manifest, if it still applies."""
+    entry = collection.manifest.pipelines.get(TUNED_KEY)
+    if not isinstance(entry, dict) or "fusion" not in entry:
+        return None
+    if sorted(entry.get("retrievers", [])) != sorted(collection_retrievers(collection)):
+        log.warning("tuned fusion in %s is for other retrievers; using RRF", collection.path)
+        return None
+    return FusionConfig.from_dict(entry["fusion"])
+
+
+def _doc_text(collection: Collection) -> Callable[[str], str]:
+    def text(doc_id: str) -> str:
+        return collection.docs.get(doc_id).contents
+
+    return text
+
+
+def make_pipeline(
+    collection: Collection,
+    name: str,
+    retrievers: Sequence[str],
+    fusion: FusionConfig | None = None,
+    reranker: Reranker | None = None,
+    depths: Depths | None = None,
+    opened: Mapping[str, Retriever] | None = None,
+) -> Pipeline:
+    """A pipeline over ``collection`` from its parts (named or ad hoc, e.g. from the API).
+
+    ``opened`` lets a caller share retrievers it already opened (the service does)."""
+    if not retrievers:
+        raise InputError("a pipeline needs at least one retriever")
+    names = list(dict.fromkeys(retrievers))
+    missing = [r for r in names if not collection.has(r)]
     if missing:
         raise InputError(
             f"pipeline {name!r} needs {', '.join(missing)}, which collection {collection.name!r} "
             f"lacks (it has {', '.join(collection.retrievers)}); available pipelines: "
-            f"{', '.join(available_pipelines(collection))}"
+            f"{', '.join(available_pipelines(collection, reranker is not None))}"
         )
-    retrievers = {r: RETRIEVERS.get(r)(collection) for r in spec.retrievers}
-    return Pipeline(name, retrievers, RRF(), depth)
+    for r in names:
+        RETRIEVERS.get(r)  # a sub-index with no retriever -> error listing the known ones
+    opened = opened or {}
+    instances = {r: opened[r] if r in opened else RETRIEVERS.get(r)(collection) for r in names}
+    return Pipeline(
+        name=name,
+        retrievers=instances,
+        fuser=fusion or tuned_fusion(collection) or FusionConfig(),
+        reranker=reranker,
+        depths=depths or Depths(),
+        doc_text=_doc_text(collection),
+    )
 
 
-def available_pipelines(collection: Collection) -> list[str]:
-    return [
-        n for n in PIPELINES.names() if all(collection.has(r) for r in PIPELINES.get(n).retrievers)
-    ]
+def build_pipeline(
+    collection: Collection,
+    name: str,
+    depth: int = 100,
+    reranker: Reranker | None = None,
+    rerank_depth: int = 50,
+    opened: Mapping[str, Retriever] | None = None,
+) -> Pipeline:
+    """The named pipeline over ``collection``; says what is missing if it cannot be built."""
+    spec = PIPELINES.get(name)
+    if spec.rerank and reranker is None:
+        raise InputError(
+            f"pipeline {name!r} needs a reranker and none is configured: pass --reranker DIR "
+            "(a Hugging Face *ForSequenceClassification directory) to `twofold serve`, "
+            "`twofold search` or `twofold eval`, or set TWOFOLD_RERANKER"
+        )
+    retrievers = spec.retrievers or tuple(collection_retrievers(collection))
+    return make_pipeline(
+        collection,
+        name,
+        retrievers,
+        fusion=spec.fusion,
+        reranker=reranker if spec.rerank else None,
+        depths=Depths(depth, rerank_depth),
+        opened=opened,
+    )
+
+
+def available_pipelines(collection: Collection, with_reranker: bool = False) -> list[str]:
+    """Named pipelines this collection can run (rerank ones only ``with_reranker``)."""
+    names = []
+    for n in PIPELINES.names():
+        spec = PIPELINES.get(n)
+        needed = spec.retrievers or tuple(collection_retrievers(collection))
+        runnable = bool(needed) and all(collection.has(r) and r in RETRIEVERS for r in needed)
+        if runnable and (with_reranker or not spec.rerank):
+            names.append(n)
+    return names
+
+
+def describe_pipeline(collection: Collection, name: str) -> dict[str, Any]:
+    """What a named pipeline does on this collection (for listings and the web page)."""
+    spec = PIPELINES.get(name)
+    retrievers = spec.retrievers or tuple(collection_retrievers(collection))
+    fusion = spec.fusion or tuned_fusion(collection) or FusionConfig()
+    return {
+        "name": name,
+        "description": spec.description,
+        "retrievers": list(retrievers),
+        "fusion": fusion.describe() if len(retrievers) > 1 else None,
+        "rerank": spec.rerank,
+    }
