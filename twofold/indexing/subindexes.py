@@ -30,3 +30,12 @@ SUBINDEXES.register(
     "bm25",
     SubIndexSpec("bm25", "twofold.indexing.bm25", "BM25 on Lucene (k1=0.9, b=0.4, title+text)"),
 )
+SUBINDEXES.register(
+    "interests",
+    SubIndexSpec(
+        "interests",
+        "twofold.indexing.interests",
+        "kNN-Embed interest clusters: spherical k-means over the dense vectors + IVF lists",
+        requires=("dense",),
+    ),
+)

@@ -234,18 +234,20 @@ def component_queries(
     centroids: npt.ArrayLike,
     clusters: list[int],
     params: MixtureParams,
+    user: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """One query vector per component cluster, (len(clusters), d), rows L2-normalized.
 
     ``query_mode="user"``: every row is :func:`user_vector`. ``"component"``: row c is
     ``normalize((1 - b) * q_c + b * u)`` with ``q_c`` the history mean weighted by
     ``p(c|x)`` and ``b = component_blend``; a cluster no history item touches uses its
-    centroid as ``q_c``.
+    centroid as ``q_c``. ``user`` (d,) replaces the history mean as ``u`` (e.g. a query
+    vector when the "history" is a query's neighbourhood).
     """
     hist = np.atleast_2d(np.asarray(history, dtype=np.float32))
-    user = user_vector(hist)
+    u = user_vector(hist) if user is None else normalize_rows(np.atleast_2d(user))[0]
     if params.query_mode == "user" or not clusters:
-        same: FloatArray = np.repeat(user[None, :], len(clusters), axis=0)
+        same: FloatArray = np.repeat(u[None, :], len(clusters), axis=0)
         return same
     mu = normalize_rows(np.atleast_2d(centroids))
     member = soft_memberships(hist, mu, params.temperature)[:, clusters]  # (h, M)
@@ -253,7 +255,7 @@ def component_queries(
     weighted = member.T @ normalize_rows(hist)  # (M, d)
     local = np.where(mass[:, None] > 1e-6, weighted, mu[clusters])
     blend = np.float32(params.component_blend)
-    return normalize_rows((1 - blend) * normalize_rows(local) + blend * user[None, :])
+    return normalize_rows((1 - blend) * normalize_rows(local) + blend * u[None, :])
 
 
 def intra_list_diversity(vectors: npt.ArrayLike) -> float:
