@@ -1,0 +1,121 @@
+"""Cross-encoder reranker: a Hugging Face ``*ForSequenceClassification`` model scoring
+(query, document) pairs.
+
+Loads any such directory (or a hub id such as ``cross-encoder/ms-marco-MiniLM-L-6-v2``
+where a hub is reachable), e.g. the Margin-MSE distilled model of ``twofold train
+reranker``. Scoring is batched, under ``torch.inference_mode``.
+
+Truncation policy: the query keeps at most ``min(max_query_tokens, max_length // 2)``
+word pieces (a long query cannot crowd the document out), then each pair is cut to
+``max_length`` tokens by truncating the document only (``only_second``), so the start
+of the document (its title, then text) is what the model reads.
+
+Score: the single logit of a one-label model (the usual MS MARCO cross-encoders);
+for a two-label model, ``logit[1] - logit[0]`` (log-odds of "relevant"), which ranks
+as the softmax probability does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twofold.core.errors import DependencyError, ModelError, TwofoldError
+
+log = logging.getLogger(__name__)
+
+
+class RerankTimeout(TwofoldError):
+    """The reranker's time budget ran out before every batch was scored."""
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    """``path``: model directory or hub id; ``batch_size``: pairs per forward pass;
+    ``max_length``: tokens per (query, document) pair; ``max_query_tokens``: query cap."""
+
+    path: str
+    batch_size: int = 16
+    max_length: int = 256
+    max_query_tokens: int = 64
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_length < 8 or self.max_query_tokens < 1:
+            raise ModelError("reranker batch_size >= 1, max_length >= 8, max_query_tokens >= 1")
+
+
+class CrossEncoder:
+    """``score(query, texts) -> list[float]``, higher = more relevant."""
+
+    def __init__(self, config: RerankerConfig) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - hard dependencies
+            raise DependencyError("the reranker needs torch and transformers") from exc
+        self.config = config
+        self.name = Path(config.path).name or config.path
+        path = Path(config.path).expanduser()
+        source = str(path) if path.is_dir() else config.path
+        looks_like_path = config.path.startswith((".", "/", "~")) or "/" not in config.path
+        if not path.is_dir() and looks_like_path:
+            raise ModelError(
+                f"reranker {config.path!r} is not a directory (nor a hub id org/name); give the "
+                "directory of a *ForSequenceClassification model"
+            )
+        try:
+            self._tokenizer: Any = AutoTokenizer.from_pretrained(source)
+            self._model: Any = AutoModelForSequenceClassification.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load a reranker from {config.path}: {exc}") from None
+        self._num_labels = int(self._model.config.num_labels)
+        if self._num_labels not in (1, 2):
+            raise ModelError(
+                f"reranker {config.path} has {self._num_labels} labels; expected 1 (a relevance "
+                "logit) or 2 (not relevant, relevant)"
+            )
+        self._model.to(config.device).eval()
+        self._torch = torch
+
+    def _truncate_query(self, query: str) -> str:
+        ids = self._tokenizer(query, add_special_tokens=False)["input_ids"]
+        cap = min(self.config.max_query_tokens, self.config.max_length // 2)
+        if len(ids) <= cap:
+            return query
+        return str(self._tokenizer.decode(ids[:cap]))
+
+    def score(self, query: str, texts: Sequence[str], deadline: float | None = None) -> list[float]:
+        """Scores for ``texts`` in order; raises ``RerankTimeout`` past ``deadline``
+        (a ``time.monotonic()`` instant), checked before each batch."""
+        if not texts:
+            return []
+        q = self._truncate_query(query)
+        out: list[float] = []
+        bs = self.config.batch_size
+        for start in range(0, len(texts), bs):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RerankTimeout(f"time budget ran out after {start} of {len(texts)} candidates")
+            batch = list(texts[start : start + bs])
+            enc = self._tokenizer(
+                [q] * len(batch),
+                batch,
+                truncation="only_second",
+                max_length=self.config.max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(self.config.device)
+            with self._torch.inference_mode():
+                logits = self._model(**enc).logits  # [batch, num_labels]
+            scores = logits[:, 0] if self._num_labels == 1 else logits[:, 1] - logits[:, 0]
+            out.extend(float(s) for s in scores.float().cpu().tolist())
+        return out
+
+
+def load_reranker(config: RerankerConfig) -> CrossEncoder:
+    log.info("loading reranker %s", config.path)
+    return CrossEncoder(config)
