@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_eval)
+    from twofold.app.cli_interests import add_interest_commands
+
+    add_interest_commands(sub)  # recommend, eval-interests (kNN-Embed)
     return parser
 
 
