@@ -1,0 +1,103 @@
+"""Domain errors -> HTTP, in one place. Every error body is ``ErrorOut``:
+``{"detail": what to change, "code": ..., "request_id": ...}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from twofold.app.state import BudgetExceeded
+from twofold.core.errors import (
+    CollectionError,
+    DependencyError,
+    InputError,
+    ModelError,
+    NotFoundError,
+    TwofoldError,
+    UnknownNameError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(Exception):
+    """Missing or wrong API key."""
+
+
+# (exception type, status, code); the first match wins, so subclasses come first.
+ERROR_MAP: tuple[tuple[type[Exception], int, str], ...] = (
+    (Unauthorized, 401, "unauthorized"),
+    (NotFoundError, 404, "not_found"),
+    (UnknownNameError, 400, "unknown_name"),
+    (InputError, 400, "bad_request"),
+    (BudgetExceeded, 504, "time_budget_exceeded"),
+    (CollectionError, 503, "collection_unavailable"),
+    (ModelError, 503, "model_unavailable"),
+    (DependencyError, 503, "dependency_missing"),
+    (TwofoldError, 500, "internal_error"),
+)
+
+
+def request_id(request: Request) -> str | None:
+    rid = request.scope.get("state", {}).get("request_id")
+    return str(rid) if rid is not None else None
+
+
+def error_response(
+    request: Request, status: int, code: str, detail: str, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"detail": detail, "code": code, "request_id": request_id(request)}
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    for kind, status, code in ERROR_MAP:
+        if isinstance(exc, kind):
+            if status >= 500:
+                log.error("%s: %s", code, exc)
+            return error_response(request, status, code, str(exc))
+    raise exc  # pragma: no cover - only registered for the types above
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, RequestValidationError):  # pragma: no cover
+        raise exc
+    errors = [
+        {"loc": _loc(tuple(e.get("loc", ()))), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors) or "invalid request"
+    return error_response(request, 422, "invalid_request", detail, errors=errors)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
+        raise exc
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(request, exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error (request %s)", request_id(request))
+    return error_response(
+        request, 500, "internal_error", "internal error; quote the request_id when reporting it"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for kind, _, _ in ERROR_MAP:
+        app.add_exception_handler(kind, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,91 @@
+"""``create_app(settings)``: the FastAPI service. Loads collections and models once in the
+lifespan into ``app.state.twofold`` (an ``AppState``); routes reach it through
+``Depends(get_state)``. ``serve`` runs it under uvicorn in this process (one JVM)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from twofold import __version__
+from twofold.app import routes_meta, routes_search
+from twofold.app.deps import require_api_key
+from twofold.app.errors import install_error_handlers
+from twofold.app.metrics import Metrics
+from twofold.app.middleware import RequestContextMiddleware
+from twofold.app.settings import Settings
+from twofold.app.state import AppState, close_state, load_state
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+Loader = Callable[[Settings, Metrics], AppState]
+
+# Optional routers: a module here exposing ``router: APIRouter`` (its paths under /v1)
+# is included behind the API key when it exists, e.g. kNN-Embed's POST /v1/recommend.
+OPTIONAL_ROUTERS = ("twofold.app.routes_recommend",)
+
+
+def _optional_routers() -> list[APIRouter]:
+    routers = []
+    for name in OPTIONAL_ROUTERS:
+        if importlib.util.find_spec(name) is not None:
+            routers.append(importlib.import_module(name).router)
+    return routers
+
+
+def create_app(settings: Settings, loader: Loader = load_state) -> FastAPI:
+    """The service for ``settings``; ``loader`` builds the state (tests may swap it)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = loader(settings, metrics)
+        app.state.twofold = state
+        log.info(
+            "serving %s; pipelines %s",
+            ", ".join(state.collections),
+            {n: list(c.pipelines) for n, c in state.collections.items()},
+        )
+        try:
+            yield
+        finally:
+            close_state(state)
+
+    app = FastAPI(
+        title="Twofold",
+        version=__version__,
+        description="Learned sparse + dense retrieval: search, fused and reranked.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
+    auth = [Depends(require_api_key)]
+    app.include_router(routes_search.router, dependencies=auth)
+    app.include_router(routes_meta.v1, dependencies=auth)
+    for router in _optional_routers():
+        app.include_router(router, dependencies=auth)
+    app.include_router(routes_meta.ops)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service in this process (the JVM must not be forked: one worker)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)

@@ -1,0 +1,80 @@
+"""Collections, documents, health, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from twofold.app.deps import State
+from twofold.app.routes_search import ERRORS
+from twofold.app.schemas import (
+    MAX_DOC_ID_CHARS,
+    CollectionOut,
+    CollectionsResponse,
+    DocOut,
+    PipelineOut,
+)
+from twofold.search.pipeline import describe_pipeline
+
+v1 = APIRouter(prefix="/v1", tags=["collections"], responses=ERRORS)
+ops = APIRouter(tags=["operations"])
+
+
+@v1.get("/collections", response_model=CollectionsResponse)
+def collections(state: State) -> CollectionsResponse:
+    out = []
+    for cs in state.collections.values():
+        manifest = cs.collection.manifest
+        out.append(
+            CollectionOut(
+                name=cs.name,
+                doc_count=manifest.doc_count,
+                retrievers=list(cs.retrievers),
+                pipelines=[
+                    PipelineOut(**describe_pipeline(cs.collection, name)) for name in cs.pipelines
+                ],
+                default_pipeline=cs.default_pipeline,
+                built=manifest.build.get("created"),
+            )
+        )
+    reranker = state.reranker.name if state.reranker is not None else None
+    return CollectionsResponse(default=state.default_collection, collections=out, reranker=reranker)
+
+
+@v1.get("/docs/{doc_id}", response_model=DocOut)
+def get_doc(
+    state: State,
+    doc_id: Annotated[str, Path(min_length=1, max_length=MAX_DOC_ID_CHARS)],
+    collection: Annotated[str | None, Query(max_length=256)] = None,
+) -> DocOut:
+    cs = state.collection(collection)
+    doc = cs.collection.docs.get(doc_id)
+    return DocOut(
+        collection=cs.name,
+        doc_id=doc.doc_id,
+        title=doc.title,
+        text=doc.text,
+        metadata=dict(doc.metadata),
+    )
+
+
+@ops.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (liveness)."""
+    return {"status": "ok"}
+
+
+@ops.get("/readyz")
+def readyz(state: State, response: Response) -> dict[str, object]:
+    """Collections and models are loaded and warmed up (readiness)."""
+    if not state.ready:
+        response.status_code = 503
+        return {"status": "loading"}
+    return {"status": "ready", "collections": list(state.collections)}
+
+
+@ops.get("/metrics", response_class=Response)
+def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

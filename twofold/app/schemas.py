@@ -1,0 +1,151 @@
+"""HTTP request and response schemas (apart from the domain types in ``core.types``).
+
+Limits live here, so OpenAPI shows them and a violation is a 422 that names the field.
+Requests are strict (``"10"`` is not a number) and reject unknown fields, so a typo
+such as ``"pipline"`` is an error, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_K = 100
+MAX_QUERY_CHARS = 1000
+MAX_BATCH = 32
+MAX_RETRIEVERS = 8
+MAX_DOC_ID_CHARS = 512
+
+Weight = Annotated[float, Field(ge=0, le=1e6)]
+
+
+class FusionSpec(BaseModel):
+    """Ad hoc fusion (see ``twofold.search.fusion``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    method: Literal["rrf", "score", "convex"] = "rrf"
+    k: int = Field(60, ge=0, le=10_000, description="RRF constant")
+    normalization: Literal["min_max", "z_score", "l2"] = "min_max"
+    combination: Literal["arithmetic", "geometric", "harmonic"] = "arithmetic"
+    weights: dict[str, Weight] = Field(default_factory=dict, max_length=MAX_RETRIEVERS)
+
+
+class SearchRequest(BaseModel):
+    """Either ``pipeline`` (a named one) or ``retrievers`` (+ ``fusion``, ``rerank``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(10, ge=1, le=MAX_K)
+    collection: str | None = Field(None, max_length=256, description="default: the first")
+    pipeline: str | None = Field(None, max_length=64, description="default: the service's")
+    retrievers: list[str] | None = Field(None, min_length=1, max_length=MAX_RETRIEVERS)
+    fusion: FusionSpec | None = None
+    rerank: bool = False
+    explain: bool = Field(False, description="add per-hit term contributions where known")
+    budget_ms: int | None = Field(
+        None, ge=10, le=600_000, description="lower the service's time budget for this request"
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query is blank; send some words to search for")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_pick(self) -> SearchRequest:
+        if self.pipeline is not None and self.retrievers is not None:
+            raise ValueError("give either `pipeline` or `retrievers` (+ `fusion`, `rerank`)")
+        if self.retrievers is None and (self.fusion is not None or self.rerank):
+            raise ValueError("`fusion` and `rerank` go with `retrievers`, not with `pipeline`")
+        return self
+
+
+class SearchBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    searches: list[SearchRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class SourceOut(BaseModel):
+    rank: int
+    score: float
+
+
+class HitOut(BaseModel):
+    rank: int
+    doc_id: str
+    score: float
+    title: str
+    text: str
+    snippet: str = Field(description="a window of the text around the matched terms")
+    highlights: list[tuple[int, int]] = Field(
+        description="[start, end) character spans of matched terms in `snippet`"
+    )
+    title_highlights: list[tuple[int, int]]
+    sources: dict[str, SourceOut] = Field(
+        description="per retriever (and `fusion` when reranked): rank and score in its list"
+    )
+    terms: dict[str, float] | None = Field(
+        None, description="explain: query-term contributions to the sparse score"
+    )
+
+
+class SearchResponse(BaseModel):
+    request_id: str
+    collection: str
+    pipeline: str
+    query: str
+    k: int
+    hits: list[HitOut]
+    timings_ms: dict[str, float]
+    took_ms: float
+    degraded: bool = Field(description="true when a stage was skipped (see degraded_reasons)")
+    degraded_reasons: list[str]
+
+
+class SearchBatchResponse(BaseModel):
+    request_id: str
+    results: list[SearchResponse]
+
+
+class PipelineOut(BaseModel):
+    name: str
+    description: str
+    retrievers: list[str]
+    fusion: str | None
+    rerank: bool
+
+
+class CollectionOut(BaseModel):
+    name: str
+    doc_count: int
+    retrievers: list[str]
+    pipelines: list[PipelineOut]
+    default_pipeline: str
+    built: str | None
+
+
+class CollectionsResponse(BaseModel):
+    default: str
+    collections: list[CollectionOut]
+    reranker: str | None
+
+
+class DocOut(BaseModel):
+    collection: str
+    doc_id: str
+    title: str
+    text: str
+    metadata: dict[str, object]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what went wrong and what to change")
+    code: str
+    request_id: str | None = None
+    errors: list[dict[str, object]] | None = None

@@ -1,0 +1,128 @@
+"""What a search request does, between the schemas and the pipeline (no HTTP here).
+
+``search`` runs on a pipeline thread: it picks the pipeline (named, or ad hoc from
+``retrievers`` + ``fusion`` + ``rerank``), runs it under the request's deadline,
+and turns the outcome into ``SearchResponse`` with doc titles, snippets, highlights,
+per-retriever ranks and, with ``explain``, term contributions from every retriever
+that can explain itself (a retriever with ``explain(query, doc_id) -> {term: weight}``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from twofold.app.schemas import FusionSpec, HitOut, SearchRequest, SearchResponse, SourceOut
+from twofold.app.snippets import highlight_spans, query_stems, snippet
+from twofold.app.state import AppState, CollectionState
+from twofold.core.errors import InputError
+from twofold.core.types import Query
+from twofold.search.fusion import FusionConfig
+from twofold.search.pipeline import Depths, Pipeline, SearchOutcome, make_pipeline
+
+RERANK_SHARE = 0.8  # of the request budget the reranker may use; the rest is slack
+
+
+def budget_s(state: AppState, request: SearchRequest) -> float:
+    ms = state.settings.time_budget_ms
+    if request.budget_ms is not None:
+        ms = min(ms, request.budget_ms)
+    return ms / 1000.0
+
+
+def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest) -> Pipeline:
+    if request.retrievers is None:
+        return cs.pipeline(request.pipeline or cs.default_pipeline)
+    if request.rerank and state.reranker is None:
+        raise InputError(
+            "rerank was asked for but the service has no reranker; start it with "
+            "--reranker DIR (or TWOFOLD_RERANKER)"
+        )
+    unknown = [r for r in request.retrievers if r not in cs.retrievers]
+    if unknown:
+        raise InputError(
+            f"collection {cs.name!r} has no retriever {', '.join(map(repr, unknown))}; "
+            f"it has {', '.join(cs.retrievers)}"
+        )
+    spec = request.fusion or FusionSpec.model_validate({})
+    fusion = FusionConfig(
+        spec.method, spec.k, spec.normalization, spec.combination, dict(spec.weights)
+    )
+    return make_pipeline(
+        cs.collection,
+        "custom",
+        request.retrievers,
+        fusion=fusion,
+        reranker=state.reranker if request.rerank else None,
+        depths=Depths(state.settings.retrieve_depth, state.settings.rerank_depth),
+        opened=cs.retrievers,
+    )
+
+
+def _explain(pipeline: Pipeline, query: Query, doc_id: str) -> dict[str, float]:
+    terms: dict[str, float] = {}
+    for retriever in pipeline.retrievers.values():
+        explain = getattr(retriever, "explain", None)
+        if explain is None:
+            continue
+        contributions: Mapping[str, float] = explain(query, doc_id)
+        for term, weight in contributions.items():
+            terms[term] = terms.get(term, 0.0) + float(weight)
+    return dict(sorted(terms.items(), key=lambda p: -p[1]))
+
+
+def search(state: AppState, request: SearchRequest, request_id: str) -> SearchResponse:
+    started = time.perf_counter()
+    cs = state.collection(request.collection)
+    pipeline = choose_pipeline(state, cs, request)
+    query = Query(request_id, request.query)
+    deadline = time.monotonic() + budget_s(state, request) * RERANK_SHARE
+    outcome = pipeline.run(query, request.k, deadline)
+    response = to_response(cs, pipeline, query, request, outcome, request_id, started)
+    for stage, ms in outcome.timings_ms.items():
+        state.metrics.stage.labels(pipeline.name, stage).observe(ms / 1000.0)
+    if outcome.degraded:
+        state.metrics.degraded.labels(pipeline.name).inc()
+    return response
+
+
+def to_response(
+    cs: CollectionState,
+    pipeline: Pipeline,
+    query: Query,
+    request: SearchRequest,
+    outcome: SearchOutcome,
+    request_id: str,
+    started: float,
+) -> SearchResponse:
+    stems = query_stems(request.query)
+    hits = []
+    for rank, hit in enumerate(outcome.ranking.hits, start=1):
+        doc = cs.collection.docs.get(hit.doc_id)
+        text_snippet, spans = snippet(doc.text, stems)
+        hits.append(
+            HitOut(
+                rank=rank,
+                doc_id=hit.doc_id,
+                score=hit.score,
+                title=doc.title,
+                text=doc.text,
+                snippet=text_snippet,
+                highlights=spans,
+                title_highlights=highlight_spans(doc.title, stems),
+                sources={n: SourceOut(rank=r, score=s) for n, (r, s) in hit.sources.items()},
+                terms=_explain(pipeline, query, hit.doc_id) if request.explain else None,
+            )
+        )
+    return SearchResponse(
+        request_id=request_id,
+        collection=cs.name,
+        pipeline=pipeline.name,
+        query=request.query,
+        k=request.k,
+        hits=hits,
+        timings_ms=outcome.timings_ms,
+        took_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        degraded=bool(outcome.degraded),
+        degraded_reasons=list(outcome.degraded),
+    )

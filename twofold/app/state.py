@@ -1,0 +1,162 @@
+"""What the service loads once, in the lifespan: collections, their opened retrievers and
+named pipelines, the reranker, and the thread pool that runs pipelines.
+
+Pipelines run on a fixed pool of long-lived threads (not the event loop's default
+pool) so Lucene's JVM sees a bounded set of attached threads and a slow query cannot
+starve the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from twofold.app.metrics import Metrics
+from twofold.app.settings import Settings
+from twofold.core.errors import InputError, UnknownNameError
+from twofold.core.types import Query
+from twofold.indexing.collection import Collection
+from twofold.search.pipeline import (
+    PIPELINES,
+    Pipeline,
+    Reranker,
+    available_pipelines,
+    build_pipeline,
+    collection_retrievers,
+)
+from twofold.search.retrievers import RETRIEVERS, Retriever
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BudgetExceeded(Exception):
+    """A request ran past its time budget (mapped to 504)."""
+
+
+@dataclass
+class CollectionState:
+    collection: Collection
+    retrievers: dict[str, Retriever]
+    pipelines: dict[str, Pipeline]
+    default_pipeline: str
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+    def pipeline(self, name: str) -> Pipeline:
+        if name in self.pipelines:
+            return self.pipelines[name]
+        if name in PIPELINES and PIPELINES.get(name).rerank:
+            build_pipeline(self.collection, name)  # raises: no reranker, says how to add one
+        if name in PIPELINES:
+            raise InputError(
+                f"pipeline {name!r} cannot run on collection {self.name!r} (it has "
+                f"{', '.join(self.collection.retrievers)}); available: "
+                f"{', '.join(self.pipelines)}"
+            )
+        raise UnknownNameError("pipeline", name, list(self.pipelines))
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    collections: dict[str, CollectionState]
+    reranker: Reranker | None
+    metrics: Metrics
+    executor: ThreadPoolExecutor
+    ready: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
+
+    @property
+    def default_collection(self) -> str:
+        return next(iter(self.collections))
+
+    def collection(self, name: str | None) -> CollectionState:
+        key = name or self.default_collection
+        if key not in self.collections:
+            raise UnknownNameError("collection", key, list(self.collections))
+        return self.collections[key]
+
+    async def run(self, fn: Callable[..., T], *args: Any, budget_s: float) -> T:
+        """Run ``fn(*args)`` on the pipeline threads; ``BudgetExceeded`` after ``budget_s``."""
+        future = self.executor.submit(fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=budget_s)
+        except TimeoutError:
+            future.cancel()
+            raise BudgetExceeded(
+                f"the search took longer than its time budget of {budget_s * 1000:.0f} ms"
+            ) from None
+
+
+def load_reranker(settings: Settings) -> Reranker | None:
+    if not settings.reranker:
+        log.info("no reranker configured: +rerank pipelines are off (set --reranker DIR)")
+        return None
+    from twofold.models.reranker import RerankerConfig, load_reranker
+
+    return load_reranker(
+        RerankerConfig(
+            settings.reranker,
+            batch_size=settings.reranker_batch_size,
+            max_length=settings.reranker_max_length,
+        )
+    )
+
+
+def open_collection(
+    collection: Collection, settings: Settings, reranker: Reranker | None
+) -> CollectionState:
+    """Open every retriever once and build every named pipeline the collection can run."""
+    retrievers = {r: RETRIEVERS.get(r)(collection) for r in collection_retrievers(collection)}
+    pipelines = {
+        name: build_pipeline(
+            collection,
+            name,
+            depth=settings.retrieve_depth,
+            reranker=reranker,
+            rerank_depth=settings.rerank_depth,
+            opened=retrievers,
+        )
+        for name in available_pipelines(collection, with_reranker=reranker is not None)
+    }
+    if not pipelines:
+        raise InputError(f"collection {collection.name!r} has no retriever the service can run")
+    default = settings.default_pipeline
+    if default not in pipelines:
+        default = next(iter(pipelines))
+    return CollectionState(collection, retrievers, pipelines, default)
+
+
+def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
+    """Everything a request needs, loaded and (with ``warmup``) exercised once."""
+    if not settings.collections:
+        raise InputError("no collections to serve; give at least one collection directory")
+    reranker = load_reranker(settings)
+    collections = {}
+    for path in settings.collections:
+        state = open_collection(Collection(path), settings, reranker)
+        collections[state.name] = state
+    executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="twofold-search")
+    app_state = AppState(settings, collections, reranker, metrics or Metrics(), executor)
+    if settings.warmup:
+        t0 = time.perf_counter()
+        for cs in collections.values():
+            for pipeline in cs.pipelines.values():
+                # on a pipeline thread: the JVM attaches there, models load their kernels
+                executor.submit(pipeline.search, Query("warmup", "warm up"), 1).result()
+        log.info("warm-up done in %.2f s", time.perf_counter() - t0)
+    app_state.ready = True
+    return app_state
+
+
+def close_state(state: AppState) -> None:
+    state.ready = False
+    state.executor.shutdown(wait=True, cancel_futures=True)
