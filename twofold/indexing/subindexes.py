@@ -31,11 +31,31 @@ SUBINDEXES.register(
     SubIndexSpec("bm25", "twofold.indexing.bm25", "BM25 on Lucene (k1=0.9, b=0.4, title+text)"),
 )
 SUBINDEXES.register(
+    "dense",
+    SubIndexSpec("dense", "twofold.indexing.dense_index", "dense bi-encoder vectors + FAISS (IP)"),
+)
+SUBINDEXES.register(
     "interests",
     SubIndexSpec(
         "interests",
         "twofold.indexing.interests",
         "kNN-Embed interest clusters: spherical k-means over the dense vectors + IVF lists",
         requires=("dense",),
+    ),
+)
+SUBINDEXES.register(
+    "sparse",
+    SubIndexSpec(
+        "sparse",
+        "twofold.indexing.sparse_subindex",
+        "inference-free learned sparse: MLM doc encoder, idf query side (native + Lucene impact)",
+    ),
+)
+SUBINDEXES.register(
+    "splade",
+    SubIndexSpec(
+        "splade",
+        "twofold.indexing.splade_subindex",
+        "siamese SPLADE: MLM activation on docs and queries (native + Lucene impact)",
     ),
 )

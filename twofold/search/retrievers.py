@@ -11,6 +11,8 @@ from typing import Protocol
 from twofold.core.registry import Registry
 from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
+from twofold.search.dense import DenseRetriever
+from twofold.search.sparse import SparseRetriever, SpladeRetriever
 
 
 class Retriever(Protocol):
@@ -32,3 +34,6 @@ class BM25Retriever:
 RetrieverFactory = Callable[[Collection], Retriever]
 RETRIEVERS: Registry[RetrieverFactory] = Registry("retriever")
 RETRIEVERS.register("bm25", BM25Retriever)
+RETRIEVERS.register("dense", DenseRetriever)
+RETRIEVERS.register("sparse", SparseRetriever)
+RETRIEVERS.register("splade", SpladeRetriever)

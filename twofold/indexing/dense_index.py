@@ -1,0 +1,462 @@
+"""Dense sub-index: document vectors on disk plus a FAISS index over them (inner product).
+
+Layout (``dense/``)::
+
+    vectors.npy      float32 (doc_count, dim), row i = document ordinal i of the doc store,
+                     L2-normalized; open it with ``np.load(..., mmap_mode="r")``
+    index.faiss      the FAISS index (hnsw, ivfpq); absent for flat, whose index is
+                     ``vectors.npy`` itself, loaded into an ``IndexFlatIP`` on open
+    shards/          while building only: ``NNNNN.npy`` of ``shard_size`` rows each
+
+Building encodes the doc store in order, ``shard_size`` documents at a time, and writes
+each shard as a memory-mapped ``.npy`` under a temporary name that is renamed when
+complete, so memory does not grow with the corpus and a rerun after a crash resumes
+after the last complete shard. The shards are then copied into ``vectors.npy`` and the
+index is built from it in chunks. ``auto`` picks the index by size: flat below
+``HNSW_FROM`` documents, HNSW below ``IVFPQ_FROM``, IVF-PQ with an exact refine above.
+
+On a GPU (``ctx.device == "cuda"``) the documents are encoded with CUDA, and when the
+installed FAISS sees a GPU (``faiss-gpu-cu12``) IVF-PQ is trained and filled there
+(``index_cpu_to_gpu``) and stored as a CPU index (``index_gpu_to_cpu``) for serving.
+HNSW is always built on the CPU (FAISS has no GPU HNSW); flat needs no building.
+
+Parameters come from ``BuildOptions.extra`` when given there: ``dense_shard_size``,
+``hnsw_m``, ``hnsw_ef_construction``, ``hnsw_ef_search``, ``ivf_nlist``, ``ivf_nprobe``,
+``pq_m``, ``pq_nbits``, ``refine_k_factor``, ``dense_query_prefix``, ``dense_doc_prefix``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twofold.core.errors import CollectionError, InputError
+from twofold.indexing.buildctx import BuildContext
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
+HNSW_FROM = 100_000
+IVFPQ_FROM = 2_000_000
+SHARD_SIZE = 8192
+ADD_CHUNK = 65_536
+DEFAULTS: dict[str, dict[str, int]] = {
+    "flat": {},
+    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
+    "ivfpq": {"nbits": 8, "refine_k_factor": 8},
+}
+
+
+def choose_index_type(requested: str, n: int) -> str:
+    """``auto`` -> flat below ``HNSW_FROM`` docs, hnsw below ``IVFPQ_FROM``, else ivfpq."""
+    if requested not in INDEX_TYPES:
+        raise InputError(f"unknown dense index {requested!r}; known: {', '.join(INDEX_TYPES)}")
+    if requested != "auto":
+        return requested
+    if n < HNSW_FROM:
+        return "flat"
+    return "hnsw" if n < IVFPQ_FROM else "ivfpq"
+
+
+def index_params(kind: str, n: int, dim: int, extra: Mapping[str, Any]) -> dict[str, int]:
+    """The parameters of an index of ``kind`` over ``n`` vectors of size ``dim``.
+
+    HNSW (Malkov & Yashunin 2018): ``m`` links per node (M), ``ef_construction`` and
+    ``ef_search`` candidate-list sizes. IVF-PQ (Jegou et al. 2011): ``nlist`` cells
+    (about 4 sqrt(n), at least 39 training points each), ``nprobe`` cells visited,
+    ``pq_m`` sub-quantizers of ``nbits`` bits (``dim / pq_m`` dims each, 8 by default);
+    the refine stage rescores ``refine_k_factor * k`` candidates with the exact vectors.
+    """
+    p = dict(DEFAULTS[kind])
+    if kind == "hnsw":
+        p["m"] = int(extra.get("hnsw_m", p["m"]))
+        p["ef_construction"] = int(extra.get("hnsw_ef_construction", p["ef_construction"]))
+        p["ef_search"] = int(extra.get("hnsw_ef_search", p["ef_search"]))
+    elif kind == "ivfpq":
+        nbits = int(extra.get("pq_nbits", 8 if n >= 256 * 39 else 4))
+        nlist = int(extra.get("ivf_nlist", max(1, min(int(4 * math.sqrt(n)), n // 39))))
+        pq_m = int(extra.get("pq_m", _divisor_near(dim, max(1, dim // 8))))
+        if dim % pq_m:
+            raise InputError(f"pq_m={pq_m} must divide the dimension {dim}")
+        if n < 2**nbits or n < nlist:
+            raise InputError(
+                f"IVF-PQ over {n} vectors cannot train {2**nbits}-centroid codebooks and "
+                f"{nlist} cells; use --dense-index flat or hnsw"
+            )
+        p.update(
+            nlist=nlist,
+            nprobe=int(extra.get("ivf_nprobe", max(1, min(nlist, 16)))),
+            pq_m=pq_m,
+            nbits=nbits,
+            refine_k_factor=int(extra.get("refine_k_factor", p["refine_k_factor"])),
+        )
+    return p
+
+
+def _divisor_near(dim: int, target: int) -> int:
+    return min((d for d in range(1, dim + 1) if dim % d == 0), key=lambda d: (abs(d - target), d))
+
+
+# --- vectors: shards while building, one array when done ---------------------------------
+
+
+def _shard_path(directory: Path, i: int) -> Path:
+    return directory / f"{i:05d}.npy"
+
+
+def complete_shards(directory: Path, shard_size: int, n: int, dim: int) -> int:
+    """How many leading shards exist with the right shape (a later one is rewritten)."""
+    count = 0
+    n_shards = math.ceil(n / shard_size)
+    while count < n_shards and _shard_path(directory, count).is_file():
+        rows = min(shard_size, n - count * shard_size)
+        try:
+            arr = np.load(_shard_path(directory, count), mmap_mode="r")
+        except (OSError, ValueError):
+            break
+        if arr.shape != (rows, dim) or arr.dtype != np.float32:
+            break
+        count += 1
+    return count
+
+
+def _write_shard(directory: Path, i: int, vectors: np.ndarray) -> None:
+    tmp = directory / f"{i:05d}.tmp.npy"
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=vectors.shape)
+    mm[:] = vectors
+    mm.flush()
+    del mm
+    tmp.replace(_shard_path(directory, i))
+
+
+def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(texts, size)):
+        yield batch
+
+
+def encode_to_shards(
+    ctx: BuildContext, encoder: Any, directory: Path, shard_size: int
+) -> tuple[int, int]:
+    """Encode the doc store into shards under ``directory``; returns (reused, written)."""
+    n, dim = len(ctx.docs), int(encoder.dim)
+    directory.mkdir(parents=True, exist_ok=True)
+    done = complete_shards(directory, shard_size, n, dim)
+    for stale in directory.glob("*.tmp.npy"):
+        stale.unlink()
+    if done:
+        log.info("dense: resuming after %d complete shards (%d docs)", done, done * shard_size)
+    docs = itertools.islice(iter(ctx.docs), done * shard_size, None)
+    texts = (d.contents for d in ctx.progress(docs, "dense: encode", total=n - done * shard_size))
+    written = 0
+    for i, batch in enumerate(_batches(texts, shard_size), start=done):
+        _write_shard(directory, i, encoder.encode_docs(batch))
+        written += 1
+    return done, written
+
+
+def consolidate(directory: Path, out: Path, n: int, dim: int, shard_size: int) -> np.ndarray:
+    """Copy the shards in order into one memory-mapped ``out`` (n, dim) and return it."""
+    tmp = out.with_name(out.stem + ".tmp.npy")
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    for i in range(math.ceil(n / shard_size)):
+        shard = np.load(_shard_path(directory, i), mmap_mode="r")
+        mm[i * shard_size : i * shard_size + len(shard)] = shard
+    mm.flush()
+    del mm
+    tmp.replace(out)
+    result: np.ndarray = np.load(out, mmap_mode="r")
+    return result
+
+
+# --- FAISS -----------------------------------------------------------------------------
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:
+        from twofold.core.errors import DependencyError
+
+        raise DependencyError(
+            "the dense index needs FAISS: pip install faiss-cpu (or faiss-gpu-cu12 on a GPU)"
+        ) from exc
+    return faiss
+
+
+def faiss_gpus() -> int:
+    """GPUs the installed FAISS can use (0 with faiss-cpu)."""
+    faiss = _faiss()
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def _chunks(vectors: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(vectors), ADD_CHUNK):
+        yield np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
+
+
+def build_faiss(vectors: np.ndarray, kind: str, params: Mapping[str, int], gpu: bool) -> Any:
+    """A FAISS index over ``vectors`` (n, dim) float32 (may be a memmap), inner product.
+
+    ``flat`` gives an ``IndexFlatIP``; ``hnsw`` an ``IndexHNSWFlat``; ``ivfpq`` an
+    ``IndexRefine(IndexIVFPQ, IndexFlatIP)``. With ``gpu``, IVF-PQ trains and adds on GPU 0
+    and comes back as a CPU index. Vectors are added in chunks of ``ADD_CHUNK`` rows.
+    """
+    faiss = _faiss()
+    n, dim = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+        for chunk in _chunks(vectors):
+            index.add(chunk)
+        return index
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        index.hnsw.efSearch = params["ef_search"]
+        for chunk in _chunks(vectors):
+            index.add(chunk)
+        return index
+    if kind != "ivfpq":
+        raise InputError(f"unknown dense index {kind!r}; known: {', '.join(INDEX_TYPES[1:])}")
+    spec = f"IVF{params['nlist']},PQ{params['pq_m']}x{params['nbits']}"
+    base = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    n_train = min(n, max(params["nlist"] * 64, 256 * 64))
+    sample = np.sort(rng.choice(n, size=n_train, replace=False))
+    train = np.ascontiguousarray(vectors[sample], dtype=np.float32)
+    if gpu:
+        res = faiss.StandardGpuResources()
+        co = faiss.GpuClonerOptions()
+        co.useFloat16 = True  # float16 lookup tables: needed for many sub-quantizers
+        work = faiss.index_cpu_to_gpu(res, 0, base, co)
+        work.train(train)
+        for chunk in _chunks(vectors):
+            work.add(chunk)
+        base = faiss.index_gpu_to_cpu(work)
+    else:
+        base.train(train)
+        for chunk in _chunks(vectors):
+            base.add(chunk)
+    faiss.extract_index_ivf(base).nprobe = params["nprobe"]
+    refine = faiss.IndexFlatIP(dim)
+    for chunk in _chunks(vectors):
+        refine.add(chunk)
+    index = faiss.IndexRefine(base, refine)  # the Python wrapper keeps base and refine alive
+    index.k_factor = float(params["refine_k_factor"])
+    return index
+
+
+# --- build -----------------------------------------------------------------------------
+
+
+def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    """Encode the doc store into ``out/vectors.npy`` and build the FAISS index."""
+    from twofold.models.dense import DenseEncoder
+
+    opts, extra = ctx.options, ctx.options.extra
+    encoder = DenseEncoder(
+        opts.dense_model,
+        device=ctx.device,
+        max_length=opts.max_length,
+        batch_size=opts.batch_size,
+        query_prefix=extra.get("dense_query_prefix"),
+        doc_prefix=extra.get("dense_doc_prefix"),
+    )
+    n, dim = len(ctx.docs), encoder.dim
+    kind = choose_index_type(opts.dense_index, n)
+    params = index_params(kind, n, dim, extra)  # fail on bad parameters before encoding
+    shard_size = int(extra.get("dense_shard_size", SHARD_SIZE))
+    if shard_size < 1:
+        raise InputError("dense_shard_size must be at least 1")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"encoder": encoder.fingerprint(), **encoder.config(), "shard_size": shard_size}
+    state_file, shards = out / "shards.json", out / "shards"
+    if state_file.is_file() and json.loads(state_file.read_text()) != state:
+        shutil.rmtree(shards, ignore_errors=True)  # other encoder settings: start over
+    state_file.write_text(json.dumps(state))
+    reused, written = encode_to_shards(ctx, encoder, shards, shard_size)
+    vectors = consolidate(shards, out / "vectors.npy", n, dim, shard_size)
+    gpu = ctx.device == "cuda" and faiss_gpus() > 0
+    if ctx.device == "cuda" and not gpu:
+        log.warning("dense: FAISS sees no GPU (faiss-cpu installed?); building on the CPU")
+    if kind != "flat":
+        faiss = _faiss()
+        index = build_faiss(vectors, kind, params, gpu=gpu and kind == "ivfpq")
+        tmp = out / "index.faiss.tmp"
+        faiss.write_index(index, str(tmp))
+        tmp.replace(out / "index.faiss")
+    shutil.rmtree(shards)
+    state_file.unlink()
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": opts.dense_model,
+        "encoder": encoder.fingerprint(),
+        **encoder.config(),
+        "metric": "inner_product",
+        "normalized": True,
+        "count": n,
+        "index": {"type": kind, **params},
+        "faiss_gpu": bool(gpu and kind == "ivfpq"),
+        "shards": {"size": shard_size, "reused": reused, "written": written},
+    }
+
+
+# --- open ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorHits:
+    """Results of ``search_vectors``: ``scores`` (n, k) float32 inner products, best first,
+    and ``ordinals`` (n, k) int64 doc-store ordinals; ``-1`` pads rows with fewer hits."""
+
+    scores: np.ndarray
+    ordinals: np.ndarray
+
+
+class DenseIndex:
+    """An opened dense sub-index.
+
+    - ``vectors``: (count, dim) float32 memmap of the stored, normalized doc vectors;
+      row i is doc-store ordinal i (``collection.docs.ids[i]``)
+    - ``encode_queries(texts)`` / ``encode_docs(texts)``: (n, dim) float32 with the
+      encoder and settings that built the index (loaded once, on first use)
+    - ``search_vectors(queries, k, within=None)``: top-``k`` by inner product
+    """
+
+    def __init__(self, path: Path, entry: Mapping[str, Any], device: str = "auto") -> None:
+        if entry.get("format_version") != FORMAT_VERSION:
+            raise CollectionError(
+                f"{path}: dense index format_version {entry.get('format_version')!r} is not "
+                f"supported (this Twofold reads {FORMAT_VERSION}); rebuild the collection"
+            )
+        self.path, self.entry = path, dict(entry)
+        self.dim, self.count = int(entry["dim"]), int(entry["count"])
+        self.index_type = str(entry["index"]["type"])
+        try:
+            self.vectors: np.ndarray = np.load(path / "vectors.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"{path}: cannot read vectors.npy ({exc})") from None
+        if self.vectors.shape != (self.count, self.dim) or self.vectors.dtype != np.float32:
+            raise CollectionError(
+                f"{path}: vectors.npy is {self.vectors.dtype}{self.vectors.shape}, the manifest "
+                f"says float32({self.count}, {self.dim})"
+            )
+        faiss = _faiss()
+        if self.index_type == "flat":
+            self.index = build_faiss(self.vectors, "flat", {}, gpu=False)
+        else:
+            file = path / "index.faiss"
+            if not file.is_file():
+                raise CollectionError(f"{path}: index.faiss is missing")
+            self.index = faiss.read_index(str(file))
+        if self.index.ntotal != self.count or self.index.d != self.dim:
+            raise CollectionError(f"{path}: index.faiss does not match vectors.npy")
+        self._device = device
+        self._encoder: Any = None
+        self._lock = threading.Lock()
+
+    def set_search_params(
+        self,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        k_factor: float | None = None,
+    ) -> None:
+        """Change HNSW ``ef_search``, IVF ``nprobe`` or the refine ``k_factor`` (not while
+        other threads search)."""
+        faiss = _faiss()
+        if ef_search is not None and self.index_type == "hnsw":
+            faiss.downcast_index(self.index).hnsw.efSearch = int(ef_search)
+        if self.index_type == "ivfpq":
+            refine = faiss.downcast_index(self.index)
+            if nprobe is not None:
+                faiss.extract_index_ivf(refine.base_index).nprobe = int(nprobe)
+            if k_factor is not None:
+                refine.k_factor = float(k_factor)
+
+    @property
+    def encoder(self) -> Any:
+        """The query/doc encoder of this index (a ``models.dense.DenseEncoder``)."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._load_encoder()
+            return self._encoder
+
+    def _load_encoder(self) -> Any:
+        from twofold.indexing.buildctx import resolve_device
+        from twofold.models.dense import DenseEncoder
+
+        e = self.entry
+        encoder = DenseEncoder(
+            str(e["model"]),
+            device=resolve_device(self._device),
+            max_length=int(e["max_length"]),
+            pooling=str(e["pooling"]),
+            query_prefix=str(e["query_prefix"]),
+            doc_prefix=str(e["doc_prefix"]),
+        )
+        want, got = e["encoder"].get("sha256"), encoder.fingerprint().get("sha256")
+        if want != got or encoder.dim != self.dim:
+            raise CollectionError(
+                f"{self.path}: model {e['model']!r} now has weights {got} (dim {encoder.dim}); "
+                f"the index was built with {want} (dim {self.dim}): rebuild it"
+            )
+        return encoder
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        result: np.ndarray = self.encoder.encode_queries(texts)
+        return result
+
+    def encode_docs(self, texts: list[str]) -> np.ndarray:
+        result: np.ndarray = self.encoder.encode_docs(texts)
+        return result
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int, within: np.ndarray | None = None
+    ) -> VectorHits:
+        """Top-``k`` doc ordinals by inner product for each row of ``queries`` (n, dim).
+
+        ``within`` (int ordinals) restricts the search to those documents; it is answered
+        exactly from ``vectors`` whatever the index type.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise InputError(f"query vectors have dim {q.shape[1]}, the index has {self.dim}")
+        if k < 1:
+            raise InputError("k must be at least 1")
+        if within is not None:
+            return _exact_within(self.vectors, q, k, np.asarray(within, dtype=np.int64))
+        scores, ordinals = self.index.search(q, min(k, max(self.count, 1)))
+        return VectorHits(scores.astype(np.float32), ordinals.astype(np.int64))
+
+
+def _exact_within(vectors: np.ndarray, q: np.ndarray, k: int, within: np.ndarray) -> VectorHits:
+    subset = np.unique(within)
+    if len(subset) and (subset[0] < 0 or subset[-1] >= len(vectors)):
+        raise InputError(f"ordinals in `within` must lie in [0, {len(vectors)})")
+    kk = min(k, len(subset))
+    scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
+    ords = np.full((len(q), kk), -1, dtype=np.int64)
+    if kk == 0:
+        return VectorHits(scores, ords)
+    sims = q @ np.asarray(vectors[subset]).T  # (n, |subset|)
+    top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+    top_scores = np.take_along_axis(sims, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    scores[:] = np.take_along_axis(top_scores, order, axis=1)
+    ords[:] = subset[np.take_along_axis(top, order, axis=1)]
+    return VectorHits(scores, ords)
+
+
+def open_index(path: Path, entry: dict[str, Any]) -> DenseIndex:
+    return DenseIndex(path, entry)
