@@ -16,16 +16,18 @@ WORDS = ["the", "a", "of", "and", "boundary", "layer", "heat", "transfer", "flow
 WORDS += ["shells", "wings", "supersonic", "lift", "drag"]
 
 
-def save_tiny_cross_encoder(directory: Path, num_labels: int = 1, seed: int = 0) -> Path:
+def save_tiny_cross_encoder(
+    directory: Path, num_labels: int = 1, seed: int = 0, vocab_size: int | None = None
+) -> Path:
     """A random 1-layer BERT classifier + WordPiece tokenizer, in the HF on-disk layout."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
-    )
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    assert tokenizer("heat")["input_ids"] == [2, vocab.index("heat"), 3]
+    tokenizer.save_pretrained(directory)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=5 + len(WORDS),
+        vocab_size=vocab_size or 5 + len(WORDS),
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -73,6 +75,15 @@ def test_long_documents_are_cut_after_max_length(model_dir: Path) -> None:
     # Everything past 16 tokens is dropped, so a different ending changes nothing.
     a, b = ce.score("heat", [base + "wings lift", base + "shells drag"])
     assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_max_length_is_capped_at_the_models_positions(model_dir: Path) -> None:
+    ce = CrossEncoder(RerankerConfig(str(model_dir), max_length=512))
+    assert ce.max_length == 64
+    (score,) = ce.score("heat", ["heat transfer " * 200])
+    assert score == pytest.approx(
+        reference_scores(model_dir, "heat", ["heat transfer " * 200], 64)[0], abs=1e-5
+    )
 
 
 def test_long_queries_keep_room_for_the_document(model_dir: Path) -> None:

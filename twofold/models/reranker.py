@@ -7,8 +7,8 @@ reranker``. Scoring is batched, under ``torch.inference_mode``.
 
 Truncation policy: the query keeps at most ``min(max_query_tokens, max_length // 2)``
 word pieces (a long query cannot crowd the document out), then each pair is cut to
-``max_length`` tokens by truncating the document only (``only_second``), so the start
-of the document (its title, then text) is what the model reads.
+``max_length`` tokens (at most the model's position count) by truncating the document
+only (``only_second``), so the start of the document (title, then text) is read.
 
 Score: the single logit of a one-label model (the usual MS MARCO cross-encoders);
 for a two-label model, ``logit[1] - logit[0]`` (log-odds of "relevant"), which ranks
@@ -79,12 +79,16 @@ class CrossEncoder:
                 f"reranker {config.path} has {self._num_labels} labels; expected 1 (a relevance "
                 "logit) or 2 (not relevant, relevant)"
             )
+        # Never ask for more positions than the model has (a longer pair would crash it).
+        limits = [config.max_length, int(getattr(self._model.config, "max_position_embeddings", 0))]
+        limits.append(int(getattr(self._tokenizer, "model_max_length", 0) or 0))
+        self.max_length = min(x for x in limits if x > 0)
         self._model.to(config.device).eval()
         self._torch = torch
 
     def _truncate_query(self, query: str) -> str:
         ids = self._tokenizer(query, add_special_tokens=False)["input_ids"]
-        cap = min(self.config.max_query_tokens, self.config.max_length // 2)
+        cap = min(self.config.max_query_tokens, self.max_length // 2)
         if len(ids) <= cap:
             return query
         return str(self._tokenizer.decode(ids[:cap]))
@@ -105,7 +109,7 @@ class CrossEncoder:
                 [q] * len(batch),
                 batch,
                 truncation="only_second",
-                max_length=self.config.max_length,
+                max_length=self.max_length,
                 padding=True,
                 return_tensors="pt",
             ).to(self.config.device)

@@ -217,6 +217,12 @@ class FusionConfig:
             raise InputError(
                 f"unknown combination {self.combination!r}; known: {', '.join(COMBINATIONS)}"
             )
+        z_mean = self.normalization == "z_score" and self.combination != "arithmetic"
+        if self.method == "score" and z_mean:
+            raise InputError(
+                f"{self.combination} mean needs non-negative scores and z_score gives "
+                "negative ones; use min_max or l2 normalization, or the arithmetic combination"
+            )
         _check_weights(self.weights)
 
     def fuse(self, query_id: str, rankings: Mapping[str, Ranking], depth: int) -> Ranking:
