@@ -1,0 +1,194 @@
+"""Load benchmark of the HTTP service against the in-process pipeline.
+
+Starts a real ``twofold serve`` on 127.0.0.1, sends N ``POST /v1/search`` requests at a
+given concurrency (queries cycled from a BEIR split), counts errors, and reports
+latency p50/p90/p99 and throughput. Then runs the same pipeline in this process on the
+same queries, one at a time, and reports the ratio of HTTP p50 to in-process p50.
+A serial HTTP pass (concurrency 1) is also measured, which isolates the HTTP +
+JSON + snippet overhead from queueing for the CPU.
+
+    .venv/bin/python bench/bench_load.py build/scifact --dataset ../shared/datasets/scifact \\
+        --pipeline hybrid --requests 2000 --concurrency 8 --out bench/load-scifact.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms or [0.0])
+    return {f"p{p}": round(float(np.percentile(a, p)), 3) for p in (50, 90, 99)} | {
+        "mean": round(float(a.mean()), 3)
+    }
+
+
+def load_queries(dataset: Path, split: str, limit: int | None) -> list[str]:
+    from twofold.indexing.corpus import BeirDataset
+
+    ds = BeirDataset(dataset)
+    queries = [q.text for q in ds.queries(split, ds.qrels(split))]
+    return queries[:limit] if limit else queries
+
+
+async def http_load(
+    base: str, queries: list[str], pipeline: str, k: int, n: int, concurrency: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    counter = iter(range(n))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            body = {"query": queries[i % len(queries)], "k": k, "pipeline": pipeline}
+            t0 = time.perf_counter()
+            try:
+                resp = await client.post("/v1/search", json=body)
+                ok = resp.status_code == 200
+                key = str(resp.status_code)
+            except httpx.HTTPError as exc:
+                ok, key = False, type(exc).__name__
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+            if not ok:
+                errors[key] = errors.get(key, 0) + 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {
+        "requests": n,
+        "concurrency": concurrency,
+        "errors": sum(errors.values()),
+        "errors_by_kind": errors,
+        "latency_ms": percentiles(latencies),
+        "throughput_rps": round(n / wall, 2),
+        "wall_s": round(wall, 2),
+    }
+
+
+def in_process(
+    collection_dir: Path, queries: list[str], pipeline: str, k: int, reranker: str | None
+) -> dict[str, Any]:
+    from twofold.core.types import Query
+    from twofold.indexing.collection import Collection
+    from twofold.search.pipeline import build_pipeline
+
+    rr = None
+    if reranker:
+        from twofold.models.reranker import RerankerConfig, load_reranker
+
+        rr = load_reranker(RerankerConfig(reranker))
+    pipe = build_pipeline(Collection(collection_dir), pipeline, reranker=rr)
+    pipe.search(Query("warmup", "warm up"), k)
+    latencies = []
+    t0 = time.perf_counter()
+    for i, text in enumerate(queries):
+        t1 = time.perf_counter()
+        pipe.run(Query(str(i), text), k)
+        latencies.append((time.perf_counter() - t1) * 1000.0)
+    wall = time.perf_counter() - t0
+    return {
+        "queries": len(queries),
+        "latency_ms": percentiles(latencies),
+        "throughput_qps": round(len(queries) / wall, 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("collection", type=Path)
+    ap.add_argument("--dataset", type=Path, required=True, help="BEIR dir for the queries")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--pipeline", default="hybrid")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--serial-requests", type=int, default=300, help="0 skips the c=1 pass")
+    ap.add_argument("--search-threads", type=int, default=4)
+    ap.add_argument("--reranker", default=None)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    queries = load_queries(args.dataset, args.split, None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "twofold.app.cli", "serve", str(args.collection)]
+    cmd += ["--port", str(port), "--search-threads", str(args.search_threads)]
+    if args.reranker:
+        cmd += ["--reranker", args.reranker]
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"twofold-bench-{port}.log"
+    with log_path.open("wb") as log_fh:
+        server = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        until = time.monotonic() + 300
+        while True:
+            if server.poll() is not None or time.monotonic() > until:
+                raise SystemExit(f"server did not start; see {log_path}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        # one pass over the queries first, so both sides are warm alike
+        asyncio.run(http_load(base, queries, args.pipeline, args.k, len(queries), 2))
+        loaded = asyncio.run(
+            http_load(base, queries, args.pipeline, args.k, args.requests, args.concurrency)
+        )
+        serial = (
+            asyncio.run(http_load(base, queries, args.pipeline, args.k, args.serial_requests, 1))
+            if args.serial_requests
+            else None
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    local = in_process(args.collection, queries, args.pipeline, args.k, args.reranker)
+
+    base_p50 = local["latency_ms"]["p50"] or 1e-9
+    report = {
+        "collection": str(args.collection),
+        "pipeline": args.pipeline,
+        "k": args.k,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "http_load": loaded,
+        "http_serial": serial,
+        "in_process": local,
+        "ratio_http_p50_to_in_process_p50": round(loaded["latency_ms"]["p50"] / base_p50, 3),
+        "ratio_serial_http_p50_to_in_process_p50": (
+            round(serial["latency_ms"]["p50"] / base_p50, 3) if serial else None
+        ),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 1 if loaded["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
