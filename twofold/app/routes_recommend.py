@@ -1,0 +1,197 @@
+"""``POST /v1/recommend``: multi-interest recommendations (kNN-Embed) for a history.
+
+A thin route: the request is validated here, the work is
+``twofold.search.interests.InterestRetriever.recommend`` on a pipeline thread under the
+service's time budget. One retriever per collection is opened on first use and kept
+in ``AppState.extras["interests"]``; it shares the collection's opened dense index
+(and so its encoder) with the dense retriever.
+
+Include it with ``app.include_router(twofold.app.routes_recommend.router)``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from twofold.app.deps import State, require_api_key
+from twofold.app.schemas import MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, ErrorOut
+from twofold.app.state import AppState, CollectionState
+from twofold.core.errors import InputError
+from twofold.models.knn_embed import MixtureParams
+from twofold.search.interests import InterestRetriever, Recommendation
+
+MAX_HISTORY = 200
+_LOCK = threading.Lock()
+
+
+class HistoryItem(BaseModel):
+    """One history entry given as an object: exactly one of ``doc_id`` or ``text``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    doc_id: str | None = Field(None, min_length=1, max_length=MAX_DOC_ID_CHARS)
+    text: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HistoryItem:
+        if (self.doc_id is None) == (self.text is None):
+            raise ValueError("a history object has exactly one of `doc_id` or `text`")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("a history text is blank")
+        return self
+
+
+class MixtureSpec(BaseModel):
+    """kNN-Embed mixture parameters (``twofold.models.knn_embed.MixtureParams``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: float = Field(MixtureParams.temperature, ge=0, le=10, description="tau")
+    neighbour_weight: float = Field(
+        MixtureParams.neighbour_weight, ge=0, le=1, description="alpha: kNN smoothing"
+    )
+    uniform_weight: float = Field(
+        MixtureParams.uniform_weight, ge=0, le=1, description="beta: uniform prior"
+    )
+    neighbours: int = Field(MixtureParams.n_neighbours, ge=0, le=200)
+    max_components: int | None = Field(None, ge=1, le=1000)
+    query_mode: Literal["user", "component"] = MixtureParams.query_mode
+    component_blend: float = Field(MixtureParams.component_blend, ge=0, le=1)
+
+    def params(self) -> MixtureParams:
+        return MixtureParams(
+            temperature=self.temperature,
+            neighbour_weight=self.neighbour_weight,
+            uniform_weight=self.uniform_weight,
+            n_neighbours=self.neighbours,
+            max_components=self.max_components,
+            query_mode=self.query_mode,
+            component_blend=self.component_blend,
+        )
+
+
+class RecommendRequest(BaseModel):
+    """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    history: list[str | HistoryItem] = Field(min_length=1, max_length=MAX_HISTORY)
+    k: int = Field(10, ge=1, le=MAX_K, description="the budget N")
+    collection: str | None = Field(None, max_length=256, description="default: the first")
+    method: Literal["knn_embed", "single_vector"] = "knn_embed"
+    order: Literal["proportional", "score"] = Field(
+        "proportional", description="interleave components in proportion, or sort by score"
+    )
+    mixture: MixtureSpec = Field(default_factory=lambda: MixtureSpec.model_validate({}))
+
+    def split(self) -> tuple[list[str], list[str]]:
+        ids: list[str] = []
+        texts: list[str] = []
+        for item in self.history:
+            if isinstance(item, str):
+                ids.append(item)
+            elif item.doc_id is not None:
+                ids.append(item.doc_id)
+            elif item.text is not None:
+                texts.append(item.text)
+        return ids, texts
+
+
+class RecommendHit(BaseModel):
+    rank: int
+    doc_id: str
+    score: float = Field(description="inner product with the component's query vector")
+    interest: int = Field(description="the interest cluster the document belongs to")
+    filled: bool = Field(description="true when it fills a slot a small cluster left empty")
+    title: str
+    text: str
+
+
+class InterestOut(BaseModel):
+    interest: int
+    weight: float = Field(description="p(c|u) after smoothing")
+    budget: int = Field(description="slots of k given to this interest")
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    collection: str
+    method: str
+    k: int
+    hits: list[RecommendHit]
+    mixture: list[InterestOut] = Field(description="components kept, heaviest first")
+    took_ms: float
+
+
+def interest_retriever(state: AppState, cs: CollectionState) -> InterestRetriever:
+    """The collection's retriever, opened once and cached in ``state.extras``."""
+    with _LOCK:
+        cache: dict[str, InterestRetriever] = state.extras.setdefault("interests", {})
+        if cs.name not in cache:
+            if not cs.collection.has("interests"):
+                raise InputError(
+                    f"collection {cs.name!r} has no interests index (it has "
+                    f"{', '.join(cs.collection.retrievers)}); rebuild with "
+                    "--retrievers dense,interests"
+                )
+            cache[cs.name] = InterestRetriever.from_collection(cs.collection)
+        return cache[cs.name]
+
+
+def _run(retriever: InterestRetriever, body: RecommendRequest) -> Recommendation:
+    ids, texts = body.split()
+    return retriever.recommend(
+        ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order
+    )
+
+
+router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/recommend",
+    response_model=RecommendResponse,
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    summary="diverse recommendations for a history (kNN-Embed)",
+)
+async def recommend(body: RecommendRequest, request: Request, state: State) -> RecommendResponse:
+    """Split ``k`` across the history's interests in proportion to ``p(c|u)`` and search
+    each interest's cluster; history documents are never returned. An unknown doc id
+    in the history is a 404 that names every unknown id."""
+    started = time.perf_counter()
+    cs = state.collection(body.collection)
+    retriever = interest_retriever(state, cs)
+    rec = await state.run(_run, retriever, body, budget_s=state.settings.time_budget_ms / 1000)
+    docs = cs.collection.docs
+    hits = []
+    for rank, h in enumerate(rec.hits, start=1):
+        doc = docs.get(h.doc_id)
+        hits.append(
+            RecommendHit(
+                rank=rank,
+                doc_id=h.doc_id,
+                score=h.score,
+                interest=h.interest,
+                filled=h.filled,
+                title=doc.title,
+                text=doc.text,
+            )
+        )
+    mixture = [
+        InterestOut(interest=c.cluster, weight=round(c.weight, 6), budget=c.budget)
+        for c in (rec.mixture.components if rec.mixture else ())
+    ]
+    return RecommendResponse(
+        request_id=str(request.scope.get("state", {}).get("request_id", "")),
+        collection=cs.name,
+        method=rec.method,
+        k=body.k,
+        hits=hits,
+        mixture=mixture,
+        took_ms=round((time.perf_counter() - started) * 1000.0, 3),
+    )
