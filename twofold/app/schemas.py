@@ -76,6 +76,15 @@ class SourceOut(BaseModel):
     score: float
 
 
+class TermOut(BaseModel):
+    """One query term's share of a sparse score: ``contribution = query_weight * doc_weight``."""
+
+    term: str
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
 class HitOut(BaseModel):
     rank: int
     doc_id: str
@@ -90,8 +99,8 @@ class HitOut(BaseModel):
     sources: dict[str, SourceOut] = Field(
         description="per retriever (and `fusion` when reranked): rank and score in its list"
     )
-    terms: dict[str, float] | None = Field(
-        None, description="explain: query-term contributions to the sparse score"
+    terms: dict[str, list[TermOut]] | None = Field(
+        None, description="explain: per sparse retriever, query-term contributions to its score"
     )
 
 

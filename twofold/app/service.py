@@ -4,15 +4,21 @@
 ``retrievers`` + ``fusion`` + ``rerank``), runs it under the request's deadline,
 and turns the outcome into ``SearchResponse`` with doc titles, snippets, highlights,
 per-retriever ranks and, with ``explain``, term contributions from every retriever
-that can explain itself (a retriever with ``explain(query, doc_id) -> {term: weight}``).
+that can explain itself (the sparse ones).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
-from twofold.app.schemas import FusionSpec, HitOut, SearchRequest, SearchResponse, SourceOut
+from twofold.app.schemas import (
+    FusionSpec,
+    HitOut,
+    SearchRequest,
+    SearchResponse,
+    SourceOut,
+    TermOut,
+)
 from twofold.app.snippets import highlight_spans, query_stems, snippet
 from twofold.app.state import AppState, CollectionState
 from twofold.core.errors import InputError
@@ -59,16 +65,24 @@ def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest
     )
 
 
-def _explain(pipeline: Pipeline, query: Query, doc_id: str) -> dict[str, float]:
-    terms: dict[str, float] = {}
-    for retriever in pipeline.retrievers.values():
-        explain = getattr(retriever, "explain", None)
-        if explain is None:
+def _explain(pipeline: Pipeline, query: Query, doc_id: str) -> dict[str, list[TermOut]]:
+    """Per retriever that can explain itself (``retriever.searcher.explain(text, doc_id)``,
+    as the sparse retrievers do), the matched query terms, largest contribution first."""
+    out: dict[str, list[TermOut]] = {}
+    for name, retriever in pipeline.retrievers.items():
+        explain = getattr(getattr(retriever, "searcher", None), "explain", None)
+        if not callable(explain):
             continue
-        contributions: Mapping[str, float] = explain(query, doc_id)
-        for term, weight in contributions.items():
-            terms[term] = terms.get(term, 0.0) + float(weight)
-    return dict(sorted(terms.items(), key=lambda p: -p[1]))
+        out[name] = [
+            TermOut(
+                term=str(c.term),
+                query_weight=float(c.query_weight),
+                doc_weight=float(c.doc_weight),
+                contribution=float(c.contribution),
+            )
+            for c in explain(query.text, doc_id)
+        ]
+    return out
 
 
 def search(state: AppState, request: SearchRequest, request_id: str) -> SearchResponse:
