@@ -1,0 +1,41 @@
+"""``twofold tune-fusion``: the weight grid and what it refuses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from twofold.app.cli import main
+from twofold.core.errors import InputError
+from twofold.indexing.build import build_collection
+from twofold.indexing.buildctx import BuildOptions
+from twofold.search.tune import MAX_GRID, TuneJob, grid_step, simplex_grid, tune_fusion
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_simplex_grid_by_hand() -> None:
+    assert simplex_grid(2, 0.5) == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    grid = simplex_grid(3, 0.25)
+    assert len(grid) == math.comb(4 + 2, 2) == 15
+    assert all(math.isclose(sum(w), 1.0) and min(w) >= 0 for w in grid)
+    assert len(set(grid)) == len(grid)
+    with pytest.raises(InputError, match="divide 1"):
+        simplex_grid(2, 0.3)
+
+
+@pytest.mark.parametrize(("n", "expected"), [(2, 0.1), (3, 0.1), (4, 0.2), (5, 0.25)])
+def test_grid_is_coarsened_for_many_retrievers(n: int, expected: float) -> None:
+    step = grid_step(n, 0.1)
+    assert step == expected
+    assert len(simplex_grid(n, step)) <= MAX_GRID
+
+
+def test_one_retriever_has_nothing_to_tune(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    build_collection(ROOT / "data" / "cranfield", out, BuildOptions(progress=False))
+    with pytest.raises(InputError, match="needs two or more"):
+        tune_fusion(TuneJob(out, ROOT / "data" / "cranfield", split="test"))
+    assert main(["tune-fusion", str(out), "--dataset", str(ROOT / "data" / "cranfield")]) == 2
