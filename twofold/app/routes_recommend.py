@@ -6,7 +6,8 @@ service's time budget. One retriever per collection is opened on first use and k
 in ``AppState.extras["interests"]``; it shares the collection's opened dense index
 (and so its encoder) with the dense retriever.
 
-Include it with ``app.include_router(twofold.app.routes_recommend.router)``.
+``create_app`` includes ``router`` (``twofold.app.main.OPTIONAL_ROUTERS``) behind the
+API key.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import threading
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from twofold.app.deps import State, require_api_key
+from twofold.app.deps import State
 from twofold.app.schemas import MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, ErrorOut
 from twofold.app.state import AppState, CollectionState
 from twofold.core.errors import InputError
@@ -150,13 +151,16 @@ def _run(retriever: InterestRetriever, body: RecommendRequest) -> Recommendation
     )
 
 
-router = APIRouter(prefix="/v1", tags=["recommend"], dependencies=[Depends(require_api_key)])
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503, 504)
+}
+# create_app includes it behind the API key (twofold.app.main.OPTIONAL_ROUTERS)
+router = APIRouter(prefix="/v1", tags=["recommend"], responses=ERRORS)
 
 
 @router.post(
     "/recommend",
     response_model=RecommendResponse,
-    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     summary="diverse recommendations for a history (kNN-Embed)",
 )
 async def recommend(body: RecommendRequest, request: Request, state: State) -> RecommendResponse:

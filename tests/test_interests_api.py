@@ -1,0 +1,117 @@
+"""``POST /v1/recommend`` and ``twofold recommend`` on a real tiny collection (dense with
+the real minilm-l6 encoder + interests), the API through a real uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.conftest import TINY_DOCS
+from tests.test_api import free_port, wait_ready
+from twofold.app.cli import main
+from twofold.app.main import create_app
+from twofold.app.settings import Settings
+from twofold.indexing.build import build_collection
+from twofold.indexing.buildctx import BuildOptions
+
+ALL_IDS = {d["_id"] for d in TINY_DOCS}
+
+
+@pytest.fixture(scope="module")
+def interests_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("knn")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS))
+    out = root / "tiny"
+    options = BuildOptions(retrievers=("dense", "interests"), n_clusters=2, progress=False)
+    build_collection(corpus, out, options)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_url(interests_collection: Path) -> Iterator[str]:
+    settings = Settings(collections=[interests_collection], default_pipeline="dense", warmup=False)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base)
+        yield base
+    finally:
+        server.should_exit = True
+        deadline = time.monotonic() + 10
+        while thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def test_recommend_returns_interests_and_mixture(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/recommend", json={"history": ["d1", "d3"], "k": 3}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [h["doc_id"] for h in body["hits"]]
+    assert len(ids) == len(set(ids)) == 3
+    assert set(ids) <= ALL_IDS - {"d1", "d3"}
+    assert all(h["interest"] in (0, 1) for h in body["hits"])
+    assert sum(c["budget"] for c in body["mixture"]) <= 3
+    assert body["method"] == "knn_embed" and body["collection"] == "tiny"
+
+
+def test_recommend_with_a_text_and_single_vector(base_url: str) -> None:
+    payload = {
+        "history": [{"text": "heat transfer in a boundary layer"}, {"doc_id": "d2"}],
+        "k": 2,
+        "method": "single_vector",
+    }
+    r = httpx.post(f"{base_url}/v1/recommend", json=payload, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mixture"] == [] and "d2" not in [h["doc_id"] for h in body["hits"]]
+
+
+def test_unknown_history_ids_are_a_404_naming_them(base_url: str) -> None:
+    r = httpx.post(
+        f"{base_url}/v1/recommend", json={"history": ["d1", "nope-7", "zzz"], "k": 3}, timeout=60
+    )
+    assert r.status_code == 404
+    detail = r.json()["detail"]
+    assert "'nope-7'" in detail and "'zzz'" in detail and "'d1'" not in detail
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"history": [], "k": 3}, "history"),
+        ({"history": ["d1"], "k": 0}, "k"),
+        ({"history": [{"doc_id": "d1", "text": "x"}]}, "exactly one"),
+        ({"history": ["d1"], "mixture": {"temperature": -1}}, "temperature"),
+        ({"history": ["d1"], "histroy": ["d2"]}, "histroy"),
+    ],
+)
+def test_bad_requests_say_what_to_change(base_url: str, payload: dict, field: str) -> None:
+    r = httpx.post(f"{base_url}/v1/recommend", json=payload, timeout=60)
+    assert r.status_code == 422
+    assert field in r.json()["detail"]
+
+
+def test_cli_recommend(interests_collection: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["recommend", str(interests_collection), "--history", "d1,d4", "--k", "2", "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    ids = [h["doc_id"] for h in out["hits"]]
+    assert len(ids) == 2 and not {"d1", "d4"} & set(ids)
+    assert main(["recommend", str(interests_collection), "--history", "missing-id"]) == 2
+    assert "'missing-id'" in capsys.readouterr().err
