@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from twofold.core.errors import CollectionError, InputError, NotFoundError
-from twofold.core.types import Doc
+from twofold.core.types import Doc, Hit, Ranking
 from twofold.indexing.docstore import DocStore, DocStoreWriter
 from twofold.indexing.interests import (
     InterestIndex,
@@ -180,3 +180,23 @@ def test_diversify_spreads_a_query_neighbourhood(retriever: InterestRetriever) -
     topics = {topic_of(h.ordinal) for h in rec.hits}
     assert {1, 3} <= topics
     assert len(set(rec.doc_ids())) == 10
+
+
+def test_diversify_ranking_reallocates_a_pipeline_list(retriever: InterestRetriever) -> None:
+    # a ranking of 15 topic-0 docs, then 5 topic-1 docs: k=8 over a 3:1 mixture
+    ids = [f"doc{i}" for i in range(15)] + [f"doc{30 + i}" for i in range(5)]
+    ranking = Ranking(
+        "q", tuple(Hit(d, 20.0 - r, {"bm25": (r + 1, 20.0 - r)}) for r, d in enumerate(ids))
+    )
+    params = MixtureParams(temperature=0.0, neighbour_weight=0.0)
+    out = retriever.diversify_ranking(ranking, 8, params, neighbourhood=20)
+    got = out.ranking.doc_ids()
+    # budgets 6:2, interleaved in proportion; each cluster in the ranking's order
+    assert got == ["doc0", "doc1", "doc2", "doc30", "doc3", "doc4", "doc5", "doc31"]
+    assert out.ranking.hits[3].sources == {"bm25": (16, 5.0)}  # hits keep their sources
+    assert len(out.interests) == 8 and out.mixture is not None
+    assert [c.budget for c in out.mixture.components] == [6, 2]
+    # a cluster with too few candidates: its slots go to the best remaining hits
+    short = Ranking("q", ranking.hits[:16])  # one topic-1 doc only
+    out = retriever.diversify_ranking(short, 16, params, neighbourhood=16)
+    assert sorted(out.ranking.doc_ids()) == sorted(h.doc_id for h in short.hits)

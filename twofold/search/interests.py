@@ -373,6 +373,66 @@ class InterestRetriever:
         vec = self._encode([query], as_query=True)[0]
         return self.diversify(vec, k, params, neighbourhood, order=order)
 
+    def diversify_ranking(
+        self,
+        ranking: Ranking,
+        k: int,
+        params: MixtureParams | None = None,
+        neighbourhood: int = 20,
+    ) -> DiversifiedRanking:
+        """Diversify any pipeline's ranking (bm25, dense, hybrid, reranked) down to ``k``.
+
+        The top ``neighbourhood`` hits play the history, the hits ranked next the
+        smoothing neighbours (``params.n_neighbours`` of them); ``k`` is split across
+        the mixture's components and each component takes its hits from the candidates
+        in its cluster, in the ranking's own order. Slots a cluster cannot fill go to
+        the best remaining candidates. Hits keep their scores and sources; the order is
+        the proportional interleave. Give a ranking deeper than ``k`` (e.g. 100).
+        """
+        self._check_k(k)
+        params = params or MixtureParams()
+        try:
+            params.validate()
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        hits = [h for h in ranking.hits if h.doc_id in self.docs]
+        if not hits:
+            return DiversifiedRanking(Ranking(ranking.query_id, ()), (), None)
+        ordinals = [self.docs.ordinal(h.doc_id) for h in hits]
+        hood = max(1, min(neighbourhood, len(hits)))
+        nn = ordinals[hood : hood + params.n_neighbours] if params.neighbour_weight > 0 else []
+        mixture = user_mixture(
+            self.index.vectors(ordinals[:hood]),
+            self.index.vectors(nn) if nn else None,
+            self.index.centroids,
+            min(k, len(hits)),
+            params,
+        )
+        clusters = self.index.assignments[ordinals]
+        lists = [
+            [(i, hits[i].score) for i in range(len(hits)) if clusters[i] == c.cluster]
+            for c in mixture.components
+        ]
+        merged = merge_components(lists, [c.budget for c in mixture.components])
+        picked = [i for i, _, _ in merged]
+        taken = set(picked)
+        picked += [i for i in range(len(hits)) if i not in taken][: min(k, len(hits)) - len(picked)]
+        return DiversifiedRanking(
+            Ranking(ranking.query_id, tuple(hits[i] for i in picked)),
+            tuple(int(clusters[i]) for i in picked),
+            mixture,
+        )
+
+
+@dataclass(frozen=True)
+class DiversifiedRanking:
+    """A diversified ranking, each hit's interest cluster (parallel to its hits) and the
+    query's mixture (None when the ranking was empty)."""
+
+    ranking: Ranking
+    interests: tuple[int, ...]
+    mixture: UserMixture | None
+
 
 def mixture_json(mixture: UserMixture | None) -> list[dict[str, Any]]:
     """The kept components as JSON-ready dicts: interest, weight, budget."""
@@ -386,6 +446,7 @@ def mixture_json(mixture: UserMixture | None) -> list[dict[str, Any]]:
 
 __all__ = [
     "Component",
+    "DiversifiedRanking",
     "InterestHit",
     "InterestRetriever",
     "MixtureParams",
