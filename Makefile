@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check twofold tests bench
 	$(VENV)/bin/ruff format --check twofold tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
