@@ -1,0 +1,194 @@
+"""Build a learned-sparse sub-index (inference-free ``sparse`` or siamese ``splade``).
+
+Documents are encoded shard by shard (``shard_size`` docs, default 2048) into CSR
+``.npz`` files written atomically: memory holds one shard, and a rerun after a crash
+keeps every finished shard. Then the shards are merged into the postings, exported to
+a Lucene impact index (weights ``round(w * scale)``), and removed.
+
+Options beyond ``BuildOptions`` come from ``BuildOptions.extra`` (all optional), with
+``P`` = ``sparse`` or ``splade``: ``P_top_k``, ``P_max_ratio`` (pruning), ``P_scale``
+(quantization, default 100), ``P_shard_size``, ``P_engine`` (``native`` | ``lucene``,
+the engine a retriever uses by default), ``P_token_budget``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from twofold.core.errors import InputError
+from twofold.core.types import Doc
+from twofold.indexing.buildctx import BuildContext
+from twofold.indexing.sparse_index import (
+    DEFAULT_SCALE,
+    ENGINES,
+    FORMAT_VERSION,
+    shard_path,
+    write_doc_ids,
+    write_lucene,
+    write_postings,
+    write_shard,
+    write_vocab,
+)
+
+log = logging.getLogger(__name__)
+PARAMS = "params.json"
+KINDS = {"sparse": "inference-free", "splade": "splade"}
+
+
+def doc_text(doc: Doc) -> str:
+    """What the encoders read of a document: ``title text`` (as BM25 does)."""
+    return f"{doc.title} {doc.text}".strip()
+
+
+def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
+    o, extra = ctx.options, ctx.options.extra
+    model = o.sparse_model if prefix == "sparse" else o.splade_model
+    engine = str(extra.get(f"{prefix}_engine", "native"))
+    if engine not in ENGINES:
+        raise InputError(f"{prefix}_engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    top_k = extra.get(f"{prefix}_top_k")
+    ratio = extra.get(f"{prefix}_max_ratio")
+    return {
+        "kind": KINDS[prefix],
+        "model": model,
+        "max_length": o.max_length,
+        "top_k": int(top_k) if top_k is not None else None,
+        "max_ratio": float(ratio) if ratio is not None else None,
+        "scale": float(extra.get(f"{prefix}_scale", DEFAULT_SCALE)),
+        "shard_size": int(extra.get(f"{prefix}_shard_size", 2048)),
+        "engine": engine,
+        "token_budget": int(extra.get(f"{prefix}_token_budget", 512)),
+        "doc_count": len(ctx.docs),
+    }
+
+
+def _prepare(out: Path, params: dict[str, Any]) -> None:
+    """Keep finished shards only if they were made with the same parameters."""
+    file = out / PARAMS
+    if out.is_dir():
+        try:
+            same = json.loads(file.read_text()) == params
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(params, sort_keys=True))
+
+
+def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
+    """Encode, shard, merge, export to Lucene; returns the manifest entry."""
+    from twofold.models.registry import model_fingerprint
+    from twofold.models.sparse import (
+        MLMSparseEncoder,
+        Pruning,
+        idf_from_df,
+        model_idf,
+        prune,
+        special_ids,
+        vocab_list,
+    )
+
+    params = _params(ctx, prefix)
+    _prepare(out, params)
+    if ctx.device == "cpu":
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    pruning = Pruning(params["top_k"], params["max_ratio"])
+    encoder = MLMSparseEncoder(
+        params["model"],
+        device=ctx.device,
+        max_length=params["max_length"],
+        pruning=pruning,
+        token_budget=params["token_budget"],
+    )
+    vocab = vocab_list(encoder.tokenizer)[: encoder.vocab_size]
+    vocab += [f"[twofold-unused-{j}]" for j in range(len(vocab), encoder.vocab_size)]
+    special = np.asarray(special_ids(encoder.tokenizer), dtype=np.int64)
+    n, size = len(ctx.docs), params["shard_size"]
+    n_shards = (n + size - 1) // size
+    docs = ctx.progress(iter(ctx.docs), desc=f"{prefix}: encode", total=n)
+    encode_seconds, encoded = 0.0, 0
+    chunk = max(256, 8 * ctx.options.batch_size)  # length-sorted within a chunk
+    for i in range(n_shards):
+        target = shard_path(out, i)
+        df_file = target.with_name(f"df-{i:05d}.npy")
+        count = min(size, n - i * size)
+        if target.is_file() and df_file.is_file():
+            for _ in islice(docs, count):  # finished before an interruption
+                pass
+            continue
+        t0 = time.perf_counter()
+        df = np.zeros(encoder.vocab_size, dtype=np.int64)
+        parts = []
+        for s in range(0, count, chunk):
+            batch = list(islice(docs, min(chunk, count - s)))
+            ids = encoder.tokenize([doc_text(d) for d in batch], params["max_length"])
+            for x in ids:
+                df[np.unique(np.asarray(x, dtype=np.int64))] += 1
+            parts.append(prune(encoder.encode_ids(ids, ctx.options.batch_size), pruning))
+        df[special[special < encoder.vocab_size]] = 0
+        encode_seconds += time.perf_counter() - t0
+        encoded += count
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.save(df_file, df)  # before the shard: a shard on disk implies its df file
+        write_shard(target, sp.vstack(parts, format="csr"))
+    nnz = write_postings(out, n_shards, encoder.vocab_size)
+    write_doc_ids(out, ctx.docs.ids)
+    write_vocab(out, vocab)
+    entry: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "kind": params["kind"],
+        "encoder": model_fingerprint(params["model"]),
+        "max_length": params["max_length"],
+        "activation": "log(1 + relu(max_i mask_i * logits_i)), special tokens zeroed",
+        "pruning": pruning.to_json(),
+        "quantization": {"scale": params["scale"], "rule": "round(w * scale), docs and queries"},
+        "engines": list(ENGINES),
+        "default_engine": params["engine"],
+        "engine_info": {
+            "native": "exact float32 dot product, numpy over memory-mapped CSC postings",
+            "lucene": "Anserini SimpleImpactSearcher, JsonVectorCollection -impact -pretokenized",
+        },
+        "vocab_size": encoder.vocab_size,
+        "postings": nnz,
+        "avg_terms_per_doc": round(nnz / max(n, 1), 2),
+        "shard_size": size,
+        "encode_docs_per_second": round(encoded / encode_seconds, 2) if encode_seconds else None,
+        "device": ctx.device,
+    }
+    if params["kind"] == "inference-free":
+        idf = model_idf(params["model"], encoder.tokenizer)
+        source = "idf.json"
+        if idf is None:
+            df_total = np.zeros(encoder.vocab_size, dtype=np.int64)
+            for i in range(n_shards):
+                df_total += np.load(shard_path(out, i).with_name(f"df-{i:05d}.npy"))
+            idf, source = idf_from_df(df_total, n), "collection"
+        padded = np.zeros(encoder.vocab_size, dtype=np.float32)
+        padded[: min(len(idf), encoder.vocab_size)] = idf[: encoder.vocab_size]
+        np.save(out / "idf.npy", padded)
+        encoder.tokenizer.save_pretrained(str(out / "tokenizer"))
+        entry["query_encoder"] = "idf: q_j = 1[j in tokens(q)] * relu(idf_j), no model"
+        entry["idf"] = {
+            "source": source,
+            "formula": None if source == "idf.json" else "log(1 + (N - df + 0.5) / (df + 0.5))",
+        }
+    else:
+        entry["query_encoder"] = "siamese: the document activation on the query"
+        entry["query_max_length"] = params["max_length"]
+    write_lucene(out, n_shards, ctx.docs.ids, vocab, params["scale"])
+    shutil.rmtree(out / "shards")
+    (out / PARAMS).unlink()
+    return entry

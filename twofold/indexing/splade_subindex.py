@@ -1,0 +1,21 @@
+"""Sub-index ``splade``: siamese SPLADE (the MLM activation on documents and queries).
+
+See ``sparse_build`` (building) and ``sparse_index`` (format and engines).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twofold.indexing.buildctx import BuildContext
+from twofold.indexing.sparse_build import build_sparse
+from twofold.indexing.sparse_index import SparseIndex
+
+
+def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    return build_sparse(ctx, out, "splade")
+
+
+def open_index(path: Path, entry: dict[str, Any]) -> SparseIndex:
+    return SparseIndex(path, entry)

@@ -1,0 +1,369 @@
+"""Learned sparse encoders over a masked-language-model head (SPLADE family).
+
+Document side (both methods), Formal et al. 2021 (SPLADE) and Geng et al. 2024
+(arXiv 2411.04403, the OpenSearch doc-only models)::
+
+    w_d[j] = log(1 + relu(max_i mask_i * logits[i, j]))      j over the vocabulary V
+
+with the tokenizer's special tokens zeroed and optional pruning (top-k, max-ratio).
+
+Query side:
+
+* inference-free (``IdfQueryEncoder``): ``q[j] = 1[j in tokens(q)] * relu(idf[j])``, a
+  repeated token counted once, no model; ``idf`` from the model's ``idf.json``
+  (OpenSearch layout: token -> idf) or from the collection
+  (``idf_j = log(1 + (N - df_j + 0.5) / (df_j + 0.5))``);
+* siamese SPLADE (``MLMSparseEncoder.encode_queries``): the document activation.
+
+Serving paths run under ``torch.inference_mode`` and return ``scipy.sparse.csr_matrix``
+of shape (n_texts, V), float32. The MLM head (hidden H x V, e.g. 128 x 30522) holds
+most of the FLOPs, so the fast path computes logits only for non-padding positions,
+packs several short texts into one matrix product and keeps only a running max per
+text: no (B, L, V) tensor is ever materialized.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from twofold.core.errors import InputError, ModelError
+from twofold.models.registry import resolve
+
+log = logging.getLogger(__name__)
+
+IDF_FILE = "idf.json"
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """Document-vector pruning. ``top_k``: keep the k largest weights of each document;
+    ``max_ratio``: drop weights below ``max_ratio * max(w_d)`` (0 < max_ratio < 1)."""
+
+    top_k: int | None = None
+    max_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise InputError(f"pruning top_k must be >= 1, not {self.top_k}")
+        if self.max_ratio is not None and not 0.0 <= self.max_ratio < 1.0:
+            raise InputError(f"pruning max_ratio must be in [0, 1), not {self.max_ratio}")
+
+    @property
+    def active(self) -> bool:
+        return self.top_k is not None or bool(self.max_ratio)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "max_ratio": self.max_ratio}
+
+
+def activation(max_logits: torch.Tensor) -> torch.Tensor:
+    """``log(1 + relu(x))`` elementwise: the SPLADE saturation of a max-pooled logit."""
+    return torch.log1p(torch.relu(max_logits))
+
+
+def prune(matrix: sp.csr_matrix, pruning: Pruning) -> sp.csr_matrix:
+    """Apply ``pruning`` row by row to a (n, V) CSR matrix; returns a new CSR matrix."""
+    if not pruning.active:
+        return matrix
+    m = matrix.tocsr()
+    indptr, indices, data = m.indptr, m.indices, m.data
+    keep = np.ones(len(data), dtype=bool)
+    for r in range(m.shape[0]):
+        s, e = indptr[r], indptr[r + 1]
+        if e == s:
+            continue
+        row = data[s:e]
+        k = keep[s:e]
+        if pruning.max_ratio:
+            k &= row >= pruning.max_ratio * row.max()
+        if pruning.top_k is not None and int(k.sum()) > pruning.top_k:
+            # the k largest kept weights; ties broken by lower term id (stable order)
+            cand = np.flatnonzero(k)
+            order = np.argsort(-row[cand], kind="stable")[: pruning.top_k]
+            k[:] = False
+            k[cand[order]] = True
+    out = sp.csr_matrix(
+        (data[keep], indices[keep], np.concatenate([[0], np.cumsum(_row_counts(indptr, keep))])),
+        shape=m.shape,
+    )
+    return out
+
+
+def _row_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Kept entries per row of a CSR matrix."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    return np.bincount(rows[keep], minlength=len(indptr) - 1)
+
+
+def idf_from_df(df: np.ndarray, n_docs: int) -> np.ndarray:
+    """BM25's idf per term: ``log(1 + (N - df + 0.5) / (df + 0.5))``, float32, shape (V,)."""
+    d = df.astype(np.float64)
+    return np.log1p((n_docs - d + 0.5) / (d + 0.5)).astype(np.float32)
+
+
+def load_tokenizer(model: str | Path) -> Any:
+    """The tokenizer of a registry name or a model directory (offline)."""
+    from transformers import AutoTokenizer
+
+    where = resolve(str(model)) if not isinstance(model, Path) else model
+    try:
+        return AutoTokenizer.from_pretrained(str(where))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a tokenizer from {where}: {exc}") from None
+
+
+def special_ids(tokenizer: Any) -> list[int]:
+    return sorted({int(i) for i in tokenizer.all_special_ids})
+
+
+def vocab_list(tokenizer: Any) -> list[str]:
+    """Token strings by id (length V = len(tokenizer))."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [str(t) for t in tokens]
+
+
+def load_idf_json(path: Path, tokenizer: Any) -> np.ndarray:
+    """An OpenSearch ``idf.json`` (token -> idf) as a (V,) float32 vector; a token not in
+    the file gets 0 (as OpenSearch's reference code does)."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not a readable idf.json: {exc}") from None
+    if not isinstance(table, dict):
+        raise ModelError(f"{path}: expected a JSON object token -> idf")
+    vocab = tokenizer.get_vocab()
+    idf = np.zeros(max(len(tokenizer), max(vocab.values(), default=-1) + 1), dtype=np.float32)
+    unknown = 0
+    for token, value in table.items():
+        j = vocab.get(token)
+        if j is None:
+            unknown += 1
+            continue
+        idf[j] = float(value)
+    if unknown:
+        log.warning("%s: %d tokens are not in the tokenizer's vocabulary", path, unknown)
+    return idf
+
+
+def model_idf(model: str | Path, tokenizer: Any) -> np.ndarray | None:
+    """The model directory's ``idf.json`` as a vector, or ``None`` when it ships none."""
+    where = resolve(str(model))
+    if isinstance(where, Path) and (where / IDF_FILE).is_file():
+        return load_idf_json(where / IDF_FILE, tokenizer)
+    return None
+
+
+class IdfQueryEncoder:
+    """Inference-free query side: tokenizer ids weighted by ``relu(idf)``, no model.
+
+    ``idf``: (V,) float32. Special tokens and repeated tokens contribute once or never.
+    """
+
+    def __init__(self, tokenizer: Any, idf: np.ndarray) -> None:
+        self.tokenizer = tokenizer
+        self.idf = np.maximum(np.asarray(idf, dtype=np.float32), 0.0)
+        self.idf[special_ids(tokenizer)] = 0.0
+        self.vocab_size = len(self.idf)
+
+    def encode_queries(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """(n, V) CSR float32: ``q[j] = relu(idf[j])`` for each distinct token j of a text."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        indptr = [0]
+        indices: list[int] = []
+        data: list[float] = []
+        for ids in enc:
+            uniq = np.unique(np.asarray(ids, dtype=np.int64))
+            w = self.idf[uniq]
+            nz = w > 0
+            indices.extend(uniq[nz].tolist())
+            data.extend(w[nz].tolist())
+            indptr.append(len(indices))
+        return sp.csr_matrix(
+            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
+            shape=(len(enc), self.vocab_size),
+        )
+
+
+class MLMSparseEncoder:
+    """SPLADE-style encoder over any Hugging Face ``*ForMaskedLM``.
+
+    ``max_length``: tokens per document (truncation); ``query_max_length`` for queries.
+    ``token_budget``: rows of one (rows x V) logits product on the fast path.
+    ``query_threads``: torch intra-op threads while encoding queries (a short query gains
+    nothing from more, and on a busy machine the thread hand-offs cost milliseconds);
+    ``None`` leaves torch's setting alone.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str = "cpu",
+        max_length: int = 256,
+        query_max_length: int = 256,
+        pruning: Pruning | None = None,
+        token_budget: int = 512,
+        query_threads: int | None = 1,
+    ) -> None:
+        from transformers import AutoModelForMaskedLM
+
+        self.name = str(model)
+        where = resolve(str(model))
+        self.tokenizer = load_tokenizer(where if isinstance(where, Path) else Path(where))
+        try:
+            self.model = AutoModelForMaskedLM.from_pretrained(str(where)).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load a masked-LM from {where}: {exc}") from None
+        self.device = device
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.pruning = pruning or Pruning()
+        self.token_budget = token_budget
+        self.query_threads = query_threads
+        self.special = special_ids(self.tokenizer)
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._head = self._split_head()
+
+    def _split_head(self) -> tuple[Any, Any, torch.Tensor, torch.Tensor] | None:
+        """(encoder, transform, W^T (H, V), bias (V,)) for BERT-style heads, else None."""
+        cls = getattr(self.model, "cls", None)
+        pred = getattr(cls, "predictions", None)
+        transform = getattr(pred, "transform", None)
+        decoder = getattr(pred, "decoder", None)
+        if transform is None or decoder is None:
+            return None
+        bias = decoder.bias if decoder.bias is not None else getattr(pred, "bias", None)
+        if bias is None:
+            bias = torch.zeros(decoder.weight.shape[0])
+        wt = decoder.weight.detach().t().contiguous()
+        return self.model.base_model, transform, wt, bias.detach()
+
+    # ------------------------------------------------------------------ training path
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids and mask -> (B, V) weights, with grad (materializes (B, L, V))."""
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        masked = logits * attention_mask.unsqueeze(-1).to(logits.dtype)
+        weights = activation(masked.amax(dim=1))
+        zero = torch.ones(weights.shape[-1], device=weights.device)
+        zero[self.special] = 0.0
+        return weights * zero
+
+    # ------------------------------------------------------------------- serving path
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        out = self.tokenizer(list(texts), truncation=True, max_length=max_length)
+        return [list(ids) for ids in out["input_ids"]]
+
+    def encode_docs(self, texts: Sequence[str], batch_size: int = 32) -> sp.csr_matrix:
+        """(n, V) CSR float32 document weights, pruned with ``self.pruning``."""
+        ids = self.tokenize(texts, self.max_length)
+        return prune(self.encode_ids(ids, batch_size), self.pruning)
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> sp.csr_matrix:
+        """(n, V) CSR float32 query weights (siamese: the document activation, unpruned)."""
+        ids = self.tokenize(texts, self.query_max_length)
+        if self.query_threads is None:
+            return self.encode_ids(ids, batch_size)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.query_threads)
+        try:
+            return self.encode_ids(ids, batch_size)
+        finally:
+            torch.set_num_threads(before)
+
+    def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> sp.csr_matrix:
+        """Token id lists -> (n, V) CSR. Batches are formed over texts sorted by length
+        (less padding); rows come back in input order."""
+        if not ids:
+            return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        parts: list[sp.csr_matrix] = []
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                weights = self._encode_batch([ids[i] for i in order[s : s + batch_size]])
+                parts.append(sp.csr_matrix(weights.float().cpu().numpy()))
+        stacked = sp.vstack(parts, format="csr", dtype=np.float32)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        out: sp.csr_matrix = stacked[inverse]
+        out.sort_indices()
+        return out
+
+    def _encode_batch(self, ids: list[Sequence[int]]) -> torch.Tensor:
+        """A batch of token id lists -> (B, V) weights."""
+        longest = max(len(x) for x in ids)
+        pad = int(self.tokenizer.pad_token_id or 0)
+        input_ids = torch.full((len(ids), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), longest), dtype=torch.long)
+        for r, x in enumerate(ids):
+            input_ids[r, : len(x)] = torch.as_tensor(list(x), dtype=torch.long)
+            mask[r, : len(x)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        if self._head is None:
+            return self.forward(input_ids, mask)
+        encoder, transform, wt, bias = self._head
+        hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        lengths = [len(x) for x in ids]
+        flat = transform(hidden[mask.bool()])  # (sum of lengths, H): no padding rows
+        maxes = self._segment_max(flat, lengths, wt)
+        weights = activation(maxes + bias)
+        weights[:, self.special] = 0.0
+        return weights
+
+    def _segment_max(
+        self, flat: torch.Tensor, lengths: list[int], wt: torch.Tensor
+    ) -> torch.Tensor:
+        """Per text, the max over its rows of ``flat @ wt``: (n_texts, V). Texts are packed
+        into products of at most ``token_budget`` rows; a longer text is split."""
+        out = torch.empty((len(lengths), wt.shape[1]), device=flat.device, dtype=wt.dtype)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        budget = self.token_budget
+        t = 0
+        while t < len(lengths):
+            start = offsets[t]
+            if lengths[t] >= budget:  # one long text, in slices with a running max
+                acc = None
+                for s in range(start, offsets[t + 1], budget):
+                    part = (flat[s : min(s + budget, offsets[t + 1])] @ wt).amax(0)
+                    acc = part if acc is None else torch.maximum(acc, part)
+                assert acc is not None
+                out[t] = acc
+                t += 1
+                continue
+            u = t
+            while u < len(lengths) and offsets[u + 1] - start <= budget:
+                u += 1
+            logits = flat[start : offsets[u]] @ wt
+            for j in range(t, u):
+                out[j] = logits[offsets[j] - start : offsets[j + 1] - start].amax(0)
+            t = u
+        return out
+
+
+def mlm_flops_per_token(encoder: MLMSparseEncoder) -> float:
+    """Approximate fp32 FLOPs per non-padding token of the fast path (matmuls only):
+    transformer layers (QKV/out projections, FFN) plus the MLM head (H x V)."""
+    cfg = encoder.model.config
+    h = int(cfg.hidden_size)
+    layers = int(getattr(cfg, "num_hidden_layers", 0))
+    inter = int(getattr(cfg, "intermediate_size", 4 * h))
+    per_layer = 2 * (4 * h * h + 2 * h * inter)
+    head = 2 * (h * h + h * encoder.vocab_size)
+    return float(layers * per_layer + head)
+
+
+def describe(encoder: MLMSparseEncoder) -> str:
+    cfg = encoder.model.config
+    params = math.fsum(p.numel() for p in encoder.model.parameters())
+    return (
+        f"{encoder.name}: {type(encoder.model).__name__}, hidden {cfg.hidden_size}, "
+        f"vocab {encoder.vocab_size}, {params:.0f} params"
+    )

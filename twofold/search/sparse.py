@@ -1,0 +1,127 @@
+"""Learned-sparse search: ``SparseSearcher`` (query encoder + engine), retrievers, explain.
+
+A ``SparseSearcher`` turns text into a sparse query vector with the index's own query
+encoder (idf table for ``sparse``, the MLM for ``splade``) and asks one engine
+(``native`` exact float, or ``lucene`` quantized impacts) for the top ``k``. An
+explanation lists, for one hit, each query term with its query weight, document weight
+and contribution ``q_j * w_d[j]`` (in the engine's arithmetic: for Lucene the quantized
+integers divided by ``scale**2``); the contributions sum to the hit's score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from twofold.core.types import Query, Ranking, SparseVec
+from twofold.indexing.collection import Collection
+from twofold.indexing.sparse_index import SparseIndex, quantize
+
+SPARSE_RETRIEVERS = ("sparse", "splade")
+
+
+@dataclass(frozen=True)
+class TermContribution:
+    """One query term's share of a hit's score."""
+
+    term: str
+    term_id: int
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SparseSearcher:
+    """Search one opened sparse index with one engine (default: the index's)."""
+
+    def __init__(self, index: SparseIndex, engine: str | None = None) -> None:
+        self.index = index
+        self.engine = index.engine(engine)
+        self.encoder = index.query_encoder()
+
+    def encode(self, text: str) -> SparseVec:
+        """The query vector of ``text`` (term ids ascending, float weights)."""
+        row = self.encoder.encode_queries([text]).tocsr()
+        row.sort_indices()
+        return SparseVec(tuple(int(j) for j in row.indices), tuple(float(w) for w in row.data))
+
+    def search_vector(self, query: SparseVec, k: int) -> list[tuple[str, float]]:
+        ids = np.asarray(query.indices, dtype=np.int64)
+        weights = np.asarray(query.values, dtype=np.float32)
+        return self.engine.search(ids, weights, k)
+
+    def search(self, text: str, k: int) -> list[tuple[str, float]]:
+        if not text.strip():
+            return []
+        return self.search_vector(self.encode(text), k)
+
+    def explain(self, text: str, doc_id: str) -> list[TermContribution]:
+        """Matched query terms of ``doc_id``, largest contribution first."""
+        query = self.encode(text)
+        ids = np.asarray(query.indices, dtype=np.int64)
+        q = np.asarray(query.values, dtype=np.float64)
+        d = self.index.native.doc_weights(self.index.ordinal(doc_id), ids).astype(np.float64)
+        if self.engine.name == "lucene":
+            s = self.index.scale
+            q = quantize(q, s).astype(np.float64) / s
+            d = quantize(d, s).astype(np.float64) / s
+        out = [
+            TermContribution(self.index.vocab[j], int(j), float(qw), float(dw), float(qw * dw))
+            for j, qw, dw in zip(ids.tolist(), q.tolist(), d.tolist(), strict=True)
+            if qw > 0 and dw > 0
+        ]
+        return sorted(out, key=lambda c: (-c.contribution, c.term_id))
+
+
+class SparseRetriever:
+    """``retrieve(query, k)`` over the ``sparse`` (inference-free) sub-index."""
+
+    name = "sparse"
+
+    def __init__(self, collection: Collection, engine: str | None = None) -> None:
+        self.searcher = SparseSearcher(collection.index(self.name), engine)
+
+    def retrieve(self, query: Query, k: int) -> Ranking:
+        return Ranking.from_scores(query.query_id, self.searcher.search(query.text, k), k)
+
+
+class SpladeRetriever(SparseRetriever):
+    """``retrieve(query, k)`` over the ``splade`` (siamese) sub-index."""
+
+    name = "splade"
+
+
+def explain_ranking(
+    collection: Collection,
+    text: str,
+    ranking: Ranking,
+    retrievers: Sequence[str] = SPARSE_RETRIEVERS,
+    engine: str | None = None,
+) -> dict[str, dict[str, list[TermContribution]]]:
+    """doc_id -> sparse retriever name -> term contributions, for each hit of ``ranking``
+    and each sparse sub-index the collection has."""
+    searchers = {
+        name: SparseSearcher(collection.index(name), engine)
+        for name in retrievers
+        if collection.has(name)
+    }
+    return {
+        hit.doc_id: {name: s.explain(text, hit.doc_id) for name, s in searchers.items()}
+        for hit in ranking.hits
+    }
+
+
+def format_explanation(contributions: Sequence[TermContribution], top: int = 8) -> str:
+    """``term q x d = c`` for the largest contributions, one line."""
+    parts = [
+        f"{c.term} {c.query_weight:.2f}x{c.doc_weight:.2f}={c.contribution:.3f}"
+        for c in contributions[:top]
+    ]
+    more = len(contributions) - top
+    return ", ".join(parts) + (f", ... {more} more" if more > 0 else "") if parts else "(none)"
