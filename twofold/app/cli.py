@@ -94,10 +94,32 @@ def _search(args: argparse.Namespace) -> int:
 
     collection = Collection(Path(args.dir))
     ranking = search_text(collection, args.query, args.pipeline, args.k)
+    if not args.explain:
+        if args.json:
+            print(json.dumps(ranking_json(collection, ranking), indent=2))
+        else:
+            print(format_hits(collection, ranking))
+        return 0
+    from twofold.search.pipeline import PIPELINES
+    from twofold.search.sparse import SPARSE_RETRIEVERS, explain_ranking, format_explanation
+
+    used = [r for r in PIPELINES.get(args.pipeline).retrievers if r in SPARSE_RETRIEVERS]
+    explained = explain_ranking(collection, args.query, ranking, used)
     if args.json:
-        print(json.dumps(ranking_json(collection, ranking), indent=2))
-    else:
-        print(format_hits(collection, ranking))
+        rows = ranking_json(collection, ranking)
+        for row in rows:
+            row["explain"] = {
+                name: [c.to_json() for c in terms]
+                for name, terms in explained[str(row["doc_id"])].items()
+            }
+        print(json.dumps(rows, indent=2))
+        return 0
+    for line, hit in zip(format_hits(collection, ranking).splitlines(), ranking, strict=False):
+        print(line)
+        for name, terms in explained.get(hit.doc_id, {}).items():
+            print(f"       {name}: {format_explanation(terms)}")
+    if not any(explained.values()):
+        print("(--explain covers the sparse and splade retrievers of a pipeline)")
     return 0
 
 
@@ -193,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pipeline", default="bm25")
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--json", action="store_true")
+    search.add_argument(
+        "--explain",
+        action="store_true",
+        help="per hit, the query terms and their score contributions in the sparse/splade index",
+    )
     search.set_defaults(func=_search)
 
     ev = sub.add_parser(
