@@ -133,7 +133,7 @@ def test_component_queries_modes() -> None:
     history = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32)
     user = user_vector(history)
     assert user.tolist() == pytest.approx([2**-0.5, 2**-0.5, 0])
-    same = component_queries(history, centroids, [0, 1], MixtureParams())
+    same = component_queries(history, centroids, [0, 1], MixtureParams(query_mode="user"))
     assert np.allclose(same, user[None, :])
     params = MixtureParams(temperature=0.0, query_mode="component", component_blend=0.0)
     q = component_queries(history, centroids, [0, 1, 2], params)
