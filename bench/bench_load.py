@@ -3,9 +3,9 @@
 Starts a real ``twofold serve`` on 127.0.0.1, sends N ``POST /v1/search`` requests at a
 given concurrency (queries cycled from a BEIR split), counts errors, and reports
 latency p50/p90/p99 and throughput. Then runs the same pipeline in this process on the
-same queries, one at a time, and reports the ratio of HTTP p50 to in-process p50.
-A serial HTTP pass (concurrency 1) is also measured, which isolates the HTTP +
-JSON + snippet overhead from queueing for the CPU.
+same queries, with the same concurrency (threads) and one at a time, and reports the
+ratio of HTTP p50 to in-process p50 for each. Both sides get one warm-up pass over
+the queries first (the JVM's JIT and the encoders warm up).
 
     .venv/bin/python bench/bench_load.py build/scifact --dataset ../shared/datasets/scifact \\
         --pipeline hybrid --requests 2000 --concurrency 8 --out bench/load-scifact.json
@@ -90,8 +90,18 @@ async def http_load(
 
 
 def in_process(
-    collection_dir: Path, queries: list[str], pipeline: str, k: int, reranker: str | None
+    collection_dir: Path,
+    queries: list[str],
+    pipeline: str,
+    k: int,
+    reranker: str | None,
+    n: int,
+    concurrency: int,
 ) -> dict[str, Any]:
+    """The same pipeline in this process: one warm pass over the queries, then a serial
+    pass and a pass with ``concurrency`` threads (``n`` queries, cycled)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from twofold.core.types import Query
     from twofold.indexing.collection import Collection
     from twofold.search.pipeline import build_pipeline
@@ -102,18 +112,33 @@ def in_process(
 
         rr = load_reranker(RerankerConfig(reranker))
     pipe = build_pipeline(Collection(collection_dir), pipeline, reranker=rr)
-    pipe.search(Query("warmup", "warm up"), k)
-    latencies = []
+
+    def one(i: int) -> float:
+        t0 = time.perf_counter()
+        pipe.run(Query(str(i), queries[i % len(queries)]), k)
+        return (time.perf_counter() - t0) * 1000.0
+
+    for i in range(len(queries)):  # warm-up pass, as the server got
+        one(i)
     t0 = time.perf_counter()
-    for i, text in enumerate(queries):
-        t1 = time.perf_counter()
-        pipe.run(Query(str(i), text), k)
-        latencies.append((time.perf_counter() - t1) * 1000.0)
-    wall = time.perf_counter() - t0
+    serial = [one(i) for i in range(len(queries))]
+    serial_wall = time.perf_counter() - t0
+    with ThreadPoolExecutor(concurrency) as pool:
+        t0 = time.perf_counter()
+        loaded = list(pool.map(one, range(n)))
+        loaded_wall = time.perf_counter() - t0
     return {
-        "queries": len(queries),
-        "latency_ms": percentiles(latencies),
-        "throughput_qps": round(len(queries) / wall, 2),
+        "serial": {
+            "queries": len(serial),
+            "latency_ms": percentiles(serial),
+            "throughput_qps": round(len(serial) / serial_wall, 2),
+        },
+        "concurrent": {
+            "queries": n,
+            "threads": concurrency,
+            "latency_ms": percentiles(loaded),
+            "throughput_qps": round(n / loaded_wall, 2),
+        },
     }
 
 
@@ -166,9 +191,17 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    local = in_process(args.collection, queries, args.pipeline, args.k, args.reranker)
-
-    base_p50 = local["latency_ms"]["p50"] or 1e-9
+    local = in_process(
+        args.collection,
+        queries,
+        args.pipeline,
+        args.k,
+        args.reranker,
+        args.requests,
+        args.concurrency,
+    )
+    serial_p50 = local["serial"]["latency_ms"]["p50"] or 1e-9
+    loaded_p50 = local["concurrent"]["latency_ms"]["p50"] or 1e-9
     report = {
         "collection": str(args.collection),
         "pipeline": args.pipeline,
@@ -178,9 +211,10 @@ def main() -> int:
         "http_load": loaded,
         "http_serial": serial,
         "in_process": local,
-        "ratio_http_p50_to_in_process_p50": round(loaded["latency_ms"]["p50"] / base_p50, 3),
-        "ratio_serial_http_p50_to_in_process_p50": (
-            round(serial["latency_ms"]["p50"] / base_p50, 3) if serial else None
+        # same concurrency on both sides: HTTP p50 / in-process p50
+        "ratio_http_p50_to_in_process_p50": round(loaded["latency_ms"]["p50"] / loaded_p50, 3),
+        "ratio_serial_http_p50_to_serial_in_process_p50": (
+            round(serial["latency_ms"]["p50"] / serial_p50, 3) if serial else None
         ),
     }
     text = json.dumps(report, indent=2)

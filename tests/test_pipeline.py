@@ -83,15 +83,17 @@ def test_single_retriever_passes_through_with_provenance() -> None:
     out = p.run(Query("q", "t"), k=2)
     assert out.ranking.doc_ids() == ["a", "b"]
     assert out.ranking.hits[1].sources == {"one": (2, 2.0)}
-    assert r.asked == [5]
+    assert r.asked == [2]  # a lone retriever without a reranker fetches only k
     assert set(out.timings_ms) == {"retrieve.one"}
     assert out.degraded == ()
 
 
 def test_k_above_depth_asks_for_k() -> None:
-    r = ListRetriever("one", "abcde")
-    Pipeline("p", {"one": r}, depths=Depths(retrieve=2)).search(Query("q", "t"), k=4)
-    assert r.asked == [4]
+    x, y = ListRetriever("x", "abcde"), ListRetriever("y", "edcba")
+    Pipeline("p", {"x": x, "y": y}, depths=Depths(retrieve=2)).search(Query("q", "t"), k=4)
+    assert x.asked == y.asked == [4]
+    Pipeline("p", {"x": x, "y": y}, depths=Depths(retrieve=5)).search(Query("q", "t"), k=4)
+    assert x.asked == [4, 5]  # fusion fetches the retrieve depth
 
 
 def test_fusion_then_rerank_then_tail() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 
 from twofold.app import service
 from twofold.app.deps import State
@@ -24,8 +25,13 @@ def _request_id(request: Request) -> str:
     return str(request.scope["state"]["request_id"])
 
 
+def _json(model: BaseModel) -> Response:
+    """Serialize once, in pydantic-core (FastAPI would validate and encode it again)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @router.post("/search", response_model=SearchResponse)
-async def search(body: SearchRequest, request: Request, state: State) -> SearchResponse:
+async def search(body: SearchRequest, request: Request, state: State) -> Response:
     rid = _request_id(request)
     response = await state.run(
         service.search, state, body, rid, budget_s=service.budget_s(state, body)
@@ -37,13 +43,11 @@ async def search(body: SearchRequest, request: Request, state: State) -> SearchR
         hits=len(response.hits),
         degraded=response.degraded,
     )
-    return response
+    return _json(response)
 
 
 @router.post("/search/batch", response_model=SearchBatchResponse)
-async def search_batch(
-    body: SearchBatchRequest, request: Request, state: State
-) -> SearchBatchResponse:
+async def search_batch(body: SearchBatchRequest, request: Request, state: State) -> Response:
     rid = _request_id(request)
     results = []
     for i, item in enumerate(body.searches):
@@ -53,4 +57,4 @@ async def search_batch(
             )
         )
     request.scope["state"]["log"].update(searches=len(results))
-    return SearchBatchResponse(request_id=rid, results=results)
+    return _json(SearchBatchResponse(request_id=rid, results=results))

@@ -8,6 +8,7 @@ returned snippet, so a client can mark them without parsing HTML.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = (
@@ -64,12 +65,16 @@ def query_stems(query: str) -> frozenset[str]:
     return frozenset(stem(w) for w in WORD.findall(query) if w.lower() not in STOPWORDS)
 
 
+@lru_cache(maxsize=1 << 17)
+def _word_stem(word: str) -> str | None:
+    """``stem(word)``, or None for a stopword; cached, since words repeat across texts."""
+    return None if word.lower() in STOPWORDS else stem(word)
+
+
 def highlight_spans(text: str, stems: frozenset[str]) -> list[tuple[int, int]]:
-    return [
-        (m.start(), m.end())
-        for m in WORD.finditer(text)
-        if m.group().lower() not in STOPWORDS and stem(m.group()) in stems
-    ]
+    if not stems:
+        return []
+    return [(m.start(), m.end()) for m in WORD.finditer(text) if _word_stem(m.group()) in stems]
 
 
 def snippet(
@@ -102,4 +107,6 @@ def snippet(
     prefix = "… " if start > 0 else ""
     suffix = " …" if end < len(text) else ""
     window = prefix + text[start:end] + suffix
-    return window, highlight_spans(window, stems)
+    shift = len(prefix) - start  # spans are word bounds, so a cut never splits one
+    inside = [(s + shift, e + shift) for s, e in spans if s >= start and e <= end]
+    return window, inside

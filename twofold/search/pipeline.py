@@ -96,7 +96,10 @@ class Pipeline:
     def run(self, query: Query, k: int = 10, deadline: float | None = None) -> SearchOutcome:
         timings: dict[str, float] = {}
         degraded: list[str] = []
-        depth = max(self.depths.retrieve, k)
+        # A lone retriever with no reranker needs only the top k; fusion and reranking
+        # need the deeper candidate lists.
+        passthrough = len(self.retrievers) == 1 and self.reranker is None
+        depth = k if passthrough else max(self.depths.retrieve, k)
 
         rankings: dict[str, Ranking] = {}
         for name, retriever in self.retrievers.items():
