@@ -100,10 +100,10 @@ def _search(args: argparse.Namespace) -> int:
         else:
             print(format_hits(collection, ranking))
         return 0
-    from twofold.search.pipeline import PIPELINES
+    from twofold.search.pipeline import pipeline_retrievers
     from twofold.search.sparse import SPARSE_RETRIEVERS, explain_ranking, format_explanation
 
-    used = [r for r in PIPELINES.get(args.pipeline).retrievers if r in SPARSE_RETRIEVERS]
+    used = [r for r in pipeline_retrievers(collection, args.pipeline) if r in SPARSE_RETRIEVERS]
     explained = explain_ranking(collection, args.query, ranking, used)
     if args.json:
         rows = ranking_json(collection, ranking)

@@ -208,6 +208,12 @@ def collection_retrievers(collection: Collection) -> list[str]:
     return [r for r in collection.retrievers if r in RETRIEVERS]
 
 
+def pipeline_retrievers(collection: Collection, name: str) -> list[str]:
+    """The retrievers the named pipeline runs on ``collection`` (``hybrid``: all of them)."""
+    spec = PIPELINES.get(name)
+    return list(spec.retrievers or collection_retrievers(collection))
+
+
 def tuned_fusion(collection: Collection) -> FusionConfig | None:
     """The fusion ``twofold tune-fusion`` wrote into the manifest, if it still applies."""
     entry = collection.manifest.pipelines.get(TUNED_KEY)
