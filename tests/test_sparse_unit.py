@@ -160,7 +160,10 @@ def _dense(index: Any) -> np.ndarray:
 def test_build_and_search_both_engines(
     variant: str, tiny_models: dict[str, Path], tiny_corpus: Path, tmp_path: Path
 ) -> None:
-    coll = _build(tiny_corpus, tmp_path / "c", tiny_models[variant])
+    # splade pruned differently: its own document encoding (no reuse of sparse's)
+    coll = _build(tiny_corpus, tmp_path / "c", tiny_models[variant], splade_top_k=6)
+    assert "doc_side" not in coll.manifest.sub_indexes["splade"]
+    assert coll.manifest.sub_indexes["splade"]["pruning"]["top_k"] == 6
     entry = coll.manifest.sub_indexes["sparse"]
     assert entry["idf"]["source"] == ("idf.json" if variant == "with_idf" else "collection")
     assert entry["encoder"]["sha256"] != "unknown"
@@ -232,8 +235,9 @@ def test_resume_keeps_finished_shards(
 
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", counting)
     resumed = _build(tiny_corpus, out, model, sparse_shard_size=2)
-    # sparse: shards 1 and 2 (2 + 1 docs) only; splade: one shard of 5 docs
-    assert resumed_calls == [2, 1, 5]
+    # sparse: shards 1 and 2 (2 + 1 docs) only; splade reuses the sparse doc side
+    assert resumed_calls == [2, 1]
+    assert "doc_side" in resumed.manifest.sub_indexes["splade"]
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", real)
     fresh = _build(tiny_corpus, tmp_path / "fresh", model, sparse_shard_size=2)
     assert np.allclose(_dense(resumed.index("sparse")), _dense(fresh.index("sparse")))

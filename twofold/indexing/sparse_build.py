@@ -101,11 +101,14 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
 
     params = _params(ctx, prefix)
     _prepare(out, params)
+    pruning = Pruning(params["top_k"], params["max_ratio"])
+    reused = _reuse_sparse_docs(out, params, model_fingerprint(params["model"]), pruning)
+    if reused is not None:
+        return reused
     if ctx.device == "cpu":
         import torch
 
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    pruning = Pruning(params["top_k"], params["max_ratio"])
     encoder = MLMSparseEncoder(
         params["model"],
         device=ctx.device,
@@ -190,5 +193,45 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         entry["query_max_length"] = params["max_length"]
     write_lucene(out, n_shards, ctx.docs.ids, vocab, params["scale"])
     shutil.rmtree(out / "shards")
+    (out / PARAMS).unlink()
+    return entry
+
+
+def _reuse_sparse_docs(
+    out: Path, params: dict[str, Any], fingerprint: dict[str, str], pruning: Any
+) -> dict[str, Any] | None:
+    """A ``splade`` index whose document side equals the sibling ``sparse`` index's (same
+    model weights, max_length, pruning, scale) copies its postings and Lucene index
+    instead of encoding the corpus again; returns the manifest entry, else ``None``."""
+    from twofold.indexing.build import COMPLETE
+
+    if params["kind"] != "splade":
+        return None
+    marker = out.parent / "sparse" / COMPLETE
+    if not marker.is_file():
+        return None
+    other = json.loads(marker.read_text())
+    same = (
+        other.get("encoder") == fingerprint
+        and fingerprint.get("sha256") != "unknown"
+        and other.get("max_length") == params["max_length"]
+        and other.get("pruning") == pruning.to_json()
+        and other.get("quantization", {}).get("scale") == params["scale"]
+    )
+    if not same:
+        return None
+    src = out.parent / "sparse"
+    for name in ("postings", "lucene"):
+        shutil.copytree(src / name, out / name, dirs_exist_ok=True)
+    for name in ("doc_ids.txt", "vocab.txt"):
+        shutil.copyfile(src / name, out / name)
+    entry = {k: v for k, v in other.items() if k not in ("idf", "query_encoder", "build_seconds")}
+    entry.update(
+        kind="splade",
+        default_engine=params["engine"],
+        query_encoder="siamese: the document activation on the query",
+        query_max_length=params["max_length"],
+        doc_side="copied from the sparse sub-index (same encoder, max_length, pruning, scale)",
+    )
     (out / PARAMS).unlink()
     return entry
