@@ -3,7 +3,7 @@ tuning seed, then the chosen (or given) parameters on the report seeds.
 
     .venv/bin/python bench/bench_interests.py COLLECTION --dataset BEIR_DIR \
         [--splits test] [--users 200] [--tune-seed 100] [--seeds 0,1,2] \
-        [--sweep] [--out results.json]
+        [--sweep] [--clusters 16,74] [--out results.json]
 
 The sweep runs on ``--tune-seed`` only (users the report never sees) and picks the
 configuration with the best mean of recall@N and coverage@N over the budgets; the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
+from twofold.indexing.interests import InterestIndex, read_dense_vectors, write_interests
 from twofold.models.knn_embed import MixtureParams
 from twofold.search.interests import InterestRetriever
 from twofold.search.interests_eval import evaluate_interests, format_table, merged_qrels
@@ -35,6 +37,11 @@ GRID: dict[str, list[Any]] = {
     "query_mode": ["user", "component"],
     "component_blend": [0.0, 0.25, 0.5],
 }
+
+
+# The paper's retrieval: one user embedding searched inside every cluster (and the
+# module's defaults before the sweep).
+PAPER_STYLE = MixtureParams(temperature=0.05, neighbour_weight=0.1, query_mode="user")
 
 
 def objective(result: dict[str, Any]) -> float:
@@ -54,10 +61,17 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budgets", default="20,50")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument(
+        "--clusters",
+        default="",
+        help="comma list of cluster counts: re-cluster the dense vectors for each and "
+        "evaluate the default parameters on the report seeds",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
 
-    retriever = InterestRetriever.from_collection(Collection(Path(args.collection)))
+    collection = Collection(Path(args.collection))
+    retriever = InterestRetriever.from_collection(collection)
     qrels = merged_qrels(BeirDataset(Path(args.dataset)), args.splits.split(","))
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -97,27 +111,40 @@ def main() -> None:
         print(f"chosen on seed {args.tune_seed}: {asdict(chosen)}")
 
     t0 = time.perf_counter()
-    default = run(MixtureParams(), seeds)
-    print(format_table({"dataset": "defaults", **default}))
-    final = run(chosen, seeds) if args.sweep else default
+    report: dict[str, Any] = {}
+    rows = {"defaults": MixtureParams(), "paper_user_query": PAPER_STYLE}
     if args.sweep:
-        print(format_table({"dataset": "tuned", **final}))
+        rows["tuned"] = chosen
+    for name, params in rows.items():
+        report[name] = run(params, seeds)
+        print(format_table({"dataset": name, **report[name]}), flush=True)
     print(f"({time.perf_counter() - t0:.1f} s)")
-    if args.out:
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "dataset": Path(args.dataset).name,
-                    "splits": args.splits.split(","),
-                    "tune_seed": args.tune_seed,
-                    "defaults": default,
-                    "tuned": final,
-                    "sweep": sweep,
-                },
-                indent=2,
+    for c in [int(x) for x in args.clusters.split(",") if x.strip()]:
+        with tempfile.TemporaryDirectory() as tmp:
+            entry = write_interests(
+                read_dense_vectors(collection.path / "dense"), Path(tmp) / "interests", c
             )
-            + "\n"
-        )
+            index = InterestIndex(Path(tmp) / "interests", entry)
+            clustered = InterestRetriever(index, collection.docs, retriever.encoder)
+            result = evaluate_interests(
+                clustered,
+                qrels,
+                users=args.users,
+                seeds=seeds,
+                budgets=budgets,
+                params=MixtureParams(),
+            )
+        report[f"defaults_{c}_clusters"] = result
+        print(format_table({"dataset": f"{c} clusters, defaults", **result}), flush=True)
+    if args.out:
+        payload = {
+            "dataset": Path(args.dataset).name,
+            "splits": args.splits.split(","),
+            "tune_seed": args.tune_seed,
+            **report,
+            "sweep": sweep,
+        }
+        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":
