@@ -200,3 +200,11 @@ def test_diversify_ranking_reallocates_a_pipeline_list(retriever: InterestRetrie
     short = Ranking("q", ranking.hits[:16])  # one topic-1 doc only
     out = retriever.diversify_ranking(short, 16, params, neighbourhood=16)
     assert sorted(out.ranking.doc_ids()) == sorted(h.doc_id for h in short.hits)
+
+
+def test_interests_need_the_dense_sub_index() -> None:
+    from twofold.indexing.build import ordered_retrievers
+
+    with pytest.raises(InputError, match="'dense'"):
+        ordered_retrievers(("interests",))
+    assert ordered_retrievers(("interests", "dense")) == ["dense", "interests"]

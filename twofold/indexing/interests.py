@@ -222,11 +222,11 @@ class InterestIndex:
 
     def vectors(self, ordinals: npt.ArrayLike) -> FloatArray:
         """Stored document embeddings (len(ordinals), d) for doc-store ordinals."""
-        idx = np.asarray(ordinals, dtype=np.int64).reshape(-1)
-        out = np.zeros((idx.shape[0], self.dim), dtype=np.float32)
-        for row, i in enumerate(idx):
-            out[row] = self.ivf.reconstruct(int(i))
-        return out
+        idx = np.ascontiguousarray(np.asarray(ordinals, dtype=np.int64).reshape(-1))
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise InputError(f"document ordinals must lie in [0, {len(self)})")
+        out: FloatArray = np.asarray(self.ivf.reconstruct_batch(idx), dtype=np.float32)
+        return out.reshape(idx.shape[0], self.dim)
 
     def search_in_clusters(
         self, queries: FloatArray, clusters: npt.ArrayLike, k: int
