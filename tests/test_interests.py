@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twofold.core.errors import CollectionError, InputError, NotFoundError
 from twofold.core.types import Doc, Hit, Ranking
@@ -208,3 +210,27 @@ def test_interests_need_the_dense_sub_index() -> None:
     with pytest.raises(InputError, match="'dense'"):
         ordered_retrievers(("interests",))
     assert ordered_retrievers(("interests", "dense")) == ["dense", "interests"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lists=st.lists(
+        st.lists(st.tuples(st.integers(0, 30), st.floats(-1, 1)), max_size=15), max_size=5
+    ),
+    data=st.data(),
+)
+def test_merge_property_no_duplicates_and_budgets_hold(
+    lists: list[list[tuple[int, float]]], data: st.DataObject
+) -> None:
+    budgets = [data.draw(st.integers(0, 10)) for _ in lists]
+    exclude = set(data.draw(st.lists(st.integers(0, 30), max_size=5)))
+    merged = merge_components(lists, budgets, exclude=exclude)
+    ordinals = [o for o, _, _ in merged]
+    assert len(ordinals) == len(set(ordinals)) and not set(ordinals) & exclude
+    for i, budget in enumerate(budgets):
+        taken = [o for o, _, c in merged if c == i]
+        assert len(taken) <= budget
+        assert all(o in {p for p, _ in lists[i]} for o in taken)
+        # a component stops short of its budget only when its list ran out
+        if len(taken) < budget:
+            assert {p for p, _ in lists[i]} <= set(ordinals) | exclude
