@@ -234,3 +234,18 @@ def test_merge_property_no_duplicates_and_budgets_hold(
         # a component stops short of its budget only when its list ran out
         if len(taken) < budget:
             assert {p for p, _ in lists[i]} <= set(ordinals) | exclude
+
+
+def test_evaluate_interests_on_synthetic_topics(retriever: InterestRetriever) -> None:
+    from twofold.search.interests_eval import evaluate_interests
+
+    qrels = {f"t{t}": {f"doc{t * PER + i}": 1 for i in range(PER)} for t in range(TOPICS)}
+    result = evaluate_interests(
+        retriever, qrels, users=20, seeds=[0, 1], budgets=[8], params=MixtureParams()
+    )
+    assert result["users"] == 40 and result["qualifying_queries"] == TOPICS
+    knn, single = result["methods"]["knn_embed"], result["methods"]["single_vector"]
+    assert set(knn) == {"recall@8", "coverage@8", "ild@8"}
+    # every interest gets slots in proportion, so each topic is covered
+    assert knn["coverage@8"] == 1.0
+    assert 0.0 < single["recall@8"] <= 1.0 and 0.0 < knn["ild@8"] <= 2.0
