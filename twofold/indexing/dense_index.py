@@ -166,16 +166,22 @@ def encode_to_shards(
 
 
 def consolidate(directory: Path, out: Path, n: int, dim: int, shard_size: int) -> np.ndarray:
-    """Copy the shards in order into one memory-mapped ``out`` (n, dim) and return it."""
+    """Copy the shards in order into one ``out`` (n, dim) file; return it memory-mapped.
+
+    Plain sequential writes, one shard in memory at a time: writing through a memmap
+    would keep every written page resident in this process until it is unmapped.
+    """
     tmp = out.with_name(out.stem + ".tmp.npy")
-    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-    for i in range(math.ceil(n / shard_size)):
-        shard = np.load(_shard_path(directory, i), mmap_mode="r")
-        mm[i * shard_size : i * shard_size + len(shard)] = shard
-    mm.flush()
-    del mm
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "shape": (n, dim)}
+    with tmp.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {**header, "fortran_order": False})
+        for i in range(math.ceil(n / shard_size)):
+            shard = np.load(_shard_path(directory, i))
+            fh.write(np.ascontiguousarray(shard, dtype=np.float32).tobytes())
     tmp.replace(out)
     result: np.ndarray = np.load(out, mmap_mode="r")
+    if result.shape != (n, dim):
+        raise CollectionError(f"{out}: wrote {result.shape}, expected {(n, dim)}")
     return result
 
 
