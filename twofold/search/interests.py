@@ -173,7 +173,7 @@ class InterestRetriever:
             more = f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else ""
             raise NotFoundError(
                 f"unknown doc ids in history: {shown}{more}; give ids of documents in the "
-                "collection, or pass free texts as texts"
+                'collection, or send free text as a text item (`--text`, `{"text": ...}`)'
             )
         return [self.docs.ordinal(d) for d in doc_ids]
 
