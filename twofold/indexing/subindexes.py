@@ -59,19 +59,3 @@ SUBINDEXES.register(
         "siamese SPLADE: MLM activation on docs and queries (native + Lucene impact)",
     ),
 )
-SUBINDEXES.register(
-    "sparse",
-    SubIndexSpec(
-        "sparse",
-        "twofold.indexing.sparse_subindex",
-        "inference-free learned sparse: MLM doc encoder, idf query side (native + Lucene impact)",
-    ),
-)
-SUBINDEXES.register(
-    "splade",
-    SubIndexSpec(
-        "splade",
-        "twofold.indexing.splade_subindex",
-        "siamese SPLADE: MLM activation on docs and queries (native + Lucene impact)",
-    ),
-)

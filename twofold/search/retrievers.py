@@ -11,7 +11,6 @@ from typing import Protocol
 from twofold.core.registry import Registry
 from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
-from twofold.search.sparse import SparseRetriever, SpladeRetriever
 from twofold.search.dense import DenseRetriever
 from twofold.search.sparse import SparseRetriever, SpladeRetriever
 
@@ -36,7 +35,5 @@ RetrieverFactory = Callable[[Collection], Retriever]
 RETRIEVERS: Registry[RetrieverFactory] = Registry("retriever")
 RETRIEVERS.register("bm25", BM25Retriever)
 RETRIEVERS.register("dense", DenseRetriever)
-RETRIEVERS.register("sparse", SparseRetriever)
-RETRIEVERS.register("splade", SpladeRetriever)
 RETRIEVERS.register("sparse", SparseRetriever)
 RETRIEVERS.register("splade", SpladeRetriever)
