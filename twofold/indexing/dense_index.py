@@ -240,6 +240,11 @@ def build_faiss(vectors: np.ndarray, kind: str, params: Mapping[str, int], gpu: 
     n_train = min(n, max(params["nlist"] * 64, 256 * 64))
     sample = np.sort(rng.choice(n, size=n_train, replace=False))
     train = np.ascontiguousarray(vectors[sample], dtype=np.float32)
+    if gpu and params["nbits"] != 8:
+        log.info(
+            "dense: GPU IVF-PQ needs 8-bit codes; training %d-bit codes on the CPU", params["nbits"]
+        )
+        gpu = False
     if gpu:
         res = faiss.StandardGpuResources()
         co = faiss.GpuClonerOptions()
