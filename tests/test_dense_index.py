@@ -139,10 +139,14 @@ def test_index_round_trip_each_type(tmp_path: Path, tiny_model: Path, kind: str)
     # every stored vector finds a document with its own score (duplicates may tie)
     hits, truth = index.search_vectors(vectors, 1), exact.search_vectors(vectors, 1)
     np.testing.assert_allclose(hits.scores[:, 0], truth.scores[:, 0], atol=1e-4)
+    index.set_search_params(ef_search=16, nprobe=1, k_factor=2)  # each applies to its type
+    assert index.search_vectors(vectors[:3], 4).ordinals.shape == (3, 4)
     retriever = DenseRetriever(col)
     ranking = retriever.retrieve(Query("q", "laminar boundary layer heat transfer"), 5)
     assert len(ranking) == 5 and all(h.doc_id.startswith("doc") for h in ranking)
     assert [h.score for h in ranking] == sorted((h.score for h in ranking), reverse=True)
+    batch = retriever.retrieve_batch([Query("q", "laminar boundary layer heat transfer")], 5)
+    assert batch[0].doc_ids() == ranking.doc_ids()
 
 
 def test_ivfpq_write_read_same_results(tmp_path: Path) -> None:
