@@ -33,7 +33,7 @@ import logging
 import math
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,21 +424,24 @@ class DenseIndex:
             )
         return encoder
 
-    def encode_queries(self, texts: list[str]) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         result: np.ndarray = self.encoder.encode_queries(texts)
         return result
 
-    def encode_docs(self, texts: list[str]) -> np.ndarray:
+    def encode_docs(self, texts: Sequence[str]) -> np.ndarray:
         result: np.ndarray = self.encoder.encode_docs(texts)
         return result
 
     def search_vectors(
         self, queries: np.ndarray, k: int, within: np.ndarray | None = None
     ) -> VectorHits:
-        """Top-``k`` doc ordinals by inner product for each row of ``queries`` (n, dim).
+        """Top-``k`` doc ordinals by inner product for each row of ``queries`` (n, dim),
+        float32, normalized like the stored vectors (``encode_queries`` output).
 
-        ``within`` (int ordinals) restricts the search to those documents; it is answered
-        exactly from ``vectors`` whatever the index type.
+        Returns ``VectorHits`` of shape (n, min(k, count)) through the FAISS index (exact
+        for flat, approximate for hnsw/ivfpq). ``within`` (int ordinals) restricts the
+        search to those documents and is answered exactly from ``vectors`` whatever the
+        index type; its result has min(k, len(unique(within))) columns.
         """
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.dim:

@@ -9,6 +9,8 @@ with doc ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from twofold.core.types import Hit, Query, Ranking
@@ -25,7 +27,7 @@ class DenseRetriever:
         self.index: DenseIndex = collection.index("dense")
         self.ids: list[str] = collection.docs.ids
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors (len(texts), dim), float32, unit norm."""
         return self.index.encode_queries(texts)
 
