@@ -242,3 +242,39 @@ def test_resume_keeps_finished_shards(
     fresh = _build(tiny_corpus, tmp_path / "fresh", model, sparse_shard_size=2)
     assert np.allclose(_dense(resumed.index("sparse")), _dense(fresh.index("sparse")))
     shutil.rmtree(tmp_path / "fresh")
+
+
+def test_cli_build_flags_reach_the_manifest(
+    tiny_models: dict[str, Path], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    from twofold.app.cli import main
+
+    out = tmp_path / "cli"
+    model = str(tiny_models["with_idf"])
+    code = main(
+        ["index", "build", str(tiny_corpus), "--out", str(out), "--retrievers", "sparse,splade",
+         "--sparse-model", model, "--splade-model", model, "--max-length", "32", "--quiet",
+         "--prune-top-k", "4", "--prune-max-ratio", "0.2", "--quant-scale", "50",
+         "--sparse-engine", "lucene"]
+    )  # fmt: skip
+    assert code == 0
+    coll = Collection(out)
+    for name in ("sparse", "splade"):
+        entry = coll.manifest.sub_indexes[name]
+        assert entry["pruning"] == {"top_k": 4, "max_ratio": 0.2}
+        assert entry["quantization"]["scale"] == 50.0
+        assert entry["default_engine"] == "lucene"
+        index = coll.index(name)
+        assert index.engine().name == "lucene"
+        assert np.bincount(np.asarray(index.native.docs)).max() <= 4  # terms per doc
+
+
+def test_sparse_extra_rejects_bad_values() -> None:
+    from twofold.core.errors import InputError
+    from twofold.indexing.sparse_build import sparse_extra
+
+    assert sparse_extra(top_k=3) == {"sparse_top_k": 3, "splade_top_k": 3}
+    with pytest.raises(InputError, match="engine"):
+        sparse_extra(engine="faiss")
+    with pytest.raises(InputError, match="scale"):
+        sparse_extra(scale=0.0)

@@ -36,6 +36,7 @@ def _index_build(args: argparse.Namespace) -> int:
     from twofold.indexing.build import build_collection
     from twofold.indexing.buildctx import BuildOptions
     from twofold.indexing.corpus import CorpusFormat
+    from twofold.indexing.sparse_build import sparse_extra
 
     options = BuildOptions(
         retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
@@ -53,6 +54,9 @@ def _index_build(args: argparse.Namespace) -> int:
         dense_index=args.dense_index,
         n_clusters=args.clusters,
         progress=not args.quiet,
+        extra=sparse_extra(
+            args.prune_top_k, args.prune_max_ratio, args.quant_scale, args.sparse_engine
+        ),
     )
     manifest = build_collection(Path(args.corpus), Path(args.out), options)
     skipped = manifest.corpus.get("skipped", 0)
@@ -179,6 +183,27 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--dense-model", default="minilm-l6", help="dense bi-encoder model")
     p.add_argument("--dense-index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"])
     p.add_argument("--clusters", type=int, default=None, help="kNN-Embed interest clusters")
+    p.add_argument(
+        "--prune-top-k", type=int, default=None, help="sparse/splade: keep k terms per doc"
+    )
+    p.add_argument(
+        "--prune-max-ratio",
+        type=float,
+        default=None,
+        help="sparse/splade: drop doc weights below RATIO * the doc's max (0 <= RATIO < 1)",
+    )
+    p.add_argument(
+        "--quant-scale",
+        type=float,
+        default=None,
+        help="sparse/splade: Lucene impacts are round(w * SCALE) (default 100)",
+    )
+    p.add_argument(
+        "--sparse-engine",
+        default=None,
+        choices=["native", "lucene"],
+        help="sparse/splade: engine the retrievers use by default (default native)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_index_build)
 

@@ -45,6 +45,24 @@ PARAMS = "params.json"
 KINDS = {"sparse": "inference-free", "splade": "splade"}
 
 
+def sparse_extra(
+    top_k: int | None = None,
+    max_ratio: float | None = None,
+    scale: float | None = None,
+    engine: str | None = None,
+    prefixes: tuple[str, ...] = ("sparse", "splade"),
+) -> dict[str, Any]:
+    """``BuildOptions.extra`` keys for the given settings, for each learned-sparse prefix
+    (what ``twofold index build --prune-top-k/--prune-max-ratio/--quant-scale/
+    --sparse-engine`` set). ``None`` leaves a setting at its default."""
+    if engine is not None and engine not in ENGINES:
+        raise InputError(f"sparse engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if scale is not None and not scale > 0:
+        raise InputError(f"quantization scale must be > 0, not {scale}")
+    settings = {"top_k": top_k, "max_ratio": max_ratio, "scale": scale, "engine": engine}
+    return {f"{p}_{k}": v for p in prefixes for k, v in settings.items() if v is not None}
+
+
 def doc_text(doc: Doc) -> str:
     """What the encoders read of a document: ``title text`` (as BM25 does)."""
     return f"{doc.title} {doc.text}".strip()
