@@ -16,31 +16,43 @@ from twofold.app.schemas import (
     DocOut,
     PipelineOut,
 )
+from twofold.app.state import CollectionState, reload_collection
 from twofold.search.pipeline import describe_pipeline
 
+RELOAD_BUDGET_S = 3600.0
 v1 = APIRouter(prefix="/v1", tags=["collections"], responses=ERRORS)
 ops = APIRouter(tags=["operations"])
 
 
+def _collection_out(cs: CollectionState) -> CollectionOut:
+    manifest = cs.collection.manifest
+    return CollectionOut(
+        name=cs.name,
+        doc_count=manifest.doc_count,
+        retrievers=list(cs.retrievers),
+        pipelines=[PipelineOut(**describe_pipeline(cs.collection, name)) for name in cs.pipelines],
+        default_pipeline=cs.default_pipeline,
+        built=manifest.build.get("created"),
+        pipeline_config=dict(manifest.pipelines),
+    )
+
+
 @v1.get("/collections", response_model=CollectionsResponse)
 def collections(state: State) -> CollectionsResponse:
-    out = []
-    for cs in state.collections.values():
-        manifest = cs.collection.manifest
-        out.append(
-            CollectionOut(
-                name=cs.name,
-                doc_count=manifest.doc_count,
-                retrievers=list(cs.retrievers),
-                pipelines=[
-                    PipelineOut(**describe_pipeline(cs.collection, name)) for name in cs.pipelines
-                ],
-                default_pipeline=cs.default_pipeline,
-                built=manifest.build.get("created"),
-            )
-        )
+    out = [_collection_out(cs) for cs in state.collections.values()]
     reranker = state.reranker.name if state.reranker is not None else None
     return CollectionsResponse(default=state.default_collection, collections=out, reranker=reranker)
+
+
+@v1.post("/collections/{name}/reload", response_model=CollectionOut)
+async def reload(
+    state: State, name: Annotated[str, Path(min_length=1, max_length=256)]
+) -> CollectionOut:
+    """Reopen a collection from disk (after a rebuild or ``tune-fusion``) and swap it in
+    once it is warm; requests keep being answered by the old one meanwhile."""
+    state.collection(name)  # unknown name -> 400 before any work
+    fresh = await state.run(reload_collection, state, name, budget_s=RELOAD_BUDGET_S)
+    return _collection_out(fresh)
 
 
 @v1.get("/docs/{doc_id}", response_model=DocOut)

@@ -137,6 +137,9 @@ class CollectionOut(BaseModel):
     pipelines: list[PipelineOut]
     default_pipeline: str
     built: str | None
+    pipeline_config: dict[str, object] = Field(
+        description="the manifest's `pipelines` field: tuned fusion and its provenance"
+    )
 
 
 class CollectionsResponse(BaseModel):

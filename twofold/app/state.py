@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,7 @@ class AppState:
     executor: ThreadPoolExecutor
     ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def default_collection(self) -> str:
@@ -149,12 +151,33 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
     if settings.warmup:
         t0 = time.perf_counter()
         for cs in collections.values():
-            for pipeline in cs.pipelines.values():
-                # on a pipeline thread: the JVM attaches there, models load their kernels
-                executor.submit(pipeline.search, Query("warmup", "warm up"), 1).result()
+            # on a pipeline thread: the JVM attaches there, models load their kernels
+            executor.submit(warm_up, cs).result()
         log.info("warm-up done in %.2f s", time.perf_counter() - t0)
     app_state.ready = True
     return app_state
+
+
+def warm_up(cs: CollectionState) -> None:
+    for pipeline in cs.pipelines.values():
+        pipeline.search(Query("warmup", "warm up"), 1)
+
+
+def reload_collection(state: AppState, name: str) -> CollectionState:
+    """Open the collection at the same path again (e.g. after a rebuild was published
+    there, or ``tune-fusion`` rewrote its manifest), warm it up, then swap it in.
+    Requests already running keep the old one; nothing is dropped. Call it on a
+    pipeline thread (it opens the JVM's searchers)."""
+    with state.reload_lock:
+        old = state.collection(name)
+        fresh = open_collection(Collection(old.collection.path), state.settings, state.reranker)
+        if state.settings.warmup:
+            warm_up(fresh)
+        state.collections[old.name] = fresh  # one dict store: atomic for readers
+    log.info(
+        "reloaded collection %s (built %s)", name, fresh.collection.manifest.build.get("created")
+    )
+    return fresh
 
 
 def close_state(state: AppState) -> None:
