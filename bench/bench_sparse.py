@@ -1,8 +1,10 @@
 """Learned sparse benchmarks: engines (quality, agreement, latency) and encoding throughput.
 
 # engines: nDCG@10 native vs Lucene, top-10 agreement, latency vs BM25 (one run,
-# queries interleaved round-robin so machine load hits every system alike)
-.venv/bin/python bench/bench_sparse.py engines COLLECTION --dataset BEIR_DIR [--out F]
+# queries interleaved round-robin so machine load hits every system alike); each
+# --query-min-idf X adds sparse systems whose query drops tokens with idf < X
+.venv/bin/python bench/bench_sparse.py engines COLLECTION --dataset BEIR_DIR \
+    [--query-min-idf X ...] [--repeat R] [--out F]
 # encoding throughput of splade-tiny vs the fp32 matmul rate measured in the same run
 .venv/bin/python bench/bench_sparse.py encode --dataset BEIR_DIR [--docs 512] [--out F]
 """
@@ -49,18 +51,29 @@ def engines(args: argparse.Namespace) -> dict[str, Any]:
             for engine in ("native", "lucene"):
                 searcher = SparseSearcher(coll.index(name), engine)
                 systems[f"{name}/{engine}"] = searcher.search
-    for search in systems.values():  # warm-up: JVM, models, page cache
-        for q in queries[:5]:
+    for min_idf in args.query_min_idf if coll.has("sparse") else []:
+        for engine in ("native", "lucene"):  # query-side pruning of the inference-free side
+            searcher = SparseSearcher(coll.index("sparse"), engine, query_min_idf=min_idf)
+            systems[f"sparse/{engine}/min_idf={min_idf:g}"] = searcher.search
+    for search in systems.values():  # warm-up: JVM and its JIT, models, page cache
+        for q in queries[: args.warmup]:
             search(q.text, args.k)
     runs: dict[str, dict[str, list[tuple[str, float]]]] = {s: {} for s in systems}
     latency: dict[str, list[float]] = {s: [] for s in systems}
-    for q in queries:  # round-robin: each query hits every system back to back
-        for name, search in systems.items():
-            t0 = time.perf_counter()
-            hits = search(q.text, args.k)
-            latency[name].append((time.perf_counter() - t0) * 1000.0)
-            runs[name][q.query_id] = [(d, s) for d, s in hits if d != q.query_id]
-    out: dict[str, Any] = {"collection": args.collection, "queries": len(queries), "k": args.k}
+    names = list(systems)
+    for _ in range(args.repeat):  # latencies pooled over the repeats
+        for i, q in enumerate(queries):  # round-robin: each query hits every system back
+            for name in names[i % len(names) :] + names[: i % len(names)]:  # to back, in
+                t0 = time.perf_counter()  # a rotating order (no system always first)
+                hits = systems[name](q.text, args.k)
+                latency[name].append((time.perf_counter() - t0) * 1000.0)
+                runs[name][q.query_id] = [(d, s) for d, s in hits if d != q.query_id]
+    out: dict[str, Any] = {
+        "collection": args.collection,
+        "queries": len(queries),
+        "k": args.k,
+        "loadavg_1m_5m_15m_end": [round(x, 2) for x in os.getloadavg()],
+    }
     for name in systems:
         per_q = score_run(qrels, runs[name])
         out[name] = {
@@ -161,6 +174,17 @@ def main() -> None:
     e.add_argument("--dataset", required=True)
     e.add_argument("--split", default="test")
     e.add_argument("--k", type=int, default=100)
+    e.add_argument(
+        "--query-min-idf",
+        type=float,
+        action="append",
+        default=[],
+        help="also run sparse with query tokens of idf below this dropped (repeatable)",
+    )
+    e.add_argument("--repeat", type=int, default=1, help="passes over the queries")
+    e.add_argument(
+        "--warmup", type=int, default=1000, help="untimed queries per system first (JIT)"
+    )
     e.add_argument("--out")
     c = sub.add_parser("encode")
     c.add_argument("--dataset", required=True)

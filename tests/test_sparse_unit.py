@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from twofold.core.errors import InputError
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection, partial_dir
 from twofold.indexing.buildctx import BuildOptions
@@ -129,6 +130,21 @@ def test_idf_query_encoder_hand_computed(tiny_models: dict[str, Path]) -> None:
     expected[vocab["transfer"]] = table["transfer"]
     # "flow" has idf -1 -> relu -> 0; [CLS] is special -> 0
     assert np.allclose(row, expected)
+    # the one-text path (Rust tokenizer directly) gives the same ids as tokenizer(...)
+    texts = ["heat heat transfer flow [CLS]", "Thin SHELLS, buckling!", "aeros", ""]
+    for text in texts:
+        ids, w = enc.encode_query(text)
+        slow = tok(text, add_special_tokens=False)["input_ids"]
+        kept = sorted({j for j in slow if enc.idf[j] > 0})
+        assert ids.tolist() == kept
+        assert np.allclose(w, enc.idf[kept])
+    # query-side pruning: tokens with idf < min_idf are dropped, the rest unchanged
+    pruned = IdfQueryEncoder(tok, idf, min_idf=table["heat"] + 1e-3)
+    ids, w = pruned.encode_query("heat heat transfer flow [CLS]")
+    assert table["transfer"] > table["heat"]
+    assert ids.tolist() == [vocab["transfer"]] and np.allclose(w, [table["transfer"]])
+    with pytest.raises(InputError):
+        IdfQueryEncoder(tok, idf, min_idf=-1.0)
 
 
 # ----------------------------------------------------------------------------- index
@@ -270,7 +286,6 @@ def test_cli_build_flags_reach_the_manifest(
 
 
 def test_sparse_extra_rejects_bad_values() -> None:
-    from twofold.core.errors import InputError
     from twofold.indexing.sparse_build import sparse_extra
 
     assert sparse_extra(top_k=3) == {"sparse_top_k": 3, "splade_top_k": 3}

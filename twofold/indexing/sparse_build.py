@@ -8,7 +8,9 @@ a Lucene impact index (weights ``round(w * scale)``), and removed.
 Options beyond ``BuildOptions`` come from ``BuildOptions.extra`` (all optional), with
 ``P`` = ``sparse`` or ``splade``: ``P_top_k``, ``P_max_ratio`` (pruning), ``P_scale``
 (quantization, default 100), ``P_shard_size``, ``P_engine`` (``native`` | ``lucene``,
-the engine a retriever uses by default), ``P_token_budget``.
+the engine a retriever uses by default), ``P_token_budget``; and
+``sparse_query_min_idf`` (inference-free query side: drop tokens with idf below it;
+default 0, exact).
 """
 
 from __future__ import annotations
@@ -202,6 +204,12 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         np.save(out / "idf.npy", padded)
         encoder.tokenizer.save_pretrained(str(out / "tokenizer"))
         entry["query_encoder"] = "idf: q_j = 1[j in tokens(q)] * relu(idf_j), no model"
+        # query-side pruning (q_j = 0 where idf_j < query_min_idf); not a document
+        # parameter, so not in PARAMS: changing it keeps finished shards
+        min_idf = float(ctx.options.extra.get("sparse_query_min_idf", 0.0))
+        if min_idf < 0:
+            raise InputError(f"sparse_query_min_idf must be >= 0, not {min_idf}")
+        entry["query_min_idf"] = min_idf
         entry["idf"] = {
             "source": source,
             "formula": None if source == "idf.json" else "log(1 + (N - df + 0.5) / (df + 0.5))",

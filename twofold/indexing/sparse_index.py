@@ -134,6 +134,8 @@ class QueryEncoder(Protocol):
 
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_matrix: ...
 
+    def encode_query(self, text: str) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class SparseEngine(Protocol):
     """One verb: the top ``k`` documents for a sparse query, best first."""
@@ -201,15 +203,26 @@ class LuceneImpactEngine:
         self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path / "lucene"))
         self._map = autoclass("java.util.HashMap")
         self._int = autoclass("java.lang.Integer")
+        # boxed java.lang.Integer per quantized weight, made once: each box is a JNI
+        # call, and an inference-free query repeats the same few hundred values
+        self._boxes: dict[int, Any] = {}
+
+    def _box(self, value: int) -> Any:
+        box = self._boxes.get(value)
+        if box is None:
+            box = self._boxes[value] = self._int(value)
+        return box
 
     def search(self, term_ids: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[str, float]]:
-        query = self._map()
-        for j, q in zip(np.asarray(term_ids).tolist(), quantize(weights, self.scale).tolist(),
-                        strict=True):  # fmt: skip
-            if q > 0 and 0 <= j < len(self.vocab):
-                query.put(self.vocab[j], self._int(int(q)))
-        if query.isEmpty():
+        ids = np.asarray(term_ids)
+        q = quantize(weights, self.scale)
+        keep = (q > 0) & (ids >= 0) & (ids < len(self.vocab))
+        if not keep.any():
             return []
+        query = self._map()
+        put, vocab = query.put, self.vocab  # bound once: fewer lookups per term
+        for j, v in zip(ids[keep].tolist(), q[keep].tolist(), strict=True):
+            put(vocab[j], self._box(v))
         hits = self._searcher.search(query, int(k))
         denom = self.scale * self.scale
         return [(str(h.docid), float(h.score) / denom) for h in hits]
@@ -243,27 +256,34 @@ class SparseIndex:
         self.native = NativeEngine(path, self.doc_ids)
         self._engines["native"] = self.native
         self.default_engine = str(entry.get("default_engine", "native"))
-        self._encoder: QueryEncoder | None = None
+        self.query_min_idf = float(entry.get("query_min_idf", 0.0))
+        self._encoders: dict[float, QueryEncoder] = {}
         self._lock = threading.Lock()
 
     def idf(self) -> np.ndarray:
         idf: np.ndarray = np.load(self.path / "idf.npy")
         return idf
 
-    def query_encoder(self) -> QueryEncoder:
+    def query_encoder(self, min_idf: float | None = None) -> QueryEncoder:
         """The query side, loaded once: the idf table (inference-free, no model) or the
-        siamese MLM encoder named in the manifest (its sha256 must match)."""
-        with self._lock:
-            if self._encoder is None:
-                self._encoder = self._load_encoder()
-            return self._encoder
+        siamese MLM encoder named in the manifest (its sha256 must match).
 
-    def _load_encoder(self) -> QueryEncoder:
+        ``min_idf`` (inference-free only): drop query tokens with idf below it; ``None``
+        uses the index's ``query_min_idf`` (0, exact, unless the build set one)."""
+        key = self.query_min_idf if min_idf is None else float(min_idf)
+        if self.kind != "inference-free":
+            key = 0.0
+        with self._lock:
+            if key not in self._encoders:
+                self._encoders[key] = self._load_encoder(key)
+            return self._encoders[key]
+
+    def _load_encoder(self, min_idf: float) -> QueryEncoder:
         from twofold.models.registry import model_fingerprint
         from twofold.models.sparse import IdfQueryEncoder, MLMSparseEncoder, load_tokenizer
 
         if self.kind == "inference-free":
-            return IdfQueryEncoder(load_tokenizer(self.path / "tokenizer"), self.idf())
+            return IdfQueryEncoder(load_tokenizer(self.path / "tokenizer"), self.idf(), min_idf)
         recorded = dict(self.entry.get("encoder", {}))
         name = str(recorded.get("name"))
         current = model_fingerprint(name)

@@ -167,30 +167,53 @@ class IdfQueryEncoder:
     """Inference-free query side: tokenizer ids weighted by ``relu(idf)``, no model.
 
     ``idf``: (V,) float32. Special tokens and repeated tokens contribute once or never.
+    ``min_idf``: query-side pruning, ``q[j] = 0`` where ``idf[j] < min_idf`` (stopword-like
+    tokens whose long posting lists cost a term-at-a-time engine most); 0 keeps the
+    exact encoder.
     """
 
-    def __init__(self, tokenizer: Any, idf: np.ndarray) -> None:
+    def __init__(self, tokenizer: Any, idf: np.ndarray, min_idf: float = 0.0) -> None:
+        if min_idf < 0:
+            raise InputError(f"query min_idf must be >= 0, not {min_idf}")
         self.tokenizer = tokenizer
+        self.min_idf = float(min_idf)
         self.idf = np.maximum(np.asarray(idf, dtype=np.float32), 0.0)
         self.idf[special_ids(tokenizer)] = 0.0
+        self.idf[self.idf < self.min_idf] = 0.0
         self.vocab_size = len(self.idf)
+        # the Rust tokenizer directly: the same ids as tokenizer(...) without the
+        # per-call Python overhead of a BatchEncoding (half a millisecond a query)
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+
+    def _ids(self, text: str) -> list[int]:
+        if self._backend is not None:
+            return list(self._backend.encode(text, add_special_tokens=False).ids)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text -> (term ids ascending int64, weights float32), nonzero weights only."""
+        uniq = np.unique(np.asarray(self._ids(text), dtype=np.int64))
+        w = self.idf[uniq]
+        nz = w > 0
+        return uniq[nz], w[nz]
 
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_matrix:
         """(n, V) CSR float32: ``q[j] = relu(idf[j])`` for each distinct token j of a text."""
-        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        for ids in enc:
-            uniq = np.unique(np.asarray(ids, dtype=np.int64))
-            w = self.idf[uniq]
-            nz = w > 0
-            indices.extend(uniq[nz].tolist())
-            data.extend(w[nz].tolist())
-            indptr.append(len(indices))
+        indices: list[np.ndarray] = []
+        data: list[np.ndarray] = []
+        for text in texts:
+            ids, w = self.encode_query(text)
+            indices.append(ids)
+            data.append(w)
+            indptr.append(indptr[-1] + len(ids))
         return sp.csr_matrix(
-            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
-            shape=(len(enc), self.vocab_size),
+            (
+                np.concatenate([np.zeros(0, np.float32), *data]),
+                np.concatenate([np.zeros(0, np.int64), *indices]).astype(np.int32),
+                indptr,
+            ),
+            shape=(len(indptr) - 1, self.vocab_size),
         )
 
 
@@ -278,6 +301,11 @@ class MLMSparseEncoder:
             return self.encode_ids(ids, batch_size)
         finally:
             torch.set_num_threads(before)
+
+    def encode_query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text -> (term ids ascending int64, weights float32), nonzero weights only."""
+        row = self.encode_queries([text])
+        return row.indices.astype(np.int64), row.data.astype(np.float32)
 
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> sp.csr_matrix:
         """Token id lists -> (n, V) CSR. Batches are formed over texts sorted by length

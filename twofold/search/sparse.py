@@ -40,16 +40,17 @@ class TermContribution:
 class SparseSearcher:
     """Search one opened sparse index with one engine (default: the index's)."""
 
-    def __init__(self, index: SparseIndex, engine: str | None = None) -> None:
+    def __init__(
+        self, index: SparseIndex, engine: str | None = None, query_min_idf: float | None = None
+    ) -> None:
         self.index = index
         self.engine = index.engine(engine)
-        self.encoder = index.query_encoder()
+        self.encoder = index.query_encoder(query_min_idf)
 
     def encode(self, text: str) -> SparseVec:
         """The query vector of ``text`` (term ids ascending, float weights)."""
-        row = self.encoder.encode_queries([text]).tocsr()
-        row.sort_indices()
-        return SparseVec(tuple(int(j) for j in row.indices), tuple(float(w) for w in row.data))
+        ids, weights = self.encoder.encode_query(text)
+        return SparseVec(tuple(ids.tolist()), tuple(float(w) for w in weights.tolist()))
 
     def search_vector(self, query: SparseVec, k: int) -> list[tuple[str, float]]:
         ids = np.asarray(query.indices, dtype=np.int64)
@@ -59,7 +60,8 @@ class SparseSearcher:
     def search(self, text: str, k: int) -> list[tuple[str, float]]:
         if not text.strip():
             return []
-        return self.search_vector(self.encode(text), k)
+        ids, weights = self.encoder.encode_query(text)
+        return self.engine.search(ids, weights, k)
 
     def explain(self, text: str, doc_id: str) -> list[TermContribution]:
         """Matched query terms of ``doc_id``, largest contribution first."""
