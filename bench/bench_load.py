@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# as `twofold` does at query time (see twofold/app/cli.py): torch + FAISS OpenMP pools
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import httpx
 import numpy as np
 
