@@ -39,3 +39,14 @@ def test_one_retriever_has_nothing_to_tune(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs two or more"):
         tune_fusion(TuneJob(out, ROOT / "data" / "cranfield", split="test"))
     assert main(["tune-fusion", str(out), "--dataset", str(ROOT / "data" / "cranfield")]) == 2
+
+
+def test_a_zero_weight_drops_a_retriever_from_the_fusion() -> None:
+    from twofold.core.types import Hit, Ranking
+    from twofold.search.fusion import FusionConfig
+
+    a = Ranking("q", (Hit("x", 3.0), Hit("y", 1.0)))
+    b = Ranking("q", (Hit("y", 9.0), Hit("x", 1.0)))
+    for method in ("rrf", "convex"):
+        fused = FusionConfig(method, weights={"a": 1.0, "b": 0.0}).fuse("q", {"a": a, "b": b}, 10)
+        assert fused.doc_ids() == ["x", "y"], method

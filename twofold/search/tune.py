@@ -107,7 +107,8 @@ def tune_fusion(job: TuneJob) -> dict[str, Any]:
     baseline = FusionConfig("rrf")
     candidates = [baseline]
     for weights in grid:
-        w = {n: x for n, x in zip(names, weights, strict=True) if x > 0}
+        # every weight explicit: a retriever left out of the dict would count as 1.0
+        w = dict(zip(names, weights, strict=True))
         candidates.append(FusionConfig("rrf", weights=w))
         candidates.append(FusionConfig("convex", weights=w))
     best, best_score, baseline_score = baseline, -1.0, 0.0
