@@ -12,7 +12,9 @@ export TOKENIZERS_PARALLELISM := false
 
 SAMPLE := data/cranfield
 DEMO_DIR := build/demo-cranfield
-DEMO_RETRIEVERS ?= bm25
+DEMO_RETRIEVERS ?= bm25,sparse,splade,dense,interests
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8000
 
 .PHONY: install models demo test lint typecheck pytest clean browser
 
@@ -39,7 +41,9 @@ demo: install
 	$(TWOFOLD) index build $(SAMPLE) --out $(DEMO_DIR) --retrievers $(DEMO_RETRIEVERS)
 	$(TWOFOLD) index inspect $(DEMO_DIR)
 	@for q in "boundary layer heat transfer" "supersonic flow over a flat plate" "buckling of thin cylindrical shells"; do \
-	  echo; echo "query: $$q"; $(TWOFOLD) search $(DEMO_DIR) "$$q" --k 5; done
+	  echo; echo "query: $$q (hybrid)"; $(TWOFOLD) search $(DEMO_DIR) "$$q" --pipeline hybrid --k 5; done
+	@echo; echo "serving $(DEMO_DIR): search page at http://$(DEMO_HOST):$(DEMO_PORT)/ , API docs at /docs (Ctrl-C stops)"
+	$(TWOFOLD) serve $(DEMO_DIR) --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check twofold tests bench
