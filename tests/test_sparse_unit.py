@@ -98,8 +98,12 @@ def test_pruning_top_k_and_max_ratio() -> None:
     assert both.tolist() == [[0.0, 3.0, 0.0, 0.0, 0.0], [0.0] * 5]
 
 
-def test_doc_encoder_matches_the_formula(tiny_models: dict[str, Path]) -> None:
-    enc = MLMSparseEncoder(tiny_models["no_idf"], max_length=32, token_budget=7)
+@pytest.mark.parametrize("vocab_tile", [4096, 10])  # 10: several tiles, a ragged last one
+def test_doc_encoder_matches_the_formula(tiny_models: dict[str, Path], vocab_tile: int) -> None:
+    # token_budget 7 < text length: texts split into slices with a running max
+    enc = MLMSparseEncoder(
+        tiny_models["no_idf"], max_length=32, token_budget=7, vocab_tile=vocab_tile
+    )
     texts = [f"{d['title']} {d['text']}" for d in TINY_DOCS]
     got = enc.encode_docs(texts, batch_size=2).toarray()
     for text, row in zip(texts, got, strict=True):

@@ -17,9 +17,9 @@ Query side:
 
 Serving paths run under ``torch.inference_mode`` and return ``scipy.sparse.csr_matrix``
 of shape (n_texts, V), float32. The MLM head (hidden H x V, e.g. 128 x 30522) holds
-most of the FLOPs, so the fast path computes logits only for non-padding positions,
-packs several short texts into one matrix product and keeps only a running max per
-text: no (B, L, V) tensor is ever materialized.
+most of the FLOPs, so the fast path computes logits only for non-padding positions, in
+cache-sized (vocab tile x tokens of one text) products each reduced to its max at once:
+no (B, L, V) or (tokens, V) tensor is ever materialized.
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ class MLMSparseEncoder:
     """SPLADE-style encoder over any Hugging Face ``*ForMaskedLM``.
 
     ``max_length``: tokens per document (truncation); ``query_max_length`` for queries.
-    ``token_budget``: rows of one (rows x V) logits product on the fast path.
+    ``token_budget``: tokens of one text per logits tile on the fast path (a longer
+    text is split); ``vocab_tile``: vocabulary rows per logits tile.
     ``query_threads``: torch intra-op threads while encoding queries (a short query gains
     nothing from more, and on a busy machine the thread hand-offs cost milliseconds);
     ``None`` leaves torch's setting alone.
@@ -236,6 +237,7 @@ class MLMSparseEncoder:
         pruning: Pruning | None = None,
         token_budget: int = 512,
         query_threads: int | None = 1,
+        vocab_tile: int = 4096,
     ) -> None:
         from transformers import AutoModelForMaskedLM
 
@@ -251,13 +253,15 @@ class MLMSparseEncoder:
         self.query_max_length = query_max_length
         self.pruning = pruning or Pruning()
         self.token_budget = token_budget
+        self.vocab_tile = vocab_tile
+        self.row_multiple = 16  # tokens per logits tile rounded up to this (see _pad_rows)
         self.query_threads = query_threads
         self.special = special_ids(self.tokenizer)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._head = self._split_head()
 
     def _split_head(self) -> tuple[Any, Any, torch.Tensor, torch.Tensor] | None:
-        """(encoder, transform, W^T (H, V), bias (V,)) for BERT-style heads, else None."""
+        """(encoder, transform, W (V, H), bias (V,)) for BERT-style heads, else None."""
         cls = getattr(self.model, "cls", None)
         pred = getattr(cls, "predictions", None)
         transform = getattr(pred, "transform", None)
@@ -267,8 +271,8 @@ class MLMSparseEncoder:
         bias = decoder.bias if decoder.bias is not None else getattr(pred, "bias", None)
         if bias is None:
             bias = torch.zeros(decoder.weight.shape[0])
-        wt = decoder.weight.detach().t().contiguous()
-        return self.model.base_model, transform, wt, bias.detach()
+        weight = decoder.weight.detach().contiguous()
+        return self.model.base_model, transform, weight, bias.detach()
 
     # ------------------------------------------------------------------ training path
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -337,43 +341,50 @@ class MLMSparseEncoder:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         if self._head is None:
             return self.forward(input_ids, mask)
-        encoder, transform, wt, bias = self._head
+        encoder, transform, weight, bias = self._head
         hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         lengths = [len(x) for x in ids]
         flat = transform(hidden[mask.bool()])  # (sum of lengths, H): no padding rows
-        maxes = self._segment_max(flat, lengths, wt)
+        maxes = self._segment_max(flat, lengths, weight)
         weights = activation(maxes + bias)
         weights[:, self.special] = 0.0
         return weights
 
-    def _segment_max(
-        self, flat: torch.Tensor, lengths: list[int], wt: torch.Tensor
-    ) -> torch.Tensor:
-        """Per text, the max over its rows of ``flat @ wt``: (n_texts, V). Texts are packed
-        into products of at most ``token_budget`` rows; a longer text is split."""
-        out = torch.empty((len(lengths), wt.shape[1]), device=flat.device, dtype=wt.dtype)
+    def _segment_max(self, flat: torch.Tensor, lengths: list[int], w: torch.Tensor) -> torch.Tensor:
+        """Per text, the max over its rows of ``flat @ w.T``: (n_texts, V).
+
+        ``w`` is the decoder weight (V, H). The product is tiled: ``vocab_tile`` rows of
+        ``w`` against at most ``token_budget`` tokens of one text, so each logits tile
+        (e.g. 4096 x 256 floats, 4 MB) stays in cache and is reduced while hot; the full
+        (tokens x V) logits, memory-bound at inner dimension H = 128, never exist. A
+        text longer than ``token_budget`` is split into slices with a running max."""
+        n_vocab = w.shape[0]
+        out = torch.empty((len(lengths), n_vocab), device=flat.device, dtype=w.dtype)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-        budget = self.token_budget
-        t = 0
-        while t < len(lengths):
-            start = offsets[t]
-            if lengths[t] >= budget:  # one long text, in slices with a running max
-                acc = None
-                for s in range(start, offsets[t + 1], budget):
-                    part = (flat[s : min(s + budget, offsets[t + 1])] @ wt).amax(0)
-                    acc = part if acc is None else torch.maximum(acc, part)
-                assert acc is not None
-                out[t] = acc
-                t += 1
-                continue
-            u = t
-            while u < len(lengths) and offsets[u + 1] - start <= budget:
-                u += 1
-            logits = flat[start : offsets[u]] @ wt
-            for j in range(t, u):
-                out[j] = logits[offsets[j] - start : offsets[j + 1] - start].amax(0)
-            t = u
+        budget, tile = self.token_budget, self.vocab_tile
+        for t in range(len(lengths)):
+            start, stop = offsets[t], offsets[t + 1]
+            for r in range(start, stop, budget):
+                xt = _pad_rows(flat[r : min(r + budget, stop)], self.row_multiple).t()
+                for v in range(0, n_vocab, tile):
+                    dest = out[t, v : v + tile]
+                    if r == start:
+                        torch.amax(torch.mm(w[v : v + tile], xt), 1, out=dest)
+                    else:
+                        torch.maximum(dest, torch.mm(w[v : v + tile], xt).amax(1), out=dest)
         return out
+
+
+def _pad_rows(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` (n, H) with its first row repeated until n is a multiple of ``multiple``.
+
+    A repeated row leaves every max unchanged, and the matmul then sees a few distinct
+    shapes only: the CPU backend prepares a kernel per new shape (about 0.1 s each),
+    which with one shape per text length cost more than the products themselves."""
+    extra = -x.shape[0] % multiple
+    if extra == 0:
+        return x
+    return torch.cat([x, x[:1].expand(extra, -1)])
 
 
 def mlm_flops_per_token(encoder: MLMSparseEncoder) -> float:
