@@ -1,4 +1,4 @@
-"""Real-data check: splade-tiny on a fixed Cranfield subset (about 50 s on 2 cores).
+"""Real-data check: splade-tiny on a fixed Cranfield subset (about 11 s on 2 cores).
 
 Subset (documented so the numbers can be reproduced): the first ``N_QUERIES`` judged
 queries of the Cranfield test split in ``queries.jsonl`` order; corpus = the first
