@@ -111,3 +111,26 @@ def test_unknown_doc_id_and_missing_subindex(tmp_path: Path, tiny_corpus: Path) 
     with pytest.raises(CollectionError, match="rebuild with --retrievers dense"):
         col.index("dense")
     assert Query("q", "x").text == "x"
+
+
+def test_open_docstore_survives_republish(tmp_path: Path, tiny_corpus: Path) -> None:
+    out = tmp_path / "col"
+    build_collection(tiny_corpus, out, OPTS)
+    opened = Collection(out)
+    build_collection(
+        tiny_corpus, out, BuildOptions(retrievers=("bm25",), progress=False, max_docs=1)
+    )
+    assert opened.docs.get("d4").title == "Wings"  # still the collection it opened
+    assert len(Collection(out).docs) == 1
+
+
+def test_docstore_iterates_across_blocks(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twofold.indexing import docstore
+
+    build_collection(tiny_corpus, tmp_path / "col", OPTS)
+    monkeypatch.setattr(docstore, "ITER_BLOCK", 2)
+    docs = list(Collection(tmp_path / "col").docs)
+    assert [d.doc_id for d in docs] == ["d1", "d2", "d3", "d4", "d5"]
+    assert docs[4].title == "" and docs[4].text.startswith("turbulent")

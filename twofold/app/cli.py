@@ -13,6 +13,7 @@ from pathlib import Path
 from twofold.core.errors import TwofoldError
 
 Handler = Callable[[argparse.Namespace], int]
+RERANKER_HELP = "cross-encoder directory (HF *ForSequenceClassification) for +rerank pipelines"
 
 
 def _models_fetch(args: argparse.Namespace) -> int:
@@ -98,7 +99,7 @@ def _search(args: argparse.Namespace) -> int:
     from twofold.search.jobs import format_hits, ranking_json, search_text
 
     collection = Collection(Path(args.dir))
-    ranking = search_text(collection, args.query, args.pipeline, args.k)
+    ranking = search_text(collection, args.query, args.pipeline, args.k, args.reranker)
     if not args.explain:
         if args.json:
             print(json.dumps(ranking_json(collection, ranking), indent=2))
@@ -141,6 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
         runs=Path(args.runs) if args.runs else None,
         max_queries=args.max_queries,
         progress=not args.quiet,
+        reranker=args.reranker,
     )
     print(run_eval(job).table())
     return 0
@@ -241,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pipeline", default="bm25")
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--json", action="store_true")
+    search.add_argument("--reranker", help=RERANKER_HELP)
     search.add_argument(
         "--explain",
         action="store_true",
@@ -261,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=100, help="hits per query (default 100)")
     ev.add_argument("--out", help="write results JSON here")
     ev.add_argument("--runs", help="write a TREC run file per pipeline into this directory")
+    ev.add_argument("--reranker", help=RERANKER_HELP)
     ev.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_eval)

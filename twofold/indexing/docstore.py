@@ -8,6 +8,7 @@ Every sub-index refers to documents by ordinal; this store maps ordinals to ids.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from twofold.core.errors import CollectionError, NotFoundError
 from twofold.core.types import Doc
 
 FORMAT_VERSION = 1
+ITER_BLOCK = 1024  # documents per read when streaming the whole store
 
 
 class DocStoreWriter:
@@ -64,7 +66,12 @@ class DocStoreWriter:
 
 
 class DocStore:
-    """Read-only access to a written doc store; safe to share between threads."""
+    """Read-only access to a written doc store; safe to share between threads.
+
+    One file descriptor is opened at start and read with ``os.pread`` (no shared file
+    position), so a collection republished at the same path keeps serving the
+    documents it was opened with until it is closed.
+    """
 
     def __init__(self, directory: Path) -> None:
         if not (directory / "offsets.npy").is_file():
@@ -76,6 +83,7 @@ class DocStore:
             raise CollectionError(f"doc store {directory} is inconsistent (ids vs offsets)")
         self._ordinal = {doc_id: i for i, doc_id in enumerate(self.ids)}
         self._path = directory / "docs.jsonl"
+        self._fd = os.open(self._path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -91,17 +99,27 @@ class DocStore:
 
     def by_ordinal(self, i: int) -> Doc:
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        with self._path.open("rb") as fh:
-            fh.seek(start)
-            return _decode(fh.read(end - start))
+        return _decode(os.pread(self._fd, end - start, start))
 
     def get(self, doc_id: str) -> Doc:
         return self.by_ordinal(self.ordinal(doc_id))
 
     def __iter__(self) -> Iterator[Doc]:
-        with self._path.open("rb") as fh:
-            for line in fh:
+        """Documents in ordinal order, read in blocks of ``ITER_BLOCK`` with ``pread``."""
+        for first in range(0, len(self.ids), ITER_BLOCK):
+            last = min(first + ITER_BLOCK, len(self.ids))
+            start = int(self._offsets[first])
+            block = os.pread(self._fd, int(self._offsets[last]) - start, start)
+            for line in block.splitlines():
                 yield _decode(line)
+
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _decode(line: bytes) -> Doc:

@@ -13,7 +13,7 @@ from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.search.evaluate import EvalReport, evaluate, write_trec_run
-from twofold.search.pipeline import build_pipeline
+from twofold.search.pipeline import Reranker, build_pipeline
 
 MAX_K = 1000
 
@@ -29,6 +29,16 @@ class EvalJob:
     runs: Path | None = None
     max_queries: int | None = None
     progress: bool = True
+    reranker: str | None = None  # cross-encoder directory, for the +rerank pipelines
+
+
+def open_reranker(path: str | None) -> Reranker | None:
+    """The cross-encoder at ``path`` (an HF *ForSequenceClassification directory), if any."""
+    if path is None:
+        return None
+    from twofold.models.reranker import RerankerConfig, load_reranker
+
+    return load_reranker(RerankerConfig(path))
 
 
 def run_eval(job: EvalJob) -> EvalReport:
@@ -44,8 +54,9 @@ def run_eval(job: EvalJob) -> EvalReport:
     if not queries:
         raise InputError(f"no judged queries in {job.dataset} split {job.split!r}")
     report = EvalReport(job.dataset.name, job.split)
+    reranker = open_reranker(job.reranker)
     for name in job.pipelines:
-        pipeline = build_pipeline(collection, name, depth=max(job.k, 100))
+        pipeline = build_pipeline(collection, name, depth=max(job.k, 100), reranker=reranker)
         search = partial(pipeline.search, k=job.k)
         report.results.append(evaluate(name, search, queries, qrels, progress=job.progress))
     if job.out is not None:
@@ -58,12 +69,19 @@ def run_eval(job: EvalJob) -> EvalReport:
     return report
 
 
-def search_text(collection: Collection, text: str, pipeline: str = "bm25", k: int = 10) -> Ranking:
+def search_text(
+    collection: Collection,
+    text: str,
+    pipeline: str = "bm25",
+    k: int = 10,
+    reranker: str | None = None,
+) -> Ranking:
     if not text.strip():
         raise InputError("the query is empty")
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}")
-    return build_pipeline(collection, pipeline).search(Query("q", text), k)
+    built = build_pipeline(collection, pipeline, reranker=open_reranker(reranker))
+    return built.search(Query("q", text), k)
 
 
 def format_hits(collection: Collection, ranking: Ranking, width: int = 100) -> str:
