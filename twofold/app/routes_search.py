@@ -42,6 +42,7 @@ async def search(body: SearchRequest, request: Request, state: State) -> Respons
         k=body.k,
         hits=len(response.hits),
         degraded=response.degraded,
+        diversify=body.diversify,
     )
     return _json(response)
 

@@ -20,6 +20,11 @@ MAX_DOC_ID_CHARS = 512
 Weight = Annotated[float, Field(ge=0, le=1e6)]
 
 
+def _absent(value: object) -> bool:
+    """Fields only a diversified search fills are left out of other responses, not null."""
+    return value is None
+
+
 class FusionSpec(BaseModel):
     """Ad hoc fusion (see ``twofold.search.fusion``)."""
 
@@ -47,6 +52,11 @@ class SearchRequest(BaseModel):
     explain: bool = Field(False, description="add per-hit term contributions where known")
     budget_ms: int | None = Field(
         None, ge=10, le=600_000, description="lower the service's time budget for this request"
+    )
+    diversify: bool = Field(
+        False,
+        description="spread the k hits over the interests of the query's neighbourhood "
+        "(kNN-Embed); needs a collection built with --retrievers dense,interests",
     )
 
     @field_validator("query")
@@ -102,6 +112,19 @@ class HitOut(BaseModel):
     terms: dict[str, list[TermOut]] | None = Field(
         None, description="explain: per sparse retriever, query-term contributions to its score"
     )
+    interest: int | None = Field(
+        None,
+        exclude_if=_absent,
+        description="diversify: the interest cluster of the document (absent otherwise)",
+    )
+
+
+class MixtureComponentOut(BaseModel):
+    """One kept component of a kNN-Embed mixture."""
+
+    interest: int
+    weight: float = Field(description="p(c|q) after smoothing")
+    budget: int = Field(description="slots of k given to this interest")
 
 
 class SearchResponse(BaseModel):
@@ -115,6 +138,11 @@ class SearchResponse(BaseModel):
     took_ms: float
     degraded: bool = Field(description="true when a stage was skipped (see degraded_reasons)")
     degraded_reasons: list[str]
+    mixture: list[MixtureComponentOut] | None = Field(
+        None,
+        exclude_if=_absent,
+        description="diversify: the mixture used, heaviest first (absent otherwise)",
+    )
 
 
 class SearchBatchResponse(BaseModel):

@@ -5,15 +5,22 @@
 and turns the outcome into ``SearchResponse`` with doc titles, snippets, highlights,
 per-retriever ranks and, with ``explain``, term contributions from every retriever
 that can explain itself (the sparse ones).
+
+With ``diversify`` the pipeline runs to the retrieve depth (at least ``k``) and
+``InterestRetriever.diversify_ranking`` cuts that list to ``k``, split across the
+interests of its head (kNN-Embed applied to the query's neighbourhood); each hit then
+carries its interest id and the response the mixture used.
 """
 
 from __future__ import annotations
 
 import time
 
+from twofold.app.routes_recommend import interest_retriever
 from twofold.app.schemas import (
     FusionSpec,
     HitOut,
+    MixtureComponentOut,
     SearchRequest,
     SearchResponse,
     SourceOut,
@@ -24,6 +31,7 @@ from twofold.app.state import AppState, CollectionState
 from twofold.core.errors import InputError
 from twofold.core.types import Query
 from twofold.search.fusion import FusionConfig
+from twofold.search.interests import DiversifiedRanking
 from twofold.search.pipeline import Depths, Pipeline, SearchOutcome, make_pipeline
 
 RERANK_SHARE = 0.8  # of the request budget the reranker may use; the rest is slack
@@ -89,10 +97,21 @@ def search(state: AppState, request: SearchRequest, request_id: str) -> SearchRe
     started = time.perf_counter()
     cs = state.collection(request.collection)
     pipeline = choose_pipeline(state, cs, request)
+    # before the search: a collection without interests is a 400 that says how to rebuild
+    interests = interest_retriever(state, cs) if request.diversify else None
     query = Query(request_id, request.query)
     deadline = time.monotonic() + budget_s(state, request) * RERANK_SHARE
-    outcome = pipeline.run(query, request.k, deadline)
-    response = to_response(cs, pipeline, query, request, outcome, request_id, started)
+    diversified: DiversifiedRanking | None = None
+    if interests is None:
+        outcome = pipeline.run(query, request.k, deadline)
+    else:
+        # the whole candidate list, so each interest has its own hits to choose from
+        deep = pipeline.run(query, max(request.k, state.settings.retrieve_depth), deadline)
+        t0 = time.perf_counter()
+        diversified = interests.diversify_ranking(deep.ranking, request.k)
+        timings = {**deep.timings_ms, "diversify": round((time.perf_counter() - t0) * 1000.0, 3)}
+        outcome = SearchOutcome(diversified.ranking, timings, deep.degraded)
+    response = to_response(cs, pipeline, query, request, outcome, request_id, started, diversified)
     for stage, ms in outcome.timings_ms.items():
         state.metrics.stage.labels(pipeline.name, stage).observe(ms / 1000.0)
     if outcome.degraded:
@@ -108,8 +127,10 @@ def to_response(
     outcome: SearchOutcome,
     request_id: str,
     started: float,
+    diversified: DiversifiedRanking | None = None,
 ) -> SearchResponse:
     stems = query_stems(request.query)
+    interests = diversified.interests if diversified is not None else None
     hits = []
     for rank, hit in enumerate(outcome.ranking.hits, start=1):
         doc = cs.collection.docs.get(hit.doc_id)
@@ -126,8 +147,16 @@ def to_response(
                 title_highlights=highlight_spans(doc.title, stems),
                 sources={n: SourceOut(rank=r, score=s) for n, (r, s) in hit.sources.items()},
                 terms=_explain(pipeline, query, hit.doc_id) if request.explain else None,
+                interest=interests[rank - 1] if interests is not None else None,
             )
         )
+    mixture = None
+    if diversified is not None:
+        components = diversified.mixture.components if diversified.mixture else ()
+        mixture = [
+            MixtureComponentOut(interest=c.cluster, weight=round(c.weight, 6), budget=c.budget)
+            for c in components
+        ]
     return SearchResponse(
         request_id=request_id,
         collection=cs.name,
@@ -139,4 +168,5 @@ def to_response(
         took_ms=round((time.perf_counter() - started) * 1000.0, 3),
         degraded=bool(outcome.degraded),
         degraded_reasons=list(outcome.degraded),
+        mixture=mixture,
     )

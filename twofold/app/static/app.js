@@ -68,7 +68,8 @@ function render(data) {
     title.append(marked(hit.title || hit.doc_id, hit.title ? hit.title_highlights : []));
     const id = document.createElement("span");
     id.className = "docid";
-    id.textContent = hit.doc_id + " · " + hit.score.toFixed(4);
+    id.textContent = hit.doc_id + " · " + hit.score.toFixed(4)
+      + (hit.interest === undefined ? "" : " · interest " + hit.interest);
     title.append(id);
     const snip = document.createElement("div");
     snip.className = "snippet";
@@ -105,6 +106,7 @@ async function search(ev) {
       k: Number($("k").value),
       collection: $("collection").value || null,
       pipeline: $("pipeline").value || null,
+      diversify: $("diversify").checked,
     }));
   } catch (err) {
     status.className = "error";
