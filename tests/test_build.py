@@ -134,3 +134,39 @@ def test_docstore_iterates_across_blocks(
     docs = list(Collection(tmp_path / "col").docs)
     assert [d.doc_id for d in docs] == ["d1", "d2", "d3", "d4", "d5"]
     assert docs[4].title == "" and docs[4].text.startswith("turbulent")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_docs": -5}, "--max-docs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"n_clusters": 0}, "--clusters"),
+        ({"dense_index": "lsh"}, "--dense-index"),
+    ],
+)
+def test_bad_options_refused_before_any_write(options: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        BuildOptions(retrievers=("bm25",), **options)  # type: ignore[arg-type]
+
+
+def test_bad_option_found_by_a_builder_leaves_nothing(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise InputError("bad option")
+
+    monkeypatch.setattr(bm25, "build", refuse)
+    out = tmp_path / "col"
+    with pytest.raises(InputError, match="bad option"):
+        build_collection(tiny_corpus, out, OPTS)
+    assert not out.exists() and not partial_dir(out).exists()
+
+
+def test_damaged_subindex_is_a_collection_error(tmp_path: Path, tiny_corpus: Path) -> None:
+    import shutil
+
+    build_collection(tiny_corpus, tmp_path / "col", OPTS)
+    shutil.rmtree(tmp_path / "col" / "bm25")
+    with pytest.raises(CollectionError, match="cannot open its 'bm25' index"):
+        Collection(tmp_path / "col").index("bm25")

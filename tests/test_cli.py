@@ -70,9 +70,34 @@ def test_errors_are_clear_and_exit_2(sample: Path, tmp_path: Path) -> None:
         (("search", str(tmp_path), "x"), "no manifest.json"),
         (("eval", str(sample), "--dataset", "data/cranfield", "--split", "dev"), "available: test"),
         (("models", "fetch", "bert"), "unknown model 'bert'"),
+        (
+            ("eval", str(sample), "--dataset", "data/cranfield", "--max-queries", "-1"),
+            "--max-queries must be >= 1",
+        ),
+        (
+            (
+                "eval",
+                str(sample),
+                "--dataset",
+                "data/cranfield",
+                "--out",
+                str(tmp_path / "no/r.json"),
+            ),
+            "does not exist",
+        ),
+        (
+            ("index", "build", "data/cranfield", "--out", str(tmp_path / "o"), "--max-docs", "0"),
+            "--max-docs must be >= 1",
+        ),
     ]
     for args, message in cases:
         done = twofold(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "no").exists()
+
+
+def test_output_piped_into_head_is_not_an_error(sample: Path) -> None:
+    cmd = f"{sys.executable} -m twofold.app.cli search {sample} heat --k 200 --json | head -1"
+    done = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.stdout.strip() == "[" and "Traceback" not in done.stderr

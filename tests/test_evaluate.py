@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,17 @@ def test_evaluate_drops_self_hits_and_duplicates_and_averages_all_queries() -> N
 def test_clean_run_keeps_order() -> None:
     ranking = Ranking("q", (Hit("a", 1.0), Hit("q", 0.9), Hit("b", 0.8), Hit("a", 0.7)))
     assert clean_run("q", ranking) == ([("a", 1.0), ("b", 0.8)], 1, 1)
+
+
+def test_trec_run_keeps_ranking_order_under_ties(tmp_path: Path) -> None:
+    from twofold.search.evaluate import write_trec_run
+
+    path = tmp_path / "run.trec"
+    write_trec_run(path, "x", {"q": [("b", 0.5), ("a", 0.5), ("c", 0.7)]})
+    rows = [line.split() for line in path.read_text().splitlines()]
+    scores = [float(r[4]) for r in rows]
+    assert [r[2] for r in rows] == ["b", "a", "c"] and [r[3] for r in rows] == ["1", "2", "3"]
+    assert scores[0] == 0.5 and scores[0] > scores[1] > scores[2]
+    # trec_eval's order (score desc, then doc id desc) is the ranking's order
+    resorted = sorted(rows, key=lambda r: (-float(r[4]), r[2]), reverse=False)
+    assert [r[2] for r in resorted] == ["b", "a", "c"]

@@ -233,16 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_build(index)
     inspect = index.add_parser("inspect", help="print a collection's manifest")
-    inspect.add_argument("dir")
+    inspect.add_argument("dir", help="collection directory")
     inspect.add_argument("--json", action="store_true", help="print the raw manifest")
     inspect.set_defaults(func=_index_inspect)
 
-    search = sub.add_parser("search", help="search a collection")
-    search.add_argument("dir")
-    search.add_argument("query")
-    search.add_argument("--pipeline", default="bm25")
-    search.add_argument("--k", type=int, default=10)
-    search.add_argument("--json", action="store_true")
+    search = sub.add_parser(
+        "search",
+        help="search a collection",
+        description="Run one query through a named pipeline and print the ranked hits.",
+    )
+    search.add_argument("dir", help="collection directory (made by `twofold index build`)")
+    search.add_argument("query", help="query text")
+    search.add_argument(
+        "--pipeline",
+        default="bm25",
+        help="bm25, sparse, splade, dense, hybrid, hybrid-rrf, hybrid+rerank, bm25+rerank "
+        "(default bm25; the collection must have the retrievers it uses)",
+    )
+    search.add_argument("--k", type=int, default=10, help="hits to print, 1-1000 (default 10)")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
     search.add_argument("--reranker", help=RERANKER_HELP)
     search.add_argument(
         "--explain",
@@ -259,14 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("dir", help="collection directory")
     ev.add_argument("--dataset", required=True, help="BEIR dataset directory")
-    ev.add_argument("--split", default="test")
+    ev.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
     ev.add_argument("--pipeline", action="append", help="pipeline name(s); repeat or comma list")
     ev.add_argument("--k", type=int, default=100, help="hits per query (default 100)")
     ev.add_argument("--out", help="write results JSON here")
     ev.add_argument("--runs", help="write a TREC run file per pipeline into this directory")
     ev.add_argument("--reranker", help=RERANKER_HELP)
     ev.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N")
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_eval)
     from twofold.app.cli_interests import add_interest_commands
 
@@ -292,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except TwofoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave cannot be read or written
+        if isinstance(exc, BrokenPipeError):  # e.g. `twofold search ... | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

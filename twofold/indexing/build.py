@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twofold import __version__
-from twofold.core.errors import CorpusError, InputError
+from twofold.core.errors import InputError
 from twofold.indexing.buildctx import BuildContext, BuildOptions, resolve_device
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
@@ -126,22 +126,10 @@ def _write_docs(corpus: Path, staging: Path, options: BuildOptions) -> dict[str,
     return info
 
 
-def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest:
-    """Build ``out`` from ``corpus`` with ``options``; returns the published manifest."""
-    corpus = resolve_corpus_path(corpus)
-    names = ordered_retrievers(options.retrievers)
-    _check_output(out)
-    device = resolve_device(options.device)
-    started = time.time()
-    staging = partial_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if _prepare_partial(staging, _state(corpus, options)):
-        log.info("resuming the partial build in %s", staging)
-    try:
-        corpus_info = _write_docs(corpus, staging, options)
-    except (CorpusError, InputError):
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def _build_subindexes(
+    staging: Path, names: list[str], options: BuildOptions, device: str
+) -> dict[str, dict[str, Any]]:
+    """Build each sub-index not yet marked complete in ``staging``; their manifest entries."""
     ctx = BuildContext(DocStore(staging / "docs"), options, device)
     entries: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -156,8 +144,30 @@ def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest
         entry["build_seconds"] = round(time.time() - t0, 3)
         marker.write_text(json.dumps(entry))
         entries[name] = entry
+    ctx.docs.close()
+    return entries
+
+
+def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest:
+    """Build ``out`` from ``corpus`` with ``options``; returns the published manifest."""
+    corpus = resolve_corpus_path(corpus)
+    names = ordered_retrievers(options.retrievers)
+    _check_output(out)
+    device = resolve_device(options.device)
+    started = time.time()
+    staging = partial_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _prepare_partial(staging, _state(corpus, options)):
+        log.info("resuming the partial build in %s", staging)
+    try:
+        corpus_info = _write_docs(corpus, staging, options)
+        entries = _build_subindexes(staging, names, options, device)
+    except InputError:
+        # Bad input or options: nothing to resume, and nothing may change on disk.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     manifest = Manifest(
-        doc_count=len(ctx.docs),
+        doc_count=int(corpus_info["read"]),
         sub_indexes=entries,
         corpus=corpus_info,
         build={

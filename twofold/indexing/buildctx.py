@@ -12,6 +12,7 @@ from twofold.indexing.docstore import DocStore
 T = TypeVar("T")
 
 RETRIEVER_NAMES = ("bm25", "sparse", "splade", "dense", "interests")
+DENSE_INDEXES = ("auto", "flat", "hnsw", "ivfpq")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,25 @@ class BuildOptions:
     n_clusters: int | None = None  # kNN-Embed interests; None = sqrt(N) rule
     progress: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse bad values before anything is written (messages name the CLI flag)."""
+        from twofold.core.errors import InputError
+
+        checks = [
+            (self.max_docs is None or self.max_docs >= 1, "--max-docs must be >= 1"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (8 <= self.max_length <= 8192, "--max-length must be between 8 and 8192"),
+            (self.n_clusters is None or self.n_clusters >= 1, "--clusters must be >= 1"),
+            (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+            (
+                self.dense_index in DENSE_INDEXES,
+                f"--dense-index must be one of {', '.join(DENSE_INDEXES)}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that change what is built (used to decide whether to resume)."""

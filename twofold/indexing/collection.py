@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from twofold.core.errors import CollectionError
+from twofold.core.errors import CollectionError, TwofoldError
 from twofold.indexing.docstore import DocStore
 from twofold.indexing.manifest import Manifest, read_manifest
 from twofold.indexing.subindexes import SUBINDEXES
@@ -48,9 +48,17 @@ class Collection:
                         f"{', '.join(self.retrievers)}); rebuild with --retrievers {name}"
                     )
                 module = SUBINDEXES.get(name).load()
-                self._opened[name] = module.open_index(
-                    self.path / name, self.manifest.sub_indexes[name]
-                )
+                try:
+                    self._opened[name] = module.open_index(
+                        self.path / name, self.manifest.sub_indexes[name]
+                    )
+                except TwofoldError:
+                    raise
+                except Exception as exc:  # a damaged index: say which, not a Java trace
+                    raise CollectionError(
+                        f"collection {self.name!r}: cannot open its {name!r} index "
+                        f"({type(exc).__name__}: {str(exc)[:300]}); rebuild the collection"
+                    ) from exc
             return self._opened[name]
 
 

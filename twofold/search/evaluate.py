@@ -7,6 +7,7 @@ hits whose doc id equals the query id and repeated doc ids are dropped, and coun
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +160,15 @@ class EvalReport:
 
 
 def write_trec_run(path: Path, name: str, run: Mapping[str, Sequence[tuple[str, float]]]) -> None:
+    """TREC run lines. trec_eval re-sorts by score (ties by doc id), so a score that does
+    not strictly decrease is nudged just below the previous one: the file keeps the
+    ranking's own order and trec_eval reproduces the reported metrics."""
     with path.open("w", encoding="utf-8") as fh:
         for query_id, hits in run.items():
+            previous = math.inf
             for rank, (doc_id, score) in enumerate(hits, start=1):
-                fh.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} twofold-{name}\n")
+                value = float(score)
+                if value >= previous:
+                    value = math.nextafter(previous, -math.inf)
+                previous = value
+                fh.write(f"{query_id} Q0 {doc_id} {rank} {value!r} twofold-{name}\n")

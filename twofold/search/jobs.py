@@ -32,6 +32,17 @@ class EvalJob:
     reranker: str | None = None  # cross-encoder directory, for the +rerank pipelines
 
 
+def _check_writable(out: Path | None, runs: Path | None) -> None:
+    """Refuse unusable output paths before any pipeline runs (and create nothing)."""
+    if out is not None:
+        if out.is_dir():
+            raise InputError(f"--out {out} is a directory; give a file path")
+        if not out.parent.is_dir():
+            raise InputError(f"--out: directory {out.parent} does not exist")
+    if runs is not None and runs.exists() and not runs.is_dir():
+        raise InputError(f"--runs {runs} exists and is not a directory")
+
+
 def open_reranker(path: str | None) -> Reranker | None:
     """The cross-encoder at ``path`` (an HF *ForSequenceClassification directory), if any."""
     if path is None:
@@ -45,6 +56,9 @@ def run_eval(job: EvalJob) -> EvalReport:
     """Evaluate each pipeline of ``job`` on the dataset split; write JSON and runs if asked."""
     if not 1 <= job.k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}")
+    if job.max_queries is not None and job.max_queries < 1:
+        raise InputError("--max-queries must be >= 1")
+    _check_writable(job.out, job.runs)
     collection = Collection(job.collection)
     dataset = BeirDataset(job.dataset)
     qrels = dataset.qrels(job.split)
@@ -60,7 +74,6 @@ def run_eval(job: EvalJob) -> EvalReport:
         search = partial(pipeline.search, k=job.k)
         report.results.append(evaluate(name, search, queries, qrels, progress=job.progress))
     if job.out is not None:
-        job.out.parent.mkdir(parents=True, exist_ok=True)
         job.out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     if job.runs is not None:
         job.runs.mkdir(parents=True, exist_ok=True)
