@@ -269,6 +269,15 @@ def test_domain_errors_are_400(client: httpx.Client) -> None:
     expect(search(client, query="heat", retrievers=["dense"]), 400, "no retriever 'dense'")
     bad_fusion = {"method": "score", "normalization": "z_score", "combination": "geometric"}
     expect(search(client, query="heat", retrievers=["bm25"], fusion=bad_fusion), 400, "z_score")
+    # a weight for a retriever the request does not run is refused, not ignored
+    stray = {"method": "convex", "weights": {"bm25": 0.3, "dense": 0.7}}
+    body = expect(
+        search(client, query="heat", retrievers=["bm25"], fusion=stray),
+        400,
+        "fusion weights name 'dense'",
+        "valid names: bm25",
+    )
+    assert body["code"] == "bad_request"
 
 
 def test_malformed_json_and_wrong_content(client: httpx.Client) -> None:

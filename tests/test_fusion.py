@@ -13,9 +13,11 @@ from twofold.core.types import Hit, Ranking
 from twofold.search.fusion import (
     COMBINATIONS,
     NORMALIZATIONS,
+    Combination,
     FusionConfig,
     convex,
     normalize,
+    normalize_with_floor,
     rrf,
     score_fusion,
 )
@@ -77,6 +79,42 @@ def test_missing_document_takes_the_lists_floor() -> None:
     by_id = {h.doc_id: h.score for h in z}
     assert by_id["a"] == pytest.approx((zx["a"] + min(zy.values())) / 2)
     assert by_id["d"] == pytest.approx((min(zx.values()) + zy["d"]) / 2)
+
+
+def test_a_one_hit_list_does_not_lift_documents_it_missed() -> None:
+    # The reviewer's repro: bm25 found only A. Its min_max value is 1 and the floor 0
+    # (not min(normed) = 1, which ranked B, missing from bm25, above A, found by both).
+    bm25 = ranking(("A", 7.0))
+    dense = ranking(("B", 0.9), ("A", 0.5), ("C", 0.1))
+    fused = convex("q", {"bm25": bm25, "dense": dense}, 10)
+    # A: (1 + 0.5) / 2; B: (0 + 1) / 2; C: (0 + 0) / 2
+    assert [(h.doc_id, h.score) for h in fused] == [("A", 0.75), ("B", 0.5), ("C", 0.0)]
+
+
+def test_floor_of_each_normalization_by_hand() -> None:
+    assert normalize_with_floor([3.0, 2.0, 1.0], "min_max") == ([1.0, 0.5, 0.0], 0.0)
+    assert normalize_with_floor([3.0, 1.0], "z_score") == ([1.0, -1.0], -1.0)
+    assert normalize_with_floor([3.0, 4.0], "l2") == ([0.6, 0.8], 0.6)
+    # degenerate lists: the floor is one unit below their members
+    assert normalize_with_floor([2.0, 2.0], "min_max") == ([1.0, 1.0], 0.0)
+    assert normalize_with_floor([7.0], "min_max") == ([1.0], 0.0)
+    assert normalize_with_floor([5.0, 5.0], "z_score") == ([0.0, 0.0], -1.0)
+    assert normalize_with_floor([-4.0], "l2") == ([-1.0], -2.0)
+    assert normalize_with_floor([0.0, 0.0], "l2") == ([0.0, 0.0], -1.0)
+    members, floor = normalize_with_floor([3.0, 3.0], "l2")
+    assert members == pytest.approx([1 / math.sqrt(2)] * 2)
+    assert floor == pytest.approx(1 / math.sqrt(2) - 1)
+
+
+def test_negative_l2_values_keep_their_order_in_a_geometric_mean() -> None:
+    # l2 of negative scores is negative; a clamp at EPS would tie "z" with "c" (missing
+    # from x, so at x's floor) and the doc id would put "c" first.
+    x = ranking(("z", -1.0), ("b", -2.0))
+    y = ranking(("c", 1.0), ("z", 1.0))
+    combinations: tuple[Combination, ...] = ("geometric", "harmonic")
+    for combination in combinations:
+        fused = score_fusion("q", {"x": x, "y": y}, 10, "l2", combination)
+        assert fused.doc_ids()[0] == "z", combination
 
 
 def test_geometric_and_harmonic_by_hand() -> None:
@@ -235,3 +273,56 @@ def test_a_document_first_everywhere_wins(lists: dict[str, Ranking]) -> None:
         )
         if all(r.hits and r.hits[0].doc_id == top for r in lists.values()) and best:
             assert top in {h.doc_id for h in fused if h.score == fused.hits[0].score}
+
+
+# Every fusion the module allows: RRF, and each normalization x combination (z_score
+# only with the arithmetic mean), weighted or not.
+positive_weights = st.none() | st.dictionaries(
+    st.sampled_from(["r0", "r1", "r2", "r3"]), st.floats(0.1, 10)
+)
+all_fusions = st.one_of(
+    st.builds(lambda w: FusionConfig("rrf", weights=w or {}), positive_weights),
+    *(
+        st.builds(
+            lambda w, n=n, c=c: FusionConfig(
+                "score", normalization=n, combination=c, weights=w or {}
+            ),
+            positive_weights,
+        )
+        for n in NORMALIZATIONS
+        for c in COMBINATIONS
+        if n != "z_score" or c == "arithmetic"
+    ),
+    *(
+        st.builds(
+            lambda w, n=n: FusionConfig("convex", normalization=n, weights=w or {}),
+            positive_weights,
+        )
+        for n in NORMALIZATIONS
+    ),
+)
+
+
+@st.composite
+def rankings_with_a_top_document(draw: st.DrawFn) -> dict[str, Ranking]:
+    """1-4 lists, each with "zz" (last by doc id, so a tie would put it below) first."""
+    out = {}
+    for i in range(draw(st.integers(1, 4))):
+        ids = draw(st.lists(doc_ids, unique=True, max_size=6))
+        values = sorted((draw(scores) for _ in ids), reverse=True)
+        top = max(values, default=draw(scores)) + draw(st.integers(0, 4)) / 4  # ties allowed
+        hits = (Hit("zz", top), *(Hit(d, s) for d, s in zip(ids, values, strict=True)))
+        out[f"r{i}"] = Ranking("q", hits)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(lists=rankings_with_a_top_document(), config=all_fusions)
+def test_a_document_first_in_every_list_beats_one_a_list_missed(
+    lists: dict[str, Ranking], config: FusionConfig
+) -> None:
+    ids = config.fuse("q", lists, 100).doc_ids()
+    for doc_id in ids:
+        missed = [n for n, r in lists.items() if doc_id not in r.doc_ids()]
+        if missed:
+            assert ids.index("zz") < ids.index(doc_id), (doc_id, missed, config.describe())

@@ -55,7 +55,9 @@ async def reload(
     return _collection_out(fresh)
 
 
-@v1.get("/docs/{doc_id}", response_model=DocOut)
+# ``:path`` so that an id with "/" in it (escaped as %2F or not) reaches the lookup, which
+# is a dict of the collection's ids: no filesystem path is ever built from it.
+@v1.get("/docs/{doc_id:path}", response_model=DocOut)
 def get_doc(
     state: State,
     doc_id: Annotated[str, Path(min_length=1, max_length=MAX_DOC_ID_CHARS)],

@@ -59,6 +59,13 @@ def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest
             f"it has {', '.join(cs.retrievers)}"
         )
     spec = request.fusion or FusionSpec.model_validate({})
+    stray = sorted(set(spec.weights) - set(request.retrievers))
+    if stray:
+        # a weight for a retriever the request does not run would be silently ignored
+        raise InputError(
+            f"fusion weights name {', '.join(map(repr, stray))}, not among the request's "
+            f"retrievers; valid names: {', '.join(request.retrievers)}"
+        )
     fusion = FusionConfig(
         spec.method, spec.k, spec.normalization, spec.combination, dict(spec.weights)
     )

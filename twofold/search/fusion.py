@@ -14,15 +14,28 @@ Three families, each a pure function of the input rankings:
 **Rule for a document missing from a list.** A list holds the top ``depth`` of a
 retriever, so a document absent from it scored at most as high as the list's last
 hit. RRF: the missing list contributes nothing (term 0). Score fusion: the document
-takes the list's *floor*, the lowest normalized score in that list (0 for
-``min_max``; the last hit's z-score for ``z_score``; the last hit's ``s/||s||`` for
-``l2``). So a missing document is never ranked above a retrieved one on that list's
-account, whatever the normalization. An empty list is left out of the combination
-(weights are renormalized over the lists that returned hits).
+takes the list's *floor* (:func:`normalize_with_floor`):
 
-Geometric and harmonic means need positive inputs: every normalized value is
-clamped to at least ``EPS`` first, and ``z_score`` (which is negative for half of
-the hits by construction) is refused with them.
+- a list with spread (its normalized values are not all equal): the lowest
+  normalized value in it, i.e. 0 for ``min_max``, the last hit's z-score for
+  ``z_score`` and the last hit's ``s/||s||`` for ``l2``;
+- a degenerate list (one hit, or all scores equal): there is no spread to measure
+  the gap by, so the floor is one unit of the normalized scale below its members:
+  ``min_max`` members 1, floor 0; ``z_score`` members 0, floor -1 (one standard
+  deviation); ``l2`` members ``s/||s||`` (``+-1/sqrt(n)``, or 0 when all scores are
+  0), floor that minus 1.
+
+So the floor is never above a listed value, and is strictly below the listed values
+of a degenerate list: a document missing from a list is never ranked above one
+retrieved by it on that list's account, and a document a one-hit list found beats
+one it did not. An empty list is left out of the combination (weights are
+renormalized over the lists that returned hits).
+
+Geometric and harmonic means need positive inputs: values below ``EPS`` are mapped
+into ``(0, EPS]`` by ``v -> EPS / (1 + EPS - v)``, which is increasing, so a lower
+value (a floor, a negative ``l2`` score) stays lower instead of tying at a clamp;
+``z_score`` (which is negative for half of the hits by construction) is refused
+with them.
 
 Ties in the fused score are broken by doc id, so fusion is deterministic.
 """
@@ -121,6 +134,23 @@ def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
     raise InputError(f"unknown normalization {method!r}; known: {', '.join(NORMALIZATIONS)}")
 
 
+def normalize_with_floor(
+    scores: Sequence[float], method: Normalization
+) -> tuple[list[float], float]:
+    """:func:`normalize`, and the value a document missing from the list takes (the
+    module docstring's rule): the lowest normalized value when they are not all equal,
+    else one unit below them. ``scores`` must not be empty."""
+    normed = normalize(scores, method)
+    lo, hi = min(normed), max(normed)
+    return normed, (lo if hi > lo else lo - 1.0)
+
+
+def _positive(value: float) -> float:
+    """``value`` if at least ``EPS``, else ``EPS / (1 + EPS - value)`` in ``(0, EPS)``:
+    positive for the logs and reciprocals, and increasing, so order is kept."""
+    return value if value >= EPS else EPS / (1.0 + (EPS - value))
+
+
 def _combine(values: Iterable[tuple[float, float]], method: Combination) -> float:
     """Weighted mean of (weight, value) pairs; weights sum to more than 0."""
     pairs = [(w, v) for w, v in values if w > 0]
@@ -130,9 +160,9 @@ def _combine(values: Iterable[tuple[float, float]], method: Combination) -> floa
     if method == "arithmetic":
         return sum(w * v for w, v in pairs) / total
     if method == "geometric":
-        return math.exp(sum(w * math.log(max(v, EPS)) for w, v in pairs) / total)
+        return math.exp(sum(w * math.log(_positive(v)) for w, v in pairs) / total)
     if method == "harmonic":
-        return total / sum(w / max(v, EPS) for w, v in pairs)
+        return total / sum(w / _positive(v) for w, v in pairs)
     raise InputError(f"unknown combination {method!r}; known: {', '.join(COMBINATIONS)}")
 
 
@@ -164,8 +194,8 @@ def score_fusion(
         if not per_doc:
             continue
         ids = list(per_doc)
-        normed = normalize([per_doc[d] for d in ids], normalization)
-        lists[name] = (dict(zip(ids, normed, strict=True)), min(normed))
+        normed, floor = normalize_with_floor([per_doc[d] for d in ids], normalization)
+        lists[name] = (dict(zip(ids, normed, strict=True)), floor)
     scores = {
         doc_id: _combine(
             (
