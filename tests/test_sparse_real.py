@@ -7,7 +7,7 @@ in corpus order. Built with ``BuildOptions(retrievers=("sparse", "splade"),
 max_length=256)`` (no pruning, scale 100) and scored by ``twofold eval`` on the native
 (exact) engine; the tolerance absorbs float summation order, not a change of method.
 (The full collection, 1,400 docs and 225 queries, gives sparse 0.3470 / splade 0.3634:
-bench/RESULTS-sparse.md.)
+BENCHMARKS.md (learned sparse section).)
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Choices the paper leaves open, made here (each a parameter of :class:`MixturePar
 
 Defaults (``tau = 0.02``, ``alpha = 0.1``, ``beta = 0``, 10 neighbours, ``"component"``
 queries, blend 0) were chosen by a sweep on Cranfield with simulated users of a tuning
-seed (100) that the reported seeds do not share; see ``bench/RESULTS-interests.md``.
+seed (100) that the reported seeds do not share; see ``BENCHMARKS.md (kNN-Embed section)``.
 """
 
 from __future__ import annotations
