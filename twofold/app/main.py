@@ -4,19 +4,17 @@ lifespan into ``app.state.twofold`` (an ``AppState``); routes reach it through
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from twofold import __version__
-from twofold.app import routes_meta, routes_search
+from twofold.app import routes_meta, routes_recommend, routes_search
 from twofold.app.deps import require_api_key
 from twofold.app.errors import install_error_handlers
 from twofold.app.metrics import Metrics
@@ -27,18 +25,6 @@ from twofold.app.state import AppState, close_state, load_state
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 Loader = Callable[[Settings, Metrics], AppState]
-
-# Optional routers: a module here exposing ``router: APIRouter`` (its paths under /v1)
-# is included behind the API key when it exists, e.g. kNN-Embed's POST /v1/recommend.
-OPTIONAL_ROUTERS = ("twofold.app.routes_recommend",)
-
-
-def _optional_routers() -> list[APIRouter]:
-    routers = []
-    for name in OPTIONAL_ROUTERS:
-        if importlib.util.find_spec(name) is not None:
-            routers.append(importlib.import_module(name).router)
-    return routers
 
 
 def create_app(settings: Settings, loader: Loader = load_state) -> FastAPI:
@@ -72,8 +58,7 @@ def create_app(settings: Settings, loader: Loader = load_state) -> FastAPI:
     auth = [Depends(require_api_key)]
     app.include_router(routes_search.router, dependencies=auth)
     app.include_router(routes_meta.v1, dependencies=auth)
-    for router in _optional_routers():
-        app.include_router(router, dependencies=auth)
+    app.include_router(routes_recommend.router, dependencies=auth)
     app.include_router(routes_meta.ops)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -6,7 +6,7 @@ service's time budget. One retriever per collection is opened on first use and k
 in ``AppState.extras["interests"]``; it shares the collection's opened dense index
 (and so its encoder) with the dense retriever.
 
-``create_app`` includes ``router`` (``twofold.app.main.OPTIONAL_ROUTERS``) behind the
+``create_app`` includes ``router`` behind the
 API key.
 """
 
@@ -154,7 +154,7 @@ def _run(retriever: InterestRetriever, body: RecommendRequest) -> Recommendation
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503, 504)
 }
-# create_app includes it behind the API key (twofold.app.main.OPTIONAL_ROUTERS)
+# create_app includes it behind the API key
 router = APIRouter(prefix="/v1", tags=["recommend"], responses=ERRORS)
 
 
