@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Our own bars cover long jobs; transformers' per-load "Loading weights" bar is noise.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if args.command != "index":
         # Query time mixes torch's and FAISS's OpenMP pools in one process; spinning idle
         # threads of one starve the other (dense retrieval 295 ms instead of 18 ms after a
@@ -297,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         code: int = args.func(args)
     except TwofoldError as exc:

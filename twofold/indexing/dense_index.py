@@ -50,6 +50,7 @@ INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 HNSW_FROM = 100_000
 IVFPQ_FROM = 2_000_000
 SHARD_SIZE = 8192
+ENCODE_CHUNK = 512  # texts encoded per call (length-sorted within it)
 ADD_CHUNK = 65_536
 DEFAULTS: dict[str, dict[str, int]] = {
     "flat": {},
@@ -140,11 +141,6 @@ def _write_shard(directory: Path, i: int, vectors: np.ndarray) -> None:
     tmp.replace(_shard_path(directory, i))
 
 
-def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(itertools.islice(texts, size)):
-        yield batch
-
-
 def encode_to_shards(
     ctx: BuildContext, encoder: Any, directory: Path, shard_size: int
 ) -> tuple[int, int]:
@@ -158,9 +154,16 @@ def encode_to_shards(
         log.info("dense: resuming after %d complete shards (%d docs)", done, done * shard_size)
     docs = itertools.islice(iter(ctx.docs), done * shard_size, None)
     texts = (d.contents for d in ctx.progress(docs, "dense: encode", total=n - done * shard_size))
-    written = 0
-    for i, batch in enumerate(_batches(texts, shard_size), start=done):
-        _write_shard(directory, i, encoder.encode_docs(batch))
+    # Texts are taken (and counted by the progress bar) one chunk at a time, as encoded.
+    written, parts, held = 0, [], 0
+    while batch := list(itertools.islice(texts, min(ENCODE_CHUNK, shard_size - held))):
+        parts.append(encoder.encode_docs(batch))
+        held += len(batch)
+        if held == shard_size:
+            _write_shard(directory, done + written, np.concatenate(parts))
+            written, parts, held = written + 1, [], 0
+    if parts:
+        _write_shard(directory, done + written, np.concatenate(parts))
         written += 1
     return done, written
 
