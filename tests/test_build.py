@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,9 +165,26 @@ def test_bad_option_found_by_a_builder_leaves_nothing(
 
 
 def test_damaged_subindex_is_a_collection_error(tmp_path: Path, tiny_corpus: Path) -> None:
-    import shutil
-
     build_collection(tiny_corpus, tmp_path / "col", OPTS)
     shutil.rmtree(tmp_path / "col" / "bm25")
     with pytest.raises(CollectionError, match="cannot open its 'bm25' index"):
         Collection(tmp_path / "col").index("bm25")
+
+
+def test_publish_interrupted_between_renames_is_recovered(
+    tmp_path: Path, tiny_corpus: Path
+) -> None:
+    from twofold.indexing.build import recover_interrupted_publish
+
+    out = tmp_path / "col"
+    build_collection(tiny_corpus, out, OPTS)
+    parked = tmp_path / ".col.old-12345"
+    out.rename(parked)  # a crash right after publish's first rename leaves this
+    recover_interrupted_publish(out)
+    assert Collection(out).manifest.doc_count == 5 and not parked.exists()
+
+    shutil.copytree(out, parked)  # a crash after the second rename: the new one is in place
+    build_collection(
+        tiny_corpus, out, BuildOptions(retrievers=("bm25",), progress=False, max_docs=2)
+    )
+    assert len(Collection(out).docs) == 2 and not parked.exists()

@@ -152,6 +152,7 @@ def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest
     """Build ``out`` from ``corpus`` with ``options``; returns the published manifest."""
     corpus = resolve_corpus_path(corpus)
     names = ordered_retrievers(options.retrievers)
+    recover_interrupted_publish(out)
     _check_output(out)
     device = resolve_device(options.device)
     started = time.time()
@@ -181,6 +182,18 @@ def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest
     write_manifest(staging, manifest)
     publish(staging, out)
     return manifest
+
+
+def recover_interrupted_publish(out: Path) -> None:
+    """Finish what a crash between the two renames of :func:`publish` left: the old
+    collection parked as ``.NAME.old-PID`` goes back into place if nothing was published
+    at ``out``, and is deleted if something was."""
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not out.exists() and (old / MANIFEST).is_file():
+            log.warning("restoring %s, parked by an interrupted publish", out)
+            old.rename(out)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def publish(staging: Path, out: Path) -> None:
