@@ -1,0 +1,108 @@
+"""CLI subcommand ``twofold train reranker``: Margin-MSE distillation of a cross-encoder.
+
+Thin wrapper: the work is in :mod:`twofold.search.distill` (examples) and
+:mod:`twofold.models.train_reranker` (the loop). ``add_train_commands`` is called by
+``twofold.app.cli.build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from twofold.core.errors import InputError
+
+
+def _out(text: str) -> None:
+    """CLI output (stdout); library code logs instead."""
+    sys.stdout.write(text + "\n")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of retriever names")
+    return items
+
+
+def _train_reranker(args: argparse.Namespace) -> int:
+    from twofold.indexing.collection import Collection
+    from twofold.indexing.corpus import BeirDataset
+    from twofold.models.train_reranker import RerankerTrainConfig
+    from twofold.search.distill import DistillConfig, distill_reranker
+
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise InputError(f"--dataset {dataset} is not a directory")
+
+    def given(**kwargs: object) -> dict[str, object]:
+        # Flags left out keep the dataclass defaults (one place for them).
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    distill = DistillConfig(
+        **given(  # type: ignore[arg-type]
+            teachers=args.teachers,
+            depth=args.depth,
+            negatives=args.negatives,
+            max_queries=args.max_queries,
+            scale=args.teacher_scale,
+        )
+    )
+    train = RerankerTrainConfig(
+        **given(  # type: ignore[arg-type]
+            base=args.base,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_length,
+            device=args.device,
+            seed=args.seed,
+        )
+    )
+    result = distill_reranker(
+        Collection(Path(args.dir)), BeirDataset(dataset), args.split, Path(args.out), distill, train
+    )
+    summary = {
+        "out": str(result.out),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "first_loss": round(result.losses[0], 4),
+        "final_loss": round(result.final_loss, 4),
+    }
+    _out(json.dumps(summary))
+    return 0
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``train reranker``."""
+    train = sub.add_parser("train", help="train models").add_subparsers(
+        dest="action", required=True
+    )
+    p = train.add_parser(
+        "reranker",
+        help="distil a cross-encoder reranker (Margin-MSE)",
+        description="Margin-MSE distillation (arXiv 2010.02666) of a cross-encoder from an "
+        "ensemble of the collection's retrievers, on the judged queries of a BEIR split. "
+        "Writes a model directory for `twofold eval --reranker DIR`.",
+    )
+    p.add_argument("dir", help="collection directory (with the teachers' indexes)")
+    p.add_argument("--dataset", required=True, help="BEIR dataset directory")
+    p.add_argument("--split", default="train", help="qrels split of the training queries")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--base", help="student's initial weights: model name or dir (minilm-l6)")
+    p.add_argument(
+        "--teachers", type=_names, help="teacher retrievers, comma list (bm25,dense,splade)"
+    )
+    p.add_argument("--max-queries", type=int, help="use only the first N judged queries")
+    p.add_argument("--negatives", type=int, help="negatives per positive (4)")
+    p.add_argument("--depth", type=int, help="hits per teacher (100)")
+    p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (10)")
+    p.add_argument("--epochs", type=int, help="passes over the examples (1)")
+    p.add_argument("--batch-size", type=int, help="triples per step (16)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (3e-5)")
+    p.add_argument("--max-length", type=int, help="tokens per (query, doc) pair (256)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
+    p.add_argument("--seed", type=int, help="(0)")
+    p.set_defaults(func=_train_reranker)
