@@ -5,17 +5,13 @@ real minilm-l6 encoder) and three interest clusters, beside a bm25-only one."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.test_api import free_port, wait_ready
-from twofold.app.main import create_app
+from tests.test_api import run_in_thread
 from twofold.app.settings import Settings
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
@@ -78,22 +74,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     topics = _build(root, "topics", ("bm25", "dense", "interests"), n_clusters=3)
     plain = _build(root, "plain", ("bm25",))
     settings = Settings(collections=[topics, plain], default_pipeline="dense", warmup=False)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base)
+    with run_in_thread(settings) as base:
         yield base
-    finally:
-        server.should_exit = True
-        deadline = time.monotonic() + 10
-        while thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
 
 
 def post(base: str, path: str, body: dict[str, object]) -> httpx.Response:

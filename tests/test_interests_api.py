@@ -4,19 +4,15 @@ the real minilm-l6 encoder + interests), the API through a real uvicorn on 127.0
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from tests.conftest import TINY_DOCS
-from tests.test_api import free_port, wait_ready
+from tests.test_api import run_in_thread
 from twofold.app.cli import main
-from twofold.app.main import create_app
 from twofold.app.settings import Settings
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
@@ -38,22 +34,8 @@ def interests_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def base_url(interests_collection: Path) -> Iterator[str]:
     settings = Settings(collections=[interests_collection], default_pipeline="dense", warmup=False)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base)
+    with run_in_thread(settings) as base:
         yield base
-    finally:
-        server.should_exit = True
-        deadline = time.monotonic() + 10
-        while thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
 
 
 def test_recommend_returns_interests_and_mixture(base_url: str) -> None:
