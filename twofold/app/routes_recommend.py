@@ -20,10 +20,16 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twofold.app.deps import State
-from twofold.app.schemas import MAX_DOC_ID_CHARS, MAX_K, MAX_QUERY_CHARS, ErrorOut
+from twofold.app.schemas import (
+    MAX_DOC_ID_CHARS,
+    MAX_K,
+    MAX_QUERY_CHARS,
+    ErrorOut,
+    MixtureComponentOut,
+)
 from twofold.app.state import AppState, CollectionState
 from twofold.core.errors import InputError
-from twofold.models.knn_embed import MixtureParams
+from twofold.models.knn_embed import MixtureParams, UserMixture
 from twofold.search.interests import InterestRetriever, Recommendation
 
 MAX_HISTORY = 200
@@ -113,19 +119,13 @@ class RecommendHit(BaseModel):
     text: str
 
 
-class InterestOut(BaseModel):
-    interest: int
-    weight: float = Field(description="p(c|u) after smoothing")
-    budget: int = Field(description="slots of k given to this interest")
-
-
 class RecommendResponse(BaseModel):
     request_id: str
     collection: str
     method: str
     k: int
     hits: list[RecommendHit]
-    mixture: list[InterestOut] = Field(description="components kept, heaviest first")
+    mixture: list[MixtureComponentOut] = Field(description="components kept, heaviest first")
     took_ms: float
 
 
@@ -186,10 +186,7 @@ async def recommend(body: RecommendRequest, request: Request, state: State) -> R
                 text=doc.text,
             )
         )
-    mixture = [
-        InterestOut(interest=c.cluster, weight=round(c.weight, 6), budget=c.budget)
-        for c in (rec.mixture.components if rec.mixture else ())
-    ]
+    mixture = mixture_out(rec.mixture)
     return RecommendResponse(
         request_id=str(request.scope.get("state", {}).get("request_id", "")),
         collection=cs.name,
@@ -199,3 +196,11 @@ async def recommend(body: RecommendRequest, request: Request, state: State) -> R
         mixture=mixture,
         took_ms=round((time.perf_counter() - started) * 1000.0, 3),
     )
+
+
+def mixture_out(mixture: UserMixture | None) -> list[MixtureComponentOut]:
+    """The kept components of a mixture as the API shows them, heaviest first."""
+    return [
+        MixtureComponentOut(interest=c.cluster, weight=round(c.weight, 6), budget=c.budget)
+        for c in (mixture.components if mixture else ())
+    ]

@@ -120,10 +120,10 @@ class HitOut(BaseModel):
 
 
 class MixtureComponentOut(BaseModel):
-    """One kept component of a kNN-Embed mixture."""
+    """One kept component of a kNN-Embed mixture (``/v1/recommend`` and ``diversify``)."""
 
     interest: int
-    weight: float = Field(description="p(c|q) after smoothing")
+    weight: float = Field(description="p(c|u) after smoothing (u: the history or the query)")
     budget: int = Field(description="slots of k given to this interest")
 
 

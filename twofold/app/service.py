@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import time
 
-from twofold.app.routes_recommend import interest_retriever
+from twofold.app.routes_recommend import interest_retriever, mixture_out
 from twofold.app.schemas import (
     FusionSpec,
     HitOut,
-    MixtureComponentOut,
     SearchRequest,
     SearchResponse,
     SourceOut,
@@ -157,13 +156,7 @@ def to_response(
                 interest=interests[rank - 1] if interests is not None else None,
             )
         )
-    mixture = None
-    if diversified is not None:
-        components = diversified.mixture.components if diversified.mixture else ()
-        mixture = [
-            MixtureComponentOut(interest=c.cluster, weight=round(c.weight, 6), budget=c.budget)
-            for c in components
-        ]
+    mixture = mixture_out(diversified.mixture) if diversified is not None else None
     return SearchResponse(
         request_id=request_id,
         collection=cs.name,
