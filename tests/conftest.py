@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from twofold.indexing.corpus import BeirDataset
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,3 +59,23 @@ def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS))
     return path
+
+
+def write_subset(source: Path, dest: Path, n_queries: int, n_docs: int) -> None:
+    """A documented subset of a BEIR dataset's test split, written as a BEIR directory:
+    the first ``n_queries`` judged queries, the first ``n_docs`` documents plus every
+    document judged for those queries."""
+    data = BeirDataset(source)
+    qrels = data.qrels("test")
+    queries = data.queries("test", qrels)[:n_queries]
+    judged = {d for q in queries for d in qrels[q.query_id]}
+    (dest / "qrels").mkdir(parents=True)
+    with (source / "corpus.jsonl").open() as src, (dest / "corpus.jsonl").open("w") as dst:
+        for i, line in enumerate(src):
+            if i < n_docs or json.loads(line)["_id"] in judged:
+                dst.write(line)
+    (dest / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q.query_id, "text": q.text}) + "\n" for q in queries)
+    )
+    rows = [f"{q.query_id}\t{d}\t{g}" for q in queries for d, g in qrels[q.query_id].items()]
+    (dest / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))

@@ -9,14 +9,13 @@ flat`` defaults (max_length 256) and scored with the project's BEIR evaluation.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_subset
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
-from twofold.indexing.corpus import BeirDataset
 from twofold.search.jobs import EvalJob, run_eval
 
 N_QUERIES, N_DOCS = 20, 100
@@ -25,21 +24,8 @@ PINNED_NDCG10 = 0.9678  # measured 2026-11-26 (recall@100 1.0, MRR@10 0.9583)
 
 @pytest.mark.slow
 def test_minilm_scifact_subset_ndcg(scifact_dir: Path, tmp_path: Path) -> None:
-    data = BeirDataset(scifact_dir)
-    qrels = data.qrels("test")
-    queries = data.queries("test", qrels)[:N_QUERIES]
-    judged = {d for q in queries for d in qrels[q.query_id]}
     beir = tmp_path / "scifact-subset"
-    (beir / "qrels").mkdir(parents=True)
-    with (scifact_dir / "corpus.jsonl").open() as src, (beir / "corpus.jsonl").open("w") as dst:
-        for i, line in enumerate(src):
-            if i < N_DOCS or json.loads(line)["_id"] in judged:
-                dst.write(line)
-    (beir / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q.query_id, "text": q.text}) + "\n" for q in queries)
-    )
-    rows = [f"{q.query_id}\t{d}\t{g}" for q in queries for d, g in qrels[q.query_id].items()]
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))
+    write_subset(scifact_dir, beir, N_QUERIES, N_DOCS)
     options = BuildOptions(retrievers=("dense",), dense_index="flat", progress=False)
     manifest = build_collection(beir, tmp_path / "col", options)
     assert manifest.sub_indexes["dense"]["encoder"]["name"] == "minilm-l6"

@@ -12,42 +12,23 @@ BENCHMARKS.md (learned sparse section).)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_subset
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
-from twofold.indexing.corpus import BeirDataset
 from twofold.search.jobs import EvalJob, run_eval
 
 N_QUERIES, N_DOCS = 50, 150
 PINNED = {"sparse": 0.4654, "splade": 0.4764}  # nDCG@10 on the subset, native engine
 
 
-def write_subset(source: Path, dest: Path) -> None:
-    """The documented subset of a BEIR dataset, written as a BEIR directory."""
-    data = BeirDataset(source)
-    qrels = data.qrels("test")
-    queries = data.queries("test", qrels)[:N_QUERIES]
-    judged = {d for q in queries for d in qrels[q.query_id]}
-    (dest / "qrels").mkdir(parents=True)
-    with (source / "corpus.jsonl").open() as src, (dest / "corpus.jsonl").open("w") as dst:
-        for i, line in enumerate(src):
-            if i < N_DOCS or json.loads(line)["_id"] in judged:
-                dst.write(line)
-    (dest / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q.query_id, "text": q.text}) + "\n" for q in queries)
-    )
-    rows = [f"{q.query_id}\t{d}\t{g}" for q in queries for d, g in qrels[q.query_id].items()]
-    (dest / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))
-
-
 @pytest.mark.slow
 def test_cranfield_subset_ndcg_pinned(cranfield_dir: Path, tmp_path: Path) -> None:
     beir = tmp_path / "cranfield-subset"
-    write_subset(cranfield_dir, beir)
+    write_subset(cranfield_dir, beir, N_QUERIES, N_DOCS)
     out = tmp_path / "col"
     options = BuildOptions(retrievers=("sparse", "splade"), max_length=256, progress=False)
     manifest = build_collection(beir, out, options)
