@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,34 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {f"p{p}": round(float(np.percentile(a, p)), 3) for p in (50, 90, 99)} | {
         "mean": round(float(a.mean()), 3)
     }
+
+
+@contextlib.contextmanager
+def serving(collection: Path, *options: str) -> Iterator[str]:
+    """A real ``twofold serve COLLECTION *options`` on a free port; yields its base URL
+    once /readyz answers 200, and stops it on exit."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "twofold.app.cli", "serve", str(collection)]
+    cmd += ["--port", str(port), *options]
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"twofold-bench-{port}.log"
+    with log_path.open("wb") as log_fh:
+        server = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        until = time.monotonic() + 300
+        while True:
+            if server.poll() is not None or time.monotonic() > until:
+                raise SystemExit(f"server did not start; see {log_path}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def load_queries(dataset: Path, split: str, limit: int | None) -> list[str]:
@@ -161,26 +191,10 @@ def main() -> int:
     args = ap.parse_args()
 
     queries = load_queries(args.dataset, args.split, None)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "twofold.app.cli", "serve", str(args.collection)]
-    cmd += ["--port", str(port), "--search-threads", str(args.search_threads)]
+    options = ["--search-threads", str(args.search_threads)]
     if args.reranker:
-        cmd += ["--reranker", args.reranker]
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"twofold-bench-{port}.log"
-    with log_path.open("wb") as log_fh:
-        server = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        until = time.monotonic() + 300
-        while True:
-            if server.poll() is not None or time.monotonic() > until:
-                raise SystemExit(f"server did not start; see {log_path}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        options += ["--reranker", args.reranker]
+    with serving(args.collection, *options) as base:
         # one pass over the queries first, so both sides are warm alike
         asyncio.run(http_load(base, queries, args.pipeline, args.k, len(queries), 2))
         loaded = asyncio.run(
@@ -191,9 +205,6 @@ def main() -> int:
             if args.serial_requests
             else None
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     local = in_process(
         args.collection,
         queries,

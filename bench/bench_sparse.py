@@ -4,7 +4,10 @@
 # queries interleaved round-robin so machine load hits every system alike); each
 # --query-min-idf X adds sparse systems whose query drops tokens with idf < X
 .venv/bin/python bench/bench_sparse.py engines COLLECTION --dataset BEIR_DIR \
-    [--query-min-idf X ...] [--repeat R] [--out F]
+    [--retrievers sparse,splade] [--query-min-idf X ...] [--repeat R] [--out F]
+# client-side (HTTP) latency, sparse vs bm25 through one real server (the paper's measure)
+.venv/bin/python bench/bench_sparse.py client COLLECTION --dataset BEIR_DIR \
+    [--engine lucene] [--k 10] [--repeat R] [--out F]
 # encoding throughput of splade-tiny vs the fp32 matmul rate measured in the same run
 .venv/bin/python bench/bench_sparse.py encode --dataset BEIR_DIR [--docs 512] [--out F]
 """
@@ -46,7 +49,7 @@ def engines(args: argparse.Namespace) -> dict[str, Any]:
     queries = data.queries(args.split, qrels)
     bm25 = coll.index("bm25")
     systems: dict[str, Any] = {"bm25": lambda text, k: bm25.search(text, k)}
-    for name in ("sparse", "splade"):
+    for name in args.retrievers.split(","):
         if coll.has(name):
             for engine in ("native", "lucene"):
                 searcher = SparseSearcher(coll.index(name), engine)
@@ -102,6 +105,54 @@ def engines(args: argparse.Namespace) -> dict[str, Any]:
             "ndcg_exact_minus_quantized": round(
                 out[f"{name}/native"]["ndcg@10"] - out[f"{name}/lucene"]["ndcg@10"], 4
             ),
+        }
+    return out
+
+
+def client(args: argparse.Namespace) -> dict[str, Any]:
+    """Client-side latency (the paper's measure): one real ``twofold serve``, one keep-alive
+    HTTP client, ``POST /v1/search`` with pipeline ``bm25`` and ``sparse`` for the same
+    queries, back to back in a rotating order, one request in flight at a time."""
+    import httpx
+    from bench_load import load_queries, serving
+
+    queries = load_queries(Path(args.dataset), args.split, None)
+    names = args.pipelines.split(",")
+    latency: dict[str, list[float]] = {n: [] for n in names}
+    options = ["--sparse-engine", args.engine, "--search-threads", "1"]
+    with serving(Path(args.collection), *options) as base, httpx.Client(base_url=base) as http:
+
+        def one(name: str, text: str) -> float:
+            body = {"query": text, "k": args.k, "pipeline": name}
+            t0 = time.perf_counter()
+            resp = http.post("/v1/search", json=body)
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            resp.raise_for_status()
+            return elapsed
+
+        for i in range(args.warmup):  # JIT, page cache, connection
+            for name in names:
+                one(name, queries[i % len(queries)])
+        for _ in range(args.repeat):
+            for i, text in enumerate(queries):
+                for name in names[i % len(names) :] + names[: i % len(names)]:
+                    latency[name].append(one(name, text))
+    out: dict[str, Any] = {
+        "collection": args.collection,
+        "engine": args.engine,
+        "k": args.k,
+        "requests_per_pipeline": len(latency[names[0]]),
+        "loadavg_1m_5m_15m_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    base_lat = _pct(latency[names[0]])
+    for name in names:
+        lat = _pct(latency[name])
+        out[name] = {
+            "latency_ms": lat,
+            f"ratio_vs_{names[0]}": {
+                "p50": round(lat["p50"] / base_lat["p50"], 3),
+                "p99": round(lat["p99"] / base_lat["p99"], 3),
+            },
         }
     return out
 
@@ -181,11 +232,27 @@ def main() -> None:
         default=[],
         help="also run sparse with query tokens of idf below this dropped (repeatable)",
     )
+    e.add_argument(
+        "--retrievers",
+        default="sparse,splade",
+        help="sparse sub-indexes to time beside bm25 (splade's MLM query encoder keeps "
+        "torch threads busy between queries: leave it out for a clean sparse-vs-bm25 ratio)",
+    )
     e.add_argument("--repeat", type=int, default=1, help="passes over the queries")
     e.add_argument(
         "--warmup", type=int, default=1000, help="untimed queries per system first (JIT)"
     )
     e.add_argument("--out")
+    h = sub.add_parser("client", help="HTTP latency of pipelines through a real server")
+    h.add_argument("collection")
+    h.add_argument("--dataset", required=True)
+    h.add_argument("--split", default="test")
+    h.add_argument("--k", type=int, default=10)
+    h.add_argument("--engine", default="lucene", choices=["native", "lucene"])
+    h.add_argument("--pipelines", default="bm25,sparse", help="first one is the baseline")
+    h.add_argument("--repeat", type=int, default=3)
+    h.add_argument("--warmup", type=int, default=1000)
+    h.add_argument("--out")
     c = sub.add_parser("encode")
     c.add_argument("--dataset", required=True)
     c.add_argument("--model", default="splade-tiny")
@@ -196,7 +263,8 @@ def main() -> None:
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--out")
     args = p.parse_args()
-    result = engines(args) if args.cmd == "engines" else encode(args)
+    commands = {"engines": engines, "client": client, "encode": encode}
+    result = commands[args.cmd](args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

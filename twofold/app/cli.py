@@ -143,6 +143,7 @@ def _eval(args: argparse.Namespace) -> int:
         max_queries=args.max_queries,
         progress=not args.quiet,
         reranker=args.reranker,
+        sparse_engine=args.sparse_engine,
     )
     print(run_eval(job).table())
     return 0
@@ -275,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--runs", help="write a TREC run file per pipeline into this directory")
     ev.add_argument("--reranker", help=RERANKER_HELP)
     ev.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N")
+    ev.add_argument(
+        "--sparse-engine",
+        choices=["native", "lucene"],
+        help="engine of the sparse/splade retrievers (default: the collection's build choice)",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_eval)
     from twofold.app.cli_interests import add_interest_commands

@@ -14,7 +14,8 @@ def _serve(args: argparse.Namespace) -> int:
     from twofold.app.settings import Settings
 
     overrides: dict[str, Any] = {"collections": [Path(d) for d in args.dirs]}
-    for name in ("reranker", "default_pipeline", "time_budget_ms", "search_threads"):
+    options = ("reranker", "default_pipeline", "time_budget_ms", "search_threads", "sparse_engine")
+    for name in options:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -57,6 +58,11 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     serve.add_argument("--time-budget-ms", type=int, help="per-request time budget")
     serve.add_argument("--search-threads", type=int, help="threads running pipelines")
     serve.add_argument("--no-warmup", action="store_true", help="skip the warm-up queries")
+    serve.add_argument(
+        "--sparse-engine",
+        choices=["native", "lucene"],
+        help="engine of the sparse/splade retrievers (default: the collection's build choice)",
+    )
     serve.set_defaults(func=_serve)
 
     tune = sub.add_parser(

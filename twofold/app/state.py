@@ -31,6 +31,7 @@ from twofold.search.pipeline import (
     collection_retrievers,
 )
 from twofold.search.retrievers import RETRIEVERS, Retriever
+from twofold.search.sparse import use_sparse_engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +118,7 @@ def open_collection(
     collection: Collection, settings: Settings, reranker: Reranker | None
 ) -> CollectionState:
     """Open every retriever once and build every named pipeline the collection can run."""
+    use_sparse_engine(collection, settings.sparse_engine)
     retrievers = {r: RETRIEVERS.get(r)(collection) for r in collection_retrievers(collection)}
     pipelines = {
         name: build_pipeline(

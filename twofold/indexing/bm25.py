@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from twofold.indexing.buildctx import BuildContext
-from twofold.indexing.jvm import autoclass, run_anserini
+from twofold.indexing.jvm import run_anserini
+from twofold.indexing.lucene import BM25Searcher
 
 FORMAT_VERSION = 1
 K1, B = 0.9, 0.4
@@ -64,15 +65,12 @@ class LuceneBM25:
     b: float = B
 
     def __post_init__(self) -> None:
-        searcher_class = autoclass("io.anserini.search.SimpleSearcher")
-        self._searcher = searcher_class(str(self.path / "lucene"))
-        self._searcher.set_bm25(float(self.k1), float(self.b))
+        self._searcher = BM25Searcher(self.path / "lucene", self.k1, self.b)
 
     def search(self, text: str, k: int) -> list[tuple[str, float]]:
         if not text.strip():
             return []
-        hits = self._searcher.search(text, int(k))
-        return [(str(h.docid), float(h.score)) for h in hits]
+        return self._searcher.search(text, int(k))
 
     def close(self) -> None:
         self._searcher.close()

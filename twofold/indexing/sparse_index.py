@@ -16,7 +16,7 @@ On disk, one sub-index directory (``sparse/`` or ``splade/``)::
 Engines, one interface (``search(term_ids, weights, k)`` -> (doc_id, score) pairs):
 
 * ``native``: exact float dot product over the postings (numpy; memory-mapped);
-* ``lucene``: Anserini's ``SimpleImpactSearcher`` over quantized weights. Lucene scores
+* ``lucene``: Lucene over an Anserini impact index of quantized weights. Lucene scores
   ``sum_j round(q_j * s) * round(d_j * s)``; we divide by ``s**2`` so both engines
   report scores in the same units.
 """
@@ -35,7 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from twofold.core.errors import CollectionError, FormatVersionError, InputError, ModelError
-from twofold.indexing.jvm import autoclass, run_anserini
+from twofold.indexing.jvm import run_anserini
+from twofold.indexing.lucene import ImpactSearcher, escape_term
 
 FORMAT_VERSION = 1
 DEFAULT_SCALE = 100.0
@@ -191,7 +192,7 @@ class NativeEngine:
 
 
 class LuceneImpactEngine:
-    """Anserini's impact searcher over the quantized index (in-process JVM)."""
+    """Lucene over the quantized impact index (in-process JVM, ``indexing.lucene``)."""
 
     name = "lucene"
 
@@ -200,32 +201,24 @@ class LuceneImpactEngine:
             raise CollectionError(f"{path} has no Lucene impact index (lucene/ missing)")
         self.vocab = vocab
         self.scale = scale
-        self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path / "lucene"))
-        self._map = autoclass("java.util.HashMap")
-        self._int = autoclass("java.lang.Integer")
-        # boxed java.lang.Integer per quantized weight, made once: each box is a JNI
-        # call, and an inference-free query repeats the same few hundred values
-        self._boxes: dict[int, Any] = {}
-
-    def _box(self, value: int) -> Any:
-        box = self._boxes.get(value)
-        if box is None:
-            box = self._boxes[value] = self._int(value)
-        return box
+        self._searcher = ImpactSearcher(path / "lucene")
+        self._terms = [escape_term(t) for t in vocab]  # query syntax, once; "" unsearchable
 
     def search(self, term_ids: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[str, float]]:
         ids = np.asarray(term_ids)
         q = quantize(weights, self.scale)
         keep = (q > 0) & (ids >= 0) & (ids < len(self.vocab))
-        if not keep.any():
+        terms = self._terms
+        pairs = [
+            (terms[j], v)
+            for j, v in zip(ids[keep].tolist(), q[keep].tolist(), strict=True)
+            if terms[j]
+        ]
+        if not pairs:
             return []
-        query = self._map()
-        put, vocab = query.put, self.vocab  # bound once: fewer lookups per term
-        for j, v in zip(ids[keep].tolist(), q[keep].tolist(), strict=True):
-            put(vocab[j], self._box(v))
-        hits = self._searcher.search(query, int(k))
+        hits = self._searcher.search([t for t, _ in pairs], [v for _, v in pairs], int(k))
         denom = self.scale * self.scale
-        return [(str(h.docid), float(h.score) / denom) for h in hits]
+        return [(doc_id, score / denom) for doc_id, score in hits]
 
     def close(self) -> None:
         self._searcher.close()
@@ -305,6 +298,12 @@ class SparseIndex:
         if name not in self._engines:
             self._engines[name] = LuceneImpactEngine(self.path, self.vocab, self.scale)
         return self._engines[name]
+
+    def use_engine(self, name: str) -> None:
+        """Serve with engine ``name`` by default from now on (opens it; the manifest's
+        ``default_engine`` is only the build's choice)."""
+        self.engine(name)
+        self.default_engine = name
 
     def ordinal(self, doc_id: str) -> int:
         try:

@@ -14,6 +14,7 @@ from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.search.evaluate import EvalReport, evaluate, write_trec_run
 from twofold.search.pipeline import Reranker, build_pipeline
+from twofold.search.sparse import use_sparse_engine
 
 MAX_K = 1000
 
@@ -30,6 +31,7 @@ class EvalJob:
     max_queries: int | None = None
     progress: bool = True
     reranker: str | None = None  # cross-encoder directory, for the +rerank pipelines
+    sparse_engine: str | None = None  # native | lucene; None: the collection's own choice
 
 
 def _check_writable(out: Path | None, runs: Path | None) -> None:
@@ -60,6 +62,7 @@ def run_eval(job: EvalJob) -> EvalReport:
         raise InputError("--max-queries must be >= 1")
     _check_writable(job.out, job.runs)
     collection = Collection(job.collection)
+    use_sparse_engine(collection, job.sparse_engine)
     dataset = BeirDataset(job.dataset)
     qrels = dataset.qrels(job.split)
     queries = dataset.queries(job.split, qrels)

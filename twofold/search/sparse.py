@@ -81,6 +81,16 @@ class SparseSearcher:
         return sorted(out, key=lambda c: (-c.contribution, c.term_id))
 
 
+def use_sparse_engine(collection: Collection, engine: str | None) -> None:
+    """Make ``engine`` (``native`` | ``lucene``) the engine of every sparse sub-index the
+    collection has, for the retrievers opened after this; ``None`` keeps the manifest's."""
+    if engine is None:
+        return
+    for name in SPARSE_RETRIEVERS:
+        if collection.has(name):
+            collection.index(name).use_engine(engine)
+
+
 class SparseRetriever:
     """``retrieve(query, k)`` over the ``sparse`` (inference-free) sub-index."""
 
