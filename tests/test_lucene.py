@@ -3,7 +3,6 @@ clause limit, and hit order (score, then doc id)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,6 @@ import numpy as np
 import pytest
 
 from twofold.core.errors import InputError
-from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.lucene import MAX_CLAUSES, _java, escape_term
 from twofold.models.sparse import load_tokenizer
@@ -53,22 +50,9 @@ def test_operator_words_and_syntax_characters_stay_literal() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_sparse(tmp_path_factory: pytest.TempPathFactory) -> Collection:
-    from .conftest import TINY_DOCS
-    from .test_sparse_unit import make_tiny_model
+    from .test_sparse_unit import build_tiny_collection
 
-    root = tmp_path_factory.mktemp("lucene")
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS), encoding="utf-8")
-    model = make_tiny_model(root / "model", with_idf=False)
-    options = BuildOptions(
-        retrievers=("bm25", "sparse"),
-        sparse_model=str(model),
-        max_length=32,
-        batch_size=2,
-        progress=False,
-    )
-    build_collection(corpus, root / "col", options)
-    return Collection(root / "col")
+    return build_tiny_collection(tmp_path_factory.mktemp("lucene"), ("bm25", "sparse"), False)
 
 
 def test_impact_hits_ordered_by_score_then_doc_id(tiny_sparse: Collection) -> None:

@@ -3,18 +3,13 @@ SPLADE from a tiny random MLM): fusion of all of them, and explain through the A
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
-from tests.conftest import TINY_DOCS
 from tests.test_api import run_in_thread
-from tests.test_sparse_unit import make_tiny_model
+from tests.test_sparse_unit import build_tiny_collection
 from twofold.app.settings import Settings
 from twofold.core.types import Query
-from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
 from twofold.search.pipeline import available_pipelines, build_pipeline, describe_pipeline
@@ -23,19 +18,7 @@ from twofold.search.pipeline import available_pipelines, build_pipeline, describ
 @pytest.fixture(scope="module")
 def three_way(tmp_path_factory: pytest.TempPathFactory) -> Collection:
     root = tmp_path_factory.mktemp("hybrid")
-    model = make_tiny_model(root / "mlm", with_idf=True)
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS))
-    options = BuildOptions(
-        retrievers=("bm25", "sparse", "splade"),
-        sparse_model=str(model),
-        splade_model=str(model),
-        max_length=32,
-        batch_size=2,
-        progress=False,
-    )
-    build_collection(corpus, root / "c", options)
-    return Collection(root / "c")
+    return build_tiny_collection(root, ("bm25", "sparse", "splade"), with_idf=True)
 
 
 def test_hybrid_fuses_every_retriever(three_way: Collection) -> None:

@@ -67,6 +67,23 @@ def make_tiny_model(directory: Path, with_idf: bool) -> Path:
     return directory
 
 
+def build_tiny_collection(root: Path, retrievers: tuple[str, ...], with_idf: bool) -> Collection:
+    """TINY_DOCS built into ``root/c`` with a tiny MLM (in ``root/mlm``) for sparse/splade."""
+    model = make_tiny_model(root / "mlm", with_idf=with_idf)
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS), encoding="utf-8")
+    options = BuildOptions(
+        retrievers=retrievers,
+        sparse_model=str(model),
+        splade_model=str(model),
+        max_length=32,
+        batch_size=2,
+        progress=False,
+    )
+    build_collection(corpus, root / "c", options)
+    return Collection(root / "c")
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")

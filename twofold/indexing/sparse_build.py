@@ -182,7 +182,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         "default_engine": params["engine"],
         "engine_info": {
             "native": "exact float32 dot product, numpy over memory-mapped CSC postings",
-            "lucene": "Anserini SimpleImpactSearcher, JsonVectorCollection -impact -pretokenized",
+            "lucene": "Lucene top-k, Anserini JsonVectorCollection -impact -pretokenized",
         },
         "vocab_size": encoder.vocab_size,
         "postings": nnz,
