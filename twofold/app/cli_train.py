@@ -1,8 +1,14 @@
-"""CLI subcommand ``twofold train reranker``: Margin-MSE distillation of a cross-encoder.
+"""CLI subcommands ``twofold train reranker`` and ``twofold train sparse``.
 
-Thin wrapper: the work is in :mod:`twofold.search.distill` (examples) and
-:mod:`twofold.models.train_reranker` (the loop). ``add_train_commands`` is called by
-``twofold.app.cli.build_parser``.
+* ``train reranker``: Margin-MSE distillation of a cross-encoder; the work is in
+  :mod:`twofold.search.distill` (examples) and :mod:`twofold.models.train_reranker`
+  (the loop).
+* ``train sparse``: the inference-free sparse document encoder, IDF-aware FLOPS plus
+  heterogeneous ensemble KL distillation; the work is in
+  :mod:`twofold.search.distill_sparse` (groups, idf) and
+  :mod:`twofold.models.train_sparse` (the loop).
+
+Thin wrappers. ``add_train_commands`` is called by ``twofold.app.cli.build_parser``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ def _names(value: str) -> tuple[str, ...]:
     return items
 
 
+def _given(**kwargs: object) -> dict[str, object]:
+    """The flags given: left out, they keep the config dataclass's defaults (one place)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 def _train_reranker(args: argparse.Namespace) -> int:
     from twofold.indexing.collection import Collection
     from twofold.indexing.corpus import BeirDataset
@@ -37,12 +48,8 @@ def _train_reranker(args: argparse.Namespace) -> int:
     if not dataset.is_dir():
         raise InputError(f"--dataset {dataset} is not a directory")
 
-    def given(**kwargs: object) -> dict[str, object]:
-        # Flags left out keep the dataclass defaults (one place for them).
-        return {k: v for k, v in kwargs.items() if v is not None}
-
     distill = DistillConfig(
-        **given(  # type: ignore[arg-type]
+        **_given(  # type: ignore[arg-type]
             teachers=args.teachers,
             depth=args.depth,
             negatives=args.negatives,
@@ -51,7 +58,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
         )
     )
     train = RerankerTrainConfig(
-        **given(  # type: ignore[arg-type]
+        **_given(  # type: ignore[arg-type]
             base=args.base,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -75,8 +82,61 @@ def _train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_sparse(args: argparse.Namespace) -> int:
+    from twofold.indexing.collection import Collection
+    from twofold.indexing.corpus import BeirDataset
+    from twofold.models.train_sparse import SparseTrainConfig
+    from twofold.search.distill_sparse import SparseDistillConfig, distill_sparse
+
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise InputError(f"--dataset {dataset} is not a directory")
+    distill = SparseDistillConfig(
+        **_given(  # type: ignore[arg-type]
+            teachers=args.teachers,
+            depth=args.depth,
+            group_size=args.group_size,
+            max_queries=args.max_queries,
+            scale=args.teacher_scale,
+        )
+    )
+    train = SparseTrainConfig(
+        **_given(  # type: ignore[arg-type]
+            base=args.base,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_length,
+            lambda_max=args.flops_lambda,
+            warmup_steps=args.warmup_steps,
+            device=args.device,
+            seed=args.seed,
+        )
+    )
+    result = distill_sparse(
+        Collection(Path(args.dir)),
+        BeirDataset(dataset),
+        args.split,
+        Path(args.out),
+        distill,
+        train,
+        progress=not args.quiet,
+    )
+    summary = {
+        "out": str(result.out),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "first_kl": round(result.kl[0], 4),
+        "final_kl": round(result.final_kl, 4),
+        "first_active_terms": round(result.active[0], 1),
+        "final_active_terms": round(result.final_active, 1),
+    }
+    _out(json.dumps(summary))
+    return 0
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """``train reranker``."""
+    """``train reranker`` and ``train sparse``."""
     train = sub.add_parser("train", help="train models").add_subparsers(
         dest="action", required=True
     )
@@ -106,3 +166,36 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
     p.add_argument("--seed", type=int, help="(0)")
     p.set_defaults(func=_train_reranker)
+
+    p = train.add_parser(
+        "sparse",
+        help="train the inference-free sparse doc encoder (IDF-aware FLOPS + distillation)",
+        description="Trains a masked-LM document encoder for the inference-free sparse "
+        "retriever (arXiv 2411.04403): KL distillation from an ensemble of the collection's "
+        "retrievers (each min-max normalized per query, averaged, times 30) over a group of "
+        "documents per judged query of a BEIR split, plus IDF-aware FLOPS with a quadratic "
+        "warm-up. Writes a model directory (with idf.json) for "
+        "`twofold index build --retrievers sparse --sparse-model DIR`.",
+    )
+    p.add_argument("dir", help="collection directory (with the teachers' indexes)")
+    p.add_argument("--dataset", required=True, help="BEIR dataset directory")
+    p.add_argument("--split", default="train", help="qrels split of the training queries")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--base", help="student's initial MLM: model name or dir (splade-tiny)")
+    p.add_argument(
+        "--teachers", type=_names, help="teacher retrievers, comma list (bm25,dense,splade)"
+    )
+    p.add_argument("--max-queries", type=int, help="use only the first N judged queries")
+    p.add_argument("--depth", type=int, help="hits per teacher (50)")
+    p.add_argument("--group-size", type=int, help="documents per query in the KL (8)")
+    p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (30)")
+    p.add_argument("--flops-lambda", type=float, help="FLOPS weight after warm-up (0.01)")
+    p.add_argument("--warmup-steps", type=int, help="steps of the quadratic lambda warm-up (20)")
+    p.add_argument("--epochs", type=int, help="passes over the queries (1)")
+    p.add_argument("--batch-size", type=int, help="queries per step (4)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (5e-5)")
+    p.add_argument("--max-length", type=int, help="tokens per document while training (128)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
+    p.add_argument("--seed", type=int, help="(0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train_sparse)

@@ -1,0 +1,338 @@
+"""Training of the inference-free sparse document encoder on prepared examples.
+
+IDF-aware FLOPS plus heterogeneous ensemble distillation (Geng et al. 2024, "Towards
+Competitive Search Relevance For Inference-Free Learned Sparse Retrievers", arXiv
+2411.04403; DESIGN.md, Training). The student is a Hugging Face ``*ForMaskedLM``
+(default ``splade-tiny``) used as the document encoder of
+:class:`twofold.models.sparse.MLMSparseEncoder` (its training path, with gradients)::
+
+    w_d = log(1 + relu(max_i mask_i * logits_i))     [V], special tokens zeroed
+    q   = 1[j in tokens(q)] * relu(idf_j)            [V], no model (IdfQueryEncoder)
+    s(q, d) = q . w_d = sum_{t in tokens(q)} idf_t * w_d[t]
+
+Per step, a batch of ``B`` queries each with a group of ``G`` documents and teacher
+logits ``t`` ([B, G]): ``loss = KL(softmax(t) || softmax(s)) + lambda_t * FLOPS(w)``
+where the FLOPS regularizer sees the raw weights ``w`` of the ``B * G`` documents (not
+``idf * w``: the IDF-aware variant) and ``lambda_t`` warms up quadratically from 0 to
+``lambda_max`` over ``warmup_steps``.
+
+The result is a model directory in the OpenSearch doc-only layout that
+``twofold index build --retrievers sparse --sparse-model DIR`` reads: config, weights,
+tokenizer, ``idf.json`` (token -> idf, the query side) and ``training_log.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twofold.core.errors import DependencyError, InputError
+from twofold.models.losses import flops, flops_lambda, kl_distill
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "training_log.json"
+
+
+@dataclass(frozen=True)
+class SparseExample:
+    """One training query with its group of ``G`` documents and their teacher logits
+    (``teacher[g]``: DESIGN.md's ``30 * mean_teacher(min-max score)`` of ``docs[g]``)."""
+
+    query: str
+    docs: tuple[str, ...]
+    teacher: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.docs or len(self.docs) != len(self.teacher):
+            raise InputError("an example needs as many teacher scores as documents (>= 1)")
+
+
+@dataclass(frozen=True)
+class SparseTrainConfig:
+    """``base``: registry name or ``*ForMaskedLM`` directory of the student's initial
+    weights; ``batch_size``: queries per step (``B``; ``B * G`` documents are encoded);
+    ``lr``: AdamW learning rate (linear decay to 0); ``max_length``: tokens per document
+    while training; ``lambda_max``: the FLOPS weight ``lambda`` of SPLADE / Geng et al.
+    after warm-up; ``warmup_steps``: ``T`` of the quadratic warm-up ``lambda *
+    min(1, t/T)^2``; ``device``: auto | cpu | cuda."""
+
+    base: str = "splade-tiny"
+    epochs: int = 1
+    batch_size: int = 4
+    lr: float = 5e-5
+    max_length: int = 128
+    lambda_max: float = 0.01
+    warmup_steps: int = 20
+    device: str = "auto"
+    seed: int = 0
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
+            raise InputError("epochs >= 1, batch_size >= 1, max_length >= 8 and lr > 0")
+        if self.lambda_max < 0 or self.warmup_steps < 0:
+            raise InputError("lambda_max >= 0 and warmup_steps >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
+
+
+@dataclass
+class SparseTrainResult:
+    """Per optimizer step: ``losses`` (total), ``kl``, ``flops`` (unweighted), ``lambdas``
+    and ``active`` (mean nonzero weights per document of the batch)."""
+
+    out: Path
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    flops: list[float] = field(default_factory=list)
+    lambdas: list[float] = field(default_factory=list)
+    active: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @staticmethod
+    def _tail(values: list[float]) -> float:
+        """Mean over the last 10% of steps (at least one)."""
+        tail = values[-max(1, len(values) // 10) :]
+        return sum(tail) / len(tail) if tail else float("nan")
+
+    @property
+    def final_loss(self) -> float:
+        return self._tail(self.losses)
+
+    @property
+    def final_kl(self) -> float:
+        return self._tail(self.kl)
+
+    @property
+    def final_active(self) -> float:
+        return self._tail(self.active)
+
+
+def corpus_idf(texts: Iterable[str], tokenizer: Any, max_length: int, chunk: int = 512) -> Any:
+    """BM25's idf over ``texts`` as the index build computes it: document frequencies of
+    the tokenizer ids (truncated to ``max_length``, special tokens excluded), then
+    ``log(1 + (N - df + 0.5) / (df + 0.5))``; a (V,) float32 vector."""
+    from twofold.models.sparse import idf_from_df, special_ids
+
+    df = np.zeros(len(tokenizer), dtype=np.int64)
+    n = 0
+    batch: list[str] = []
+
+    def count(items: list[str]) -> None:
+        ids = tokenizer(items, truncation=True, max_length=max_length)["input_ids"]
+        for x in ids:
+            df[np.unique(np.asarray(x, dtype=np.int64))] += 1
+
+    for text in texts:
+        batch.append(text)
+        n += 1
+        if len(batch) == chunk:
+            count(batch)
+            batch = []
+    if batch:
+        count(batch)
+    df[special_ids(tokenizer)] = 0
+    return idf_from_df(df, n)
+
+
+def write_idf_json(path: Path, idf: np.ndarray, tokenizer: Any) -> None:
+    """``idf`` ((V,), by token id) as the OpenSearch ``idf.json`` (token -> idf) that
+    :func:`twofold.models.sparse.model_idf` reads; special tokens left out (they get 0)."""
+    from twofold.models.sparse import special_ids, vocab_list
+
+    special = set(special_ids(tokenizer))
+    vocab = vocab_list(tokenizer)
+    table = {
+        tok: round(float(idf[j]), 6)
+        for j, tok in enumerate(vocab[: len(idf)])
+        if j not in special and idf[j] != 0
+    }
+    path.write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
+
+
+def check_out(out: Path, base_dir: Path | str) -> None:
+    """Refuse an ``out`` that training must not overwrite: a file, the base model's own
+    directory, or a non-empty directory that is not an earlier training result."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    if isinstance(base_dir, Path) and out.resolve() == base_dir.resolve():
+        raise InputError(f"--out {out} is the base model's directory; pick another")
+    if out.is_dir() and any(out.iterdir()) and not (out / LOG_FILE).is_file():
+        raise InputError(f"--out {out} is a non-empty directory that holds no {LOG_FILE}")
+
+
+def _device(requested: str, torch: Any) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda requested but no CUDA device is available")
+    return requested
+
+
+def _fit(idf: np.ndarray, size: int) -> np.ndarray:
+    """``idf`` cut or zero-padded to ``size`` entries (the MLM head's vocabulary)."""
+    out = np.zeros(size, dtype=np.float32)
+    n = min(size, len(idf))
+    out[:n] = np.asarray(idf, dtype=np.float32)[:n]
+    return out
+
+
+def train_sparse(
+    examples: Sequence[SparseExample],
+    idf: np.ndarray,
+    out: Path,
+    config: SparseTrainConfig,
+    extra_args: dict[str, Any] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool = False,
+) -> SparseTrainResult:
+    """Train the doc encoder on ``examples`` and save the model directory ``out``.
+
+    ``idf``: (V,) query-side idf by the student tokenizer's ids (written to ``idf.json``).
+    All examples must have the same group size ``G``. ``extra_args`` are recorded in
+    ``training_log.json`` (e.g. how the examples were made); ``on_step(step, loss)`` is
+    called after each step; ``progress`` shows a progress bar on stderr.
+    """
+    if not examples:
+        raise InputError("no training examples")
+    sizes = {len(e.docs) for e in examples}
+    if len(sizes) != 1:
+        raise InputError(f"every example needs the same group size, got {sorted(sizes)}")
+    group = sizes.pop()
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - hard dependency
+        raise DependencyError("sparse training needs torch and transformers") from exc
+    from twofold.models.registry import resolve
+    from twofold.models.sparse import IdfQueryEncoder, MLMSparseEncoder
+
+    base_dir = resolve(config.base)
+    check_out(out, base_dir)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = _device(config.device, torch)
+    student = MLMSparseEncoder(config.base, device=device, max_length=config.max_length)
+    tokenizer, model = student.tokenizer, student.model
+    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or config.max_length)
+    max_length = min(config.max_length, max_pos)
+    idf = _fit(idf, student.vocab_size)
+    queries = IdfQueryEncoder(tokenizer, idf)
+    model.train()
+
+    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1.0 - step / total)
+    )
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="train sparse", unit="step", dynamic_ncols=True)
+
+    result = SparseTrainResult(out=out)
+    started = time.monotonic()
+    order = list(range(len(examples)))
+    rng = random.Random(config.seed)
+    for _epoch in range(config.epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            batch = [examples[i] for i in order[start : start + config.batch_size]]
+            docs = [d for e in batch for d in e.docs]  # B * G, query-major
+            enc = tokenizer(
+                docs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            ).to(device)
+            w = student.forward(enc["input_ids"], enc["attention_mask"])  # [B*G, V]
+            q_np = queries.encode_queries([e.query for e in batch]).toarray()
+            q = torch.from_numpy(q_np).to(device)  # [B, V], relu(idf) on query tokens
+            s = torch.einsum("bv,bgv->bg", q, w.view(len(batch), group, -1))  # [B, G]
+            t = torch.tensor([e.teacher for e in batch], device=device)  # [B, G]
+            rank = kl_distill(s, t)
+            reg = flops(w)
+            lam = flops_lambda(result.steps, config.lambda_max, config.warmup_steps)
+            loss = rank + lam * reg
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            result.steps += 1
+            result.losses.append(float(loss.detach()))
+            result.kl.append(float(rank.detach()))
+            result.flops.append(float(reg.detach()))
+            result.lambdas.append(lam)
+            result.active.append(float((w.detach() > 0).sum(dim=1).float().mean()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(kl=f"{result.kl[-1]:.3f}", terms=f"{result.active[-1]:.0f}")
+            if on_step is not None:
+                on_step(result.steps, result.losses[-1])
+    if bar is not None:
+        bar.close()
+    result.seconds = time.monotonic() - started
+    record = {
+        "method": "IDF-aware FLOPS + ensemble KL distillation (arXiv 2411.04403)",
+        **asdict(config),
+        "base_dir": str(base_dir),
+        "device_used": device,
+        "examples": len(examples),
+        "group_size": group,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "first_loss": result.losses[0],
+        "final_loss": result.final_loss,
+        "first_kl": result.kl[0],
+        "final_kl": result.final_kl,
+        "first_active_terms": result.active[0],
+        "final_active_terms": result.final_active,
+        **(extra_args or {}),
+        "per_step": {
+            "loss": result.losses,
+            "kl": result.kl,
+            "flops": result.flops,
+            "lambda": result.lambdas,
+            "active_terms": result.active,
+        },
+    }
+    _save(model, tokenizer, idf, out, record)
+    log.info(
+        "trained %d steps in %.0fs, KL %.4f -> %.4f, active terms %.0f -> %.0f -> %s",
+        result.steps,
+        result.seconds,
+        result.kl[0],
+        result.final_kl,
+        result.active[0],
+        result.final_active,
+        out,
+    )
+    return result
+
+
+def _save(model: Any, tokenizer: Any, idf: np.ndarray, out: Path, record: dict[str, Any]) -> None:
+    """Write the model directory into a staging folder, then put it in place of ``out``
+    (an interrupted save never leaves half a model at ``out``)."""
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    model.eval().to("cpu").save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    write_idf_json(staging / "idf.json", idf, tokenizer)
+    (staging / LOG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
