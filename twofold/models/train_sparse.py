@@ -125,7 +125,9 @@ class SparseTrainResult:
         return self._tail(self.active)
 
 
-def corpus_idf(texts: Iterable[str], tokenizer: Any, max_length: int, chunk: int = 512) -> Any:
+def corpus_idf(
+    texts: Iterable[str], tokenizer: Any, max_length: int, chunk: int = 512
+) -> np.ndarray:
     """BM25's idf over ``texts`` as the index build computes it: document frequencies of
     the tokenizer ids (truncated to ``max_length``, special tokens excluded), then
     ``log(1 + (N - df + 0.5) / (df + 0.5))``; a (V,) float32 vector."""
