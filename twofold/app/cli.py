@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_interest_commands(sub)  # recommend, eval-interests (kNN-Embed)
     from twofold.app.cli_train import add_train_commands
 
-    add_train_commands(sub)  # train reranker (Margin-MSE)
+    add_train_commands(sub)  # train sparse (IDF-aware FLOPS), train reranker (Margin-MSE)
     from twofold.app.cli_service import add_service_commands
 
     add_service_commands(sub)  # serve, tune-fusion
