@@ -1,8 +1,10 @@
 """The lean Lucene search path: query-syntax escaping against Lucene's own parser, the
-clause limit, and hit order (score, then doc id)."""
+clause limit, hit order (score, then doc id, also across the cut), and threads that
+search different indexes at once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import numpy as np
 import pytest
 
 from twofold.core.errors import InputError
+from twofold.indexing.build import build_collection
+from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.lucene import MAX_CLAUSES, _java, escape_term
 from twofold.models.sparse import load_tokenizer
@@ -96,3 +100,57 @@ def test_serving_engine_is_chosen_at_open(tiny_sparse: Collection) -> None:
     assert served[:1] == [d for d, _ in exact.search(text, 5)][:1]
     with pytest.raises(InputError, match="unknown sparse engine"):
         coll.index("sparse").use_engine("faiss")
+
+
+def test_ties_at_the_cut_are_broken_by_doc_id(tmp_path: Path) -> None:
+    # twelve identical documents, written in descending id order: Lucene's own doc
+    # numbers put "d11" first, but the cut must keep the smallest ids
+    corpus = tmp_path / "corpus.jsonl"
+    ids = [f"d{i:02d}" for i in range(12)]
+    lines = [json.dumps({"_id": d, "title": "", "text": "heat flow"}) for d in reversed(ids)]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    build_collection(corpus, tmp_path / "c", BuildOptions(retrievers=("bm25",), progress=False))
+    bm25 = Collection(tmp_path / "c").index("bm25")
+    hits = bm25.search("heat", 3)
+    assert [d for d, _ in hits] == ids[:3]
+    assert len({s for _, s in hits}) == 1
+    assert [d for d, _ in bm25.search("heat", 12)] == ids
+
+
+def test_concurrent_searches_stay_on_their_own_index(tiny_sparse: Collection) -> None:
+    """pyjnius binds a Java instance to a per-class method object at lookup time; BM25
+    and impact searches share IndexSearcher, so threads must not cross indexes."""
+    import sys
+    import threading
+
+    bm25 = tiny_sparse.index("bm25")
+    engine = tiny_sparse.index("sparse").engine("lucene")
+    texts = ["heat transfer", "thin shells", "supersonic flow", "swept wings", "skin friction"]
+    vocab = tiny_sparse.index("sparse").vocab
+    weights = np.array([0.5, 0.25], dtype=np.float32)
+    queries = [(np.array([j, j + 1]), weights) for j in range(5, len(vocab) - 1)]
+    want_b = [bm25.search(t, 3) for t in texts]
+    want_i = [engine.search(ids, w, 3) for ids, w in queries]
+    wrong: list[str] = []
+
+    def run_bm25() -> None:
+        for _ in range(40):
+            wrong.extend(t for t, w in zip(texts, want_b, strict=True) if bm25.search(t, 3) != w)
+
+    def run_impact() -> None:
+        for _ in range(40):
+            for (ids, w), expected in zip(queries, want_i, strict=True):
+                if engine.search(ids, w, 3) != expected:
+                    wrong.append(str(ids))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    try:
+        threads = [threading.Thread(target=f) for f in (run_bm25, run_impact) * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []

@@ -11,8 +11,10 @@ scores) through Anserini's ``ScoredDocs``. BM25 and the impact (learned sparse)
 indexes both search through this class, so their latencies compare like with like
 (``bench/bench_sparse.py``).
 
-Ties: Lucene orders equal scores by its internal doc number; the hits we return are
-ordered by score, then doc id (string), so a run does not depend on segment layout.
+Ties: Lucene orders equal scores by its internal doc number; ``top_k`` orders hits by
+score, then doc id (string), as Anserini's searchers do, and collects past the ``k``-th
+hit while the scores there are tied, so which documents make the cut does not depend on
+the index layout either. (Anserini then rounds scores to 4 decimals; we do not.)
 
 Thread safety: ``IndexSearcher`` is thread-safe; Lucene's classic ``QueryParser`` is
 not, so each thread gets its own (``threading.local``).
@@ -32,6 +34,8 @@ from twofold.indexing.jvm import autoclass
 FIELD = "contents"  # Anserini's default field, both for text and for impacts
 # Lucene's limit on the clauses of one BooleanQuery (IndexSearcher.getMaxClauseCount)
 MAX_CLAUSES = 1024
+# top_k widens its collection while the k-th score is tied, up to this many times k + 1
+TIE_WIDEN_LIMIT = 8
 _SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
 _OPERATORS = frozenset({"AND", "OR", "NOT", "TO"})
 
@@ -85,15 +89,34 @@ class LuceneSearcher:
         self._cast: Any = cast
 
     def top_k(self, query: Any, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best (doc_id, Lucene score) pairs of ``query``, best first."""
+        """The ``k`` best (doc_id, Lucene score) pairs of ``query``: by score, then doc id,
+        also across the cut (documents tied with the ``k``-th compete by doc id)."""
         if k <= 0:
             return []
-        collector = self._collector(int(k), int(k))
-        self._searcher.search(query, self._cast("org.apache.lucene.search.Collector", collector))
-        hits = self._scored(collector.topDocs(), self._searcher)
-        pairs = list(zip(hits.docids, hits.scores, strict=True))
+        n = k + 1  # one more than asked: shows whether the k-th score is tied below it
+        while True:
+            pairs = self._collect(query, n)
+            if len(pairs) < n or pairs[-1][1] < pairs[k - 1][1]:
+                break  # every document scoring >= the k-th's is in hand
+            if n >= TIE_WIDEN_LIMIT * (k + 1):
+                break  # a tie this wide: Lucene's doc order decides the rest of it
+            n *= 2
         pairs.sort(key=lambda h: (-h[1], h[0]))
-        return [(str(d), float(s)) for d, s in pairs]
+        return [(str(d), float(s)) for d, s in pairs[:k]]
+
+    def _collect(self, query: Any, n: int) -> list[tuple[str, float]]:
+        """Lucene's top ``n``, by score (ties by Lucene's internal doc number).
+
+        pyjnius keeps one method object per Java *class* and binds the instance to it at
+        attribute lookup, so a thread switch between ``obj.method`` and its call can run
+        the call on another thread's object (another index). Hence every argument of a
+        Java instance call is computed into a local first: no Python runs in between."""
+        collector = self._collector(n, n)
+        as_collector = self._cast("org.apache.lucene.search.Collector", collector)
+        self._searcher.search(query, as_collector)
+        top_docs = collector.topDocs()
+        hits = self._scored(top_docs, self._searcher)
+        return list(zip(hits.docids, hits.scores, strict=True))
 
     def close(self) -> None:
         self._reader.close()

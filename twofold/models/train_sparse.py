@@ -333,6 +333,7 @@ def train_sparse(
 def _save(model: Any, tokenizer: Any, idf: np.ndarray, out: Path, record: dict[str, Any]) -> None:
     """Write the model directory into a staging folder, then put it in place of ``out``
     (an interrupted save never leaves half a model at ``out``)."""
+    out = out.resolve()  # "." has no name to stage beside
     staging = out.with_name(f".{out.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -341,6 +342,10 @@ def _save(model: Any, tokenizer: Any, idf: np.ndarray, out: Path, record: dict[s
     tokenizer.save_pretrained(staging)
     write_idf_json(staging / "idf.json", idf, tokenizer)
     (staging / LOG_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():  # set the earlier result aside; a crash now leaves it recoverable
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
     staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
