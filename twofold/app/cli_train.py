@@ -17,8 +17,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twofold.core.errors import InputError
+
+if TYPE_CHECKING:
+    from twofold.indexing.collection import Collection
+    from twofold.indexing.corpus import BeirDataset
 
 
 def _out(text: str) -> None:
@@ -38,15 +43,20 @@ def _given(**kwargs: object) -> dict[str, object]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _train_reranker(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace) -> tuple[Collection, BeirDataset]:
+    """The teachers' collection and the BEIR dataset the flags name."""
     from twofold.indexing.collection import Collection
     from twofold.indexing.corpus import BeirDataset
-    from twofold.models.train_reranker import RerankerTrainConfig
-    from twofold.search.distill import DistillConfig, distill_reranker
 
     dataset = Path(args.dataset)
     if not dataset.is_dir():
         raise InputError(f"--dataset {dataset} is not a directory")
+    return Collection(Path(args.dir)), BeirDataset(dataset)
+
+
+def _train_reranker(args: argparse.Namespace) -> int:
+    from twofold.models.train_reranker import RerankerTrainConfig
+    from twofold.search.distill import DistillConfig, distill_reranker
 
     distill = DistillConfig(
         **_given(  # type: ignore[arg-type]
@@ -68,9 +78,8 @@ def _train_reranker(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
-    result = distill_reranker(
-        Collection(Path(args.dir)), BeirDataset(dataset), args.split, Path(args.out), distill, train
-    )
+    collection, dataset = _inputs(args)
+    result = distill_reranker(collection, dataset, args.split, Path(args.out), distill, train)
     summary = {
         "out": str(result.out),
         "steps": result.steps,
@@ -83,14 +92,9 @@ def _train_reranker(args: argparse.Namespace) -> int:
 
 
 def _train_sparse(args: argparse.Namespace) -> int:
-    from twofold.indexing.collection import Collection
-    from twofold.indexing.corpus import BeirDataset
     from twofold.models.train_sparse import SparseTrainConfig
     from twofold.search.distill_sparse import SparseDistillConfig, distill_sparse
 
-    dataset = Path(args.dataset)
-    if not dataset.is_dir():
-        raise InputError(f"--dataset {dataset} is not a directory")
     distill = SparseDistillConfig(
         **_given(  # type: ignore[arg-type]
             teachers=args.teachers,
@@ -113,9 +117,10 @@ def _train_sparse(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
+    collection, dataset = _inputs(args)
     result = distill_sparse(
-        Collection(Path(args.dir)),
-        BeirDataset(dataset),
+        collection,
+        dataset,
         args.split,
         Path(args.out),
         distill,
@@ -135,6 +140,24 @@ def _train_sparse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_job_flags(p: argparse.ArgumentParser, base_help: str) -> None:
+    """The flags both trainers take before their own: inputs, output, student, teachers."""
+    p.add_argument("dir", help="collection directory (with the teachers' indexes)")
+    p.add_argument("--dataset", required=True, help="BEIR dataset directory")
+    p.add_argument("--split", default="train", help="qrels split of the training queries")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--base", help=base_help)
+    p.add_argument(
+        "--teachers", type=_names, help="teacher retrievers, comma list (bm25,dense,splade)"
+    )
+    p.add_argument("--max-queries", type=int, help="use only the first N judged queries")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
+    p.add_argument("--seed", type=int, help="(0)")
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``train reranker`` and ``train sparse``."""
     train = sub.add_parser("train", help="train models").add_subparsers(
@@ -147,15 +170,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         "ensemble of the collection's retrievers, on the judged queries of a BEIR split. "
         "Writes a model directory for `twofold eval --reranker DIR`.",
     )
-    p.add_argument("dir", help="collection directory (with the teachers' indexes)")
-    p.add_argument("--dataset", required=True, help="BEIR dataset directory")
-    p.add_argument("--split", default="train", help="qrels split of the training queries")
-    p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--base", help="student's initial weights: model name or dir (minilm-l6)")
-    p.add_argument(
-        "--teachers", type=_names, help="teacher retrievers, comma list (bm25,dense,splade)"
-    )
-    p.add_argument("--max-queries", type=int, help="use only the first N judged queries")
+    _add_job_flags(p, "student's initial weights: model name or dir (minilm-l6)")
     p.add_argument("--negatives", type=int, help="negatives per positive (4)")
     p.add_argument("--depth", type=int, help="hits per teacher (100)")
     p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (10)")
@@ -163,8 +178,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--batch-size", type=int, help="triples per step (16)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (3e-5)")
     p.add_argument("--max-length", type=int, help="tokens per (query, doc) pair (256)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
-    p.add_argument("--seed", type=int, help="(0)")
+    _add_run_flags(p)
     p.set_defaults(func=_train_reranker)
 
     p = train.add_parser(
@@ -177,15 +191,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         "warm-up. Writes a model directory (with idf.json) for "
         "`twofold index build --retrievers sparse --sparse-model DIR`.",
     )
-    p.add_argument("dir", help="collection directory (with the teachers' indexes)")
-    p.add_argument("--dataset", required=True, help="BEIR dataset directory")
-    p.add_argument("--split", default="train", help="qrels split of the training queries")
-    p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--base", help="student's initial MLM: model name or dir (splade-tiny)")
-    p.add_argument(
-        "--teachers", type=_names, help="teacher retrievers, comma list (bm25,dense,splade)"
-    )
-    p.add_argument("--max-queries", type=int, help="use only the first N judged queries")
+    _add_job_flags(p, "student's initial MLM: model name or dir (splade-tiny)")
     p.add_argument("--depth", type=int, help="hits per teacher (50)")
     p.add_argument("--group-size", type=int, help="documents per query in the KL (8)")
     p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (30)")
@@ -195,7 +201,6 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--batch-size", type=int, help="queries per step (4)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (1e-4)")
     p.add_argument("--max-length", type=int, help="tokens per document while training (256)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
-    p.add_argument("--seed", type=int, help="(0)")
+    _add_run_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_sparse)

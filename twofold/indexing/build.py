@@ -21,11 +21,12 @@ from typing import Any
 
 from twofold import __version__
 from twofold.core.errors import InputError
-from twofold.indexing.buildctx import BuildContext, BuildOptions, resolve_device
+from twofold.indexing.buildctx import BuildContext, BuildOptions
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
 from twofold.indexing.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from twofold.indexing.subindexes import SUBINDEXES
+from twofold.models.device import resolve_device
 
 log = logging.getLogger(__name__)
 STATE = ".build.json"

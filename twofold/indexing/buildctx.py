@@ -92,24 +92,3 @@ class BuildContext:
             unit="doc",
             dynamic_ncols=True,
         )
-
-
-def resolve_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
-    if requested not in ("auto", "cpu", "cuda"):
-        from twofold.core.errors import InputError
-
-        raise InputError(f"--device must be auto, cpu or cuda, not {requested!r}")
-    if requested == "cpu":
-        return "cpu"
-    try:
-        import torch
-
-        has_cuda = bool(torch.cuda.is_available())
-    except ImportError:
-        has_cuda = False
-    if requested == "cuda" and not has_cuda:
-        from twofold.core.errors import InputError
-
-        raise InputError("--device cuda was asked for, but torch sees no GPU")
-    return "cuda" if has_cuda else "cpu"

@@ -407,8 +407,8 @@ class DenseIndex:
             return self._encoder
 
     def _load_encoder(self) -> Any:
-        from twofold.indexing.buildctx import resolve_device
         from twofold.models.dense import DenseEncoder
+        from twofold.models.device import resolve_device
 
         e = self.entry
         encoder = DenseEncoder(

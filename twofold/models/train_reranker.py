@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from twofold.core.errors import DependencyError, InputError, ModelError
+from twofold.models.device import resolve_device
 from twofold.models.losses import margin_mse
+from twofold.models.training import (
+    LoopConfig,
+    adamw_linear_decay,
+    fit_length,
+    optimizer_step,
+    seed_all,
+    shuffled_batches,
+    tail_mean,
+    total_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +53,10 @@ class MarginExample:
 
 
 @dataclass(frozen=True)
-class RerankerTrainConfig:
-    """``base``: registry name or directory of the student's initial weights; ``lr``: AdamW
-    learning rate (linear decay to 0); ``max_length``: tokens per (query, doc) pair;
-    ``device``: auto | cpu | cuda."""
+class RerankerTrainConfig(LoopConfig):
+    """:class:`LoopConfig`; ``max_length``: tokens per (query, doc) pair."""
 
     base: str = "minilm-l6"
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 3e-5
-    max_length: int = 256
-    device: str = "auto"
-    seed: int = 0
-    weight_decay: float = 0.01
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
-            raise InputError("epochs >= 1, batch_size >= 1, max_length >= 8 and lr > 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
 
 
 @dataclass
@@ -74,16 +69,7 @@ class TrainResult:
     @property
     def final_loss(self) -> float:
         """Mean loss over the last 10% of steps (at least one)."""
-        tail = self.losses[-max(1, len(self.losses) // 10) :]
-        return sum(tail) / len(tail) if tail else float("nan")
-
-
-def _device(requested: str, torch: Any) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but no CUDA device is available")
-    return requested
+        return tail_mean(self.losses)
 
 
 def _base_dir(base: str) -> str:
@@ -112,27 +98,18 @@ def train_reranker(
     except ImportError as exc:  # pragma: no cover - hard dependencies
         raise DependencyError("reranker training needs torch and transformers") from exc
 
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    device = _device(config.device, torch)
+    seed_all(config.seed, torch)
+    device = resolve_device(config.device)
     source = _base_dir(config.base)
     try:
         tokenizer: Any = AutoTokenizer.from_pretrained(source)
         model: Any = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the student from {config.base}: {exc}") from None
-    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or config.max_length)
-    max_length = min(config.max_length, max_pos)
+    max_length = fit_length(model, config.max_length)
     model.to(device).train()
-
-    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
-    total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - step / total)
-    )
+    total = total_steps(len(examples), config)
+    optimizer, scheduler = adamw_linear_decay(model, config, total, torch)
 
     def scores(queries: list[str], docs: list[str]) -> Any:
         enc = tokenizer(
@@ -147,27 +124,18 @@ def train_reranker(
 
     result = TrainResult(out=out, steps=0)
     started = time.monotonic()
-    order = list(range(len(examples)))
-    rng = random.Random(config.seed)
-    for _epoch in range(config.epochs):
-        rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            batch = [examples[i] for i in order[start : start + config.batch_size]]
-            queries = [e.query for e in batch]
-            s_pos = scores(queries, [e.pos_text for e in batch])
-            s_neg = scores(queries, [e.neg_text for e in batch])
-            t_pos = torch.tensor([e.teacher_pos for e in batch], device=device)
-            t_neg = torch.tensor([e.teacher_neg for e in batch], device=device)
-            loss = margin_mse(s_pos, s_neg, t_pos, t_neg)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            result.steps += 1
-            result.losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(result.steps, result.losses[-1])
+    for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
+        queries = [e.query for e in batch]
+        s_pos = scores(queries, [e.pos_text for e in batch])
+        s_neg = scores(queries, [e.neg_text for e in batch])
+        t_pos = torch.tensor([e.teacher_pos for e in batch], device=device)
+        t_neg = torch.tensor([e.teacher_neg for e in batch], device=device)
+        loss = margin_mse(s_pos, s_neg, t_pos, t_neg)
+        optimizer_step(loss, model, optimizer, scheduler, torch)
+        result.steps += 1
+        result.losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(result.steps, result.losses[-1])
     result.seconds = time.monotonic() - started
 
     out.mkdir(parents=True, exist_ok=True)

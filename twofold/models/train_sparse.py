@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,7 +35,18 @@ from typing import Any
 import numpy as np
 
 from twofold.core.errors import DependencyError, InputError
+from twofold.models.device import resolve_device
 from twofold.models.losses import flops, flops_lambda, kl_distill
+from twofold.models.training import (
+    LoopConfig,
+    adamw_linear_decay,
+    fit_length,
+    optimizer_step,
+    seed_all,
+    shuffled_batches,
+    tail_mean,
+    total_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +68,12 @@ class SparseExample:
 
 
 @dataclass(frozen=True)
-class SparseTrainConfig:
-    """``base``: registry name or ``*ForMaskedLM`` directory of the student's initial
-    weights; ``batch_size``: queries per step (``B``; ``B * G`` documents are encoded);
-    ``lr``: AdamW learning rate (linear decay to 0); ``max_length``: tokens per document
-    while training; ``lambda_max``: the FLOPS weight ``lambda`` of SPLADE / Geng et al.
-    after warm-up; ``warmup_steps``: ``T`` of the quadratic warm-up ``lambda *
-    min(1, t/T)^2``; ``device``: auto | cpu | cuda.
+class SparseTrainConfig(LoopConfig):
+    """:class:`LoopConfig` with ``base`` a registry name or ``*ForMaskedLM`` directory;
+    ``batch_size``: queries per step (``B``; ``B * G`` documents are encoded);
+    ``max_length``: tokens per document while training; ``lambda_max``: the FLOPS
+    weight ``lambda`` of SPLADE / Geng et al. after warm-up; ``warmup_steps``: ``T`` of
+    the quadratic warm-up ``lambda * min(1, t/T)^2``.
 
     Defaults: the best of the settings tried on held-out SciFact train queries
     (BENCHMARKS.md). Train at the build's ``max_length`` (256): 128 lost about 0.02
@@ -73,23 +82,15 @@ class SparseTrainConfig:
     too; under Adam a small FLOPS gradient still moves a weight by about ``lr``)."""
 
     base: str = "splade-tiny"
-    epochs: int = 1
     batch_size: int = 4
     lr: float = 1e-4
-    max_length: int = 256
     lambda_max: float = 0.001
     warmup_steps: int = 20
-    device: str = "auto"
-    seed: int = 0
-    weight_decay: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
-            raise InputError("epochs >= 1, batch_size >= 1, max_length >= 8 and lr > 0")
+        super().__post_init__()
         if self.lambda_max < 0 or self.warmup_steps < 0:
             raise InputError("lambda_max >= 0 and warmup_steps >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
 
 
 @dataclass
@@ -106,23 +107,17 @@ class SparseTrainResult:
     active: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
-    @staticmethod
-    def _tail(values: list[float]) -> float:
-        """Mean over the last 10% of steps (at least one)."""
-        tail = values[-max(1, len(values) // 10) :]
-        return sum(tail) / len(tail) if tail else float("nan")
-
     @property
     def final_loss(self) -> float:
-        return self._tail(self.losses)
+        return tail_mean(self.losses)
 
     @property
     def final_kl(self) -> float:
-        return self._tail(self.kl)
+        return tail_mean(self.kl)
 
     @property
     def final_active(self) -> float:
-        return self._tail(self.active)
+        return tail_mean(self.active)
 
 
 def corpus_idf(
@@ -180,14 +175,6 @@ def check_out(out: Path, base_dir: Path | str) -> None:
         raise InputError(f"--out {out} is a non-empty directory that holds no {LOG_FILE}")
 
 
-def _device(requested: str, torch: Any) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but no CUDA device is available")
-    return requested
-
-
 def _fit(idf: np.ndarray, size: int) -> np.ndarray:
     """``idf`` cut or zero-padded to ``size`` entries (the MLM head's vocabulary)."""
     out = np.zeros(size, dtype=np.float32)
@@ -227,25 +214,16 @@ def train_sparse(
 
     base_dir = resolve(config.base)
     check_out(out, base_dir)
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    device = _device(config.device, torch)
+    seed_all(config.seed, torch)
+    device = resolve_device(config.device)
     student = MLMSparseEncoder(config.base, device=device, max_length=config.max_length)
     tokenizer, model = student.tokenizer, student.model
-    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or config.max_length)
-    max_length = min(config.max_length, max_pos)
+    max_length = fit_length(model, config.max_length)
     idf = _fit(idf, student.vocab_size)
     queries = IdfQueryEncoder(tokenizer, idf)
     model.train()
-
-    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
-    total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - step / total)
-    )
+    total = total_steps(len(examples), config)
+    optimizer, scheduler = adamw_linear_decay(model, config, total, torch)
     bar: Any = None
     if progress:
         from tqdm import tqdm
@@ -254,41 +232,32 @@ def train_sparse(
 
     result = SparseTrainResult(out=out)
     started = time.monotonic()
-    order = list(range(len(examples)))
-    rng = random.Random(config.seed)
-    for _epoch in range(config.epochs):
-        rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            batch = [examples[i] for i in order[start : start + config.batch_size]]
-            docs = [d for e in batch for d in e.docs]  # B * G, query-major
-            enc = tokenizer(
-                docs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-            ).to(device)
-            w = student.forward(enc["input_ids"], enc["attention_mask"])  # [B*G, V]
-            q_np = queries.encode_queries([e.query for e in batch]).toarray()
-            q = torch.from_numpy(q_np).to(device)  # [B, V], relu(idf) on query tokens
-            s = torch.einsum("bv,bgv->bg", q, w.view(len(batch), group, -1))  # [B, G]
-            t = torch.tensor([e.teacher for e in batch], device=device)  # [B, G]
-            rank = kl_distill(s, t)
-            reg = flops(w)
-            lam = flops_lambda(result.steps, config.lambda_max, config.warmup_steps)
-            loss = rank + lam * reg
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            result.steps += 1
-            result.losses.append(float(loss.detach()))
-            result.kl.append(float(rank.detach()))
-            result.flops.append(float(reg.detach()))
-            result.lambdas.append(lam)
-            result.active.append(float((w.detach() > 0).sum(dim=1).float().mean()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(kl=f"{result.kl[-1]:.3f}", terms=f"{result.active[-1]:.0f}")
-            if on_step is not None:
-                on_step(result.steps, result.losses[-1])
+    for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
+        docs = [d for e in batch for d in e.docs]  # B * G, query-major
+        enc = tokenizer(
+            docs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
+        w = student.forward(enc["input_ids"], enc["attention_mask"])  # [B*G, V]
+        q_np = queries.encode_queries([e.query for e in batch]).toarray()
+        q = torch.from_numpy(q_np).to(device)  # [B, V], relu(idf) on query tokens
+        s = torch.einsum("bv,bgv->bg", q, w.view(len(batch), group, -1))  # [B, G]
+        t = torch.tensor([e.teacher for e in batch], device=device)  # [B, G]
+        rank = kl_distill(s, t)
+        reg = flops(w)
+        lam = flops_lambda(result.steps, config.lambda_max, config.warmup_steps)
+        loss = rank + lam * reg
+        optimizer_step(loss, model, optimizer, scheduler, torch)
+        result.steps += 1
+        result.losses.append(float(loss.detach()))
+        result.kl.append(float(rank.detach()))
+        result.flops.append(float(reg.detach()))
+        result.lambdas.append(lam)
+        result.active.append(float((w.detach() > 0).sum(dim=1).float().mean()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(kl=f"{result.kl[-1]:.3f}", terms=f"{result.active[-1]:.0f}")
+        if on_step is not None:
+            on_step(result.steps, result.losses[-1])
     if bar is not None:
         bar.close()
     result.seconds = time.monotonic() - started

@@ -24,7 +24,7 @@ softmax temperature.)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,17 +101,28 @@ def query_examples(
     ]
 
 
-def build_examples(
-    collection: Collection, dataset: BeirDataset, split: str, config: DistillConfig
-) -> list[MarginExample]:
-    """Margin-MSE examples of the first ``max_queries`` judged queries of ``split``."""
-    missing = [t for t in config.teachers if not collection.has(t)]
+def open_teachers(collection: Collection, names: Sequence[str]) -> dict[str, Retriever]:
+    """The teacher retrievers, opened; says which the collection lacks."""
+    missing = [t for t in names if not collection.has(t)]
     if missing:
         raise InputError(
             f"collection {collection.name!r} has no {', '.join(missing)} index (it has: "
             f"{', '.join(collection.retrievers)}); pick --teachers among those"
         )
-    teachers: dict[str, Retriever] = {t: RETRIEVERS.get(t)(collection) for t in config.teachers}
+    return {t: RETRIEVERS.get(t)(collection) for t in names}
+
+
+def teacher_rankings(
+    teachers: Mapping[str, Retriever], query: Query, depth: int
+) -> dict[str, Ranking]:
+    return {name: r.retrieve(query, depth) for name, r in teachers.items()}
+
+
+def build_examples(
+    collection: Collection, dataset: BeirDataset, split: str, config: DistillConfig
+) -> list[MarginExample]:
+    """Margin-MSE examples of the first ``max_queries`` judged queries of ``split``."""
+    teachers = open_teachers(collection, config.teachers)
     qrels = dataset.qrels(split)
     queries = dataset.queries(split, qrels)[: config.max_queries]
 
@@ -121,7 +132,7 @@ def build_examples(
     examples: list[MarginExample] = []
     skipped = 0
     for query in queries:
-        rankings = {name: r.retrieve(query, config.depth) for name, r in teachers.items()}
+        rankings = teacher_rankings(teachers, query, config.depth)
         found = query_examples(query, qrels[query.query_id], rankings, text, config)
         skipped += not found
         examples.extend(found)

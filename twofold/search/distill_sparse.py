@@ -42,8 +42,7 @@ from twofold.models.train_sparse import (
     corpus_idf,
     train_sparse,
 )
-from twofold.search.distill import teacher_scores
-from twofold.search.retrievers import RETRIEVERS, Retriever
+from twofold.search.distill import open_teachers, teacher_rankings, teacher_scores
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +96,13 @@ def build_sparse_examples(
     collection: Collection, dataset: BeirDataset, split: str, config: SparseDistillConfig
 ) -> list[SparseExample]:
     """Listwise examples of the first ``max_queries`` judged queries of ``split``."""
-    missing = [t for t in config.teachers if not collection.has(t)]
-    if missing:
-        raise InputError(
-            f"collection {collection.name!r} has no {', '.join(missing)} index (it has: "
-            f"{', '.join(collection.retrievers)}); pick --teachers among those"
-        )
-    teachers: dict[str, Retriever] = {t: RETRIEVERS.get(t)(collection) for t in config.teachers}
+    teachers = open_teachers(collection, config.teachers)
     qrels = dataset.qrels(split)
     queries: list[Query] = dataset.queries(split, qrels)[: config.max_queries]
     examples: list[SparseExample] = []
     skipped = with_positive = 0
     for query in queries:
-        rankings = {name: r.retrieve(query, config.depth) for name, r in teachers.items()}
+        rankings = teacher_rankings(teachers, query, config.depth)
         judged = qrels[query.query_id]
         group = query_group(judged, rankings, config)
         if group is None:
