@@ -17,21 +17,21 @@ from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.models.losses import flops, margin_mse
 from twofold.models.reranker import RerankerConfig, load_reranker
-from twofold.models.train_reranker import (
-    ARGS_FILE,
-    MarginExample,
-    RerankerTrainConfig,
-    train_reranker,
-)
-from twofold.search.distill import (
+from twofold.search.retrievers import RETRIEVERS
+from twofold.train.distill import (
     DistillConfig,
     build_examples,
     min_max,
     teacher_scores,
 )
-from twofold.search.retrievers import RETRIEVERS
+from twofold.train.losses import flops, margin_mse
+from twofold.train.publish import ARGS_FILE
+from twofold.train.reranker import (
+    MarginExample,
+    RerankerTrainConfig,
+    train_reranker,
+)
 
 WORDS = ["the", "a", "of", "and", "boundary", "layer", "heat", "transfer", "flow", "laminar"]
 WORDS += ["shells", "wings", "supersonic", "lift", "drag", "buckling", "pressure", "turbulent"]

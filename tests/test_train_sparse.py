@@ -20,23 +20,23 @@ from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.sparse_build import doc_text
-from twofold.models.losses import flops_lambda, kl_distill
 from twofold.models.sparse import idf_from_df, load_idf_json, load_tokenizer
-from twofold.models.train_sparse import (
-    LOG_FILE,
-    SparseExample,
-    SparseTrainConfig,
-    corpus_idf,
-    train_sparse,
-)
-from twofold.search.distill import teacher_scores
-from twofold.search.distill_sparse import (
+from twofold.search.retrievers import RETRIEVERS
+from twofold.train.distill import teacher_scores
+from twofold.train.distill_sparse import (
     SparseDistillConfig,
     build_sparse_examples,
     collection_idf,
     query_group,
 )
-from twofold.search.retrievers import RETRIEVERS
+from twofold.train.losses import flops_lambda, kl_distill
+from twofold.train.publish import ARGS_FILE
+from twofold.train.sparse import (
+    SparseExample,
+    SparseTrainConfig,
+    corpus_idf,
+    train_sparse,
+)
 
 from .conftest import TINY_DOCS
 from .test_sparse_unit import build_tiny_collection
@@ -177,7 +177,7 @@ def test_loop_learns_and_the_model_builds_a_collection(
     result = train_sparse(_fixed_examples(collection), idf, out, config, extra_args={"n": 1})
     assert result.steps == 30
     assert sum(result.kl[-5:]) / 5 < 0.5 * sum(result.kl[:5]) / 5, result.kl
-    record = json.loads((out / LOG_FILE).read_text())
+    record = json.loads((out / ARGS_FILE).read_text())
     assert record["steps"] == 30 and record["n"] == 1 and record["group_size"] == 4
     assert len(record["per_step"]["kl"]) == 30 and record["seconds"] >= 0
     # idf.json round-trips (special tokens left out: 0, as the query side zeroes them)
@@ -262,7 +262,7 @@ def test_cli_train_sparse(
     assert main([*argv, "--group-size", "3", "--epochs", "2", "--batch-size", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] >= 2 and summary["out"] == str(out)
-    record = json.loads((out / LOG_FILE).read_text())
+    record = json.loads((out / ARGS_FILE).read_text())
     assert record["teachers"] == ["bm25", "splade"] and record["teacher_scale"] == 30.0
     assert record["group_size"] == 3 and "idf.npy" in record["idf_source"]
     assert (out / "idf.json").is_file() and (out / "config.json").is_file()

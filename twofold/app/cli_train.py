@@ -1,12 +1,12 @@
 """CLI subcommands ``twofold train reranker`` and ``twofold train sparse``.
 
 * ``train reranker``: Margin-MSE distillation of a cross-encoder; the work is in
-  :mod:`twofold.search.distill` (examples) and :mod:`twofold.models.train_reranker`
+  :mod:`twofold.train.distill` (examples) and :mod:`twofold.train.reranker`
   (the loop).
 * ``train sparse``: the inference-free sparse document encoder, IDF-aware FLOPS plus
   heterogeneous ensemble KL distillation; the work is in
-  :mod:`twofold.search.distill_sparse` (groups, idf) and
-  :mod:`twofold.models.train_sparse` (the loop).
+  :mod:`twofold.train.distill_sparse` (groups, idf) and
+  :mod:`twofold.train.sparse` (the loop).
 
 Thin wrappers. ``add_train_commands`` is called by ``twofold.app.cli.build_parser``.
 """
@@ -55,8 +55,8 @@ def _inputs(args: argparse.Namespace) -> tuple[Collection, BeirDataset]:
 
 
 def _train_reranker(args: argparse.Namespace) -> int:
-    from twofold.models.train_reranker import RerankerTrainConfig
-    from twofold.search.distill import DistillConfig, distill_reranker
+    from twofold.train.distill import DistillConfig, distill_reranker
+    from twofold.train.reranker import RerankerTrainConfig
 
     distill = DistillConfig(
         **_given(  # type: ignore[arg-type]
@@ -92,8 +92,8 @@ def _train_reranker(args: argparse.Namespace) -> int:
 
 
 def _train_sparse(args: argparse.Namespace) -> int:
-    from twofold.models.train_sparse import SparseTrainConfig
-    from twofold.search.distill_sparse import SparseDistillConfig, distill_sparse
+    from twofold.train.distill_sparse import SparseDistillConfig, distill_sparse
+    from twofold.train.sparse import SparseTrainConfig
 
     distill = SparseDistillConfig(
         **_given(  # type: ignore[arg-type]

@@ -126,15 +126,28 @@ def evaluate(
 
 @dataclass
 class EvalReport:
+    """``subsets``: named query subsets (e.g. the unseen-document queries) whose means are
+    reported beside each pipeline's figures on all queries."""
+
     dataset: str
     split: str
     results: list[PipelineResult] = field(default_factory=list)
+    subsets: dict[str, set[str]] = field(default_factory=dict)
+
+    def subset_summary(self, result: PipelineResult) -> dict[str, dict[str, float]]:
+        from twofold.search.unseen import subset_means
+
+        return {
+            name: {m: round(v, 6) for m, v in subset_means(result.per_query, ids).items()}
+            for name, ids in self.subsets.items()
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "split": self.split,
-            "pipelines": {r.name: r.summary() for r in self.results},
+            "pipelines": {r.name: {**r.summary(), **self.subset_summary(r)} for r in self.results},
+            "subsets": {name: sorted(ids) for name, ids in self.subsets.items()},
             "per_query": {r.name: r.per_query for r in self.results},
         }
 
@@ -151,6 +164,12 @@ class EvalReport:
                 f"{s['mrr@10']:>8.4f}{s['queries']:>9}{s['latency_ms']['p50']:>9.1f}"
                 f"{s['latency_ms']['p99']:>9.1f}"
             )
+            for subset, means in self.subset_summary(r).items():
+                if means:
+                    lines.append(
+                        f"  {subset:<14}{means['ndcg@10']:>9.4f}{means['recall@100']:>8.4f}"
+                        f"{means['mrr@10']:>8.4f}{int(means['queries']):>9}"
+                    )
             if r.dropped_self or r.dropped_duplicates:
                 lines.append(
                     f"  dropped {r.dropped_self} self-hits and "

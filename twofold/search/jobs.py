@@ -9,12 +9,13 @@ from functools import partial
 from pathlib import Path
 
 from twofold.core.errors import InputError
-from twofold.core.types import Query, Ranking
+from twofold.core.types import Qrels, Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.search.evaluate import EvalReport, evaluate, write_trec_run
 from twofold.search.pipeline import Reranker, build_pipeline
 from twofold.search.sparse import use_sparse_engine
+from twofold.search.unseen import REFERENCE_SPLIT, SUBSET_NAME, unseen_document_queries
 
 MAX_K = 1000
 
@@ -54,6 +55,17 @@ def open_reranker(path: str | None) -> Reranker | None:
     return load_reranker(RerankerConfig(path))
 
 
+def leak_subsets(dataset: BeirDataset, split: str, qrels: Qrels) -> dict[str, set[str]]:
+    """The unseen-document queries of ``split`` when the dataset has a training split (and
+    ``split`` is another one); see :mod:`twofold.search.unseen`."""
+    if (
+        split == REFERENCE_SPLIT
+        or not (dataset.root / "qrels" / f"{REFERENCE_SPLIT}.tsv").is_file()
+    ):
+        return {}
+    return {SUBSET_NAME: unseen_document_queries(qrels, dataset.qrels(REFERENCE_SPLIT))}
+
+
 def run_eval(job: EvalJob) -> EvalReport:
     """Evaluate each pipeline of ``job`` on the dataset split; write JSON and runs if asked."""
     if not 1 <= job.k <= MAX_K:
@@ -70,7 +82,9 @@ def run_eval(job: EvalJob) -> EvalReport:
         queries = queries[: job.max_queries]
     if not queries:
         raise InputError(f"no judged queries in {job.dataset} split {job.split!r}")
-    report = EvalReport(job.dataset.name, job.split)
+    report = EvalReport(
+        job.dataset.name, job.split, subsets=leak_subsets(dataset, job.split, qrels)
+    )
     reranker = open_reranker(job.reranker)
     for name in job.pipelines:
         pipeline = build_pipeline(collection, name, depth=max(job.k, 100), reranker=reranker)

@@ -7,7 +7,7 @@ Per training query (Geng et al. 2024, arXiv 2411.04403; DESIGN.md, Training):
    has) returns its top ``depth`` hits;
 2. the teacher logit of a candidate is ``scale * mean_teacher(min-max score)``, a
    document a teacher did not return getting 0 from it
-   (:func:`twofold.search.distill.teacher_scores`; ``scale`` = 30, an inverse softmax
+   (:func:`twofold.train.distill.teacher_scores`; ``scale`` = 30, an inverse softmax
    temperature);
 3. the group: the judged positives (grade >= 1) that a teacher returned (best teacher
    score first, at most ``group_size``), then the best remaining candidates by teacher
@@ -34,15 +34,15 @@ from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.sparse_build import doc_text
-from twofold.models.train_sparse import (
+from twofold.train.distill import open_teachers, teacher_rankings, teacher_scores
+from twofold.train.publish import check_output
+from twofold.train.sparse import (
     SparseExample,
     SparseTrainConfig,
     SparseTrainResult,
-    check_out,
     corpus_idf,
     train_sparse,
 )
-from twofold.search.distill import open_teachers, teacher_rankings, teacher_scores
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def distill_sparse(
     from twofold.models.sparse import load_tokenizer
 
     base_dir = resolve(train.base)
-    check_out(out, base_dir)  # before the teachers run: a bad --out costs nothing
+    check_output(out, base_dir)  # before the teachers run: a bad --out costs nothing
     tokenizer = load_tokenizer(base_dir if isinstance(base_dir, Path) else Path(base_dir))
     examples = build_sparse_examples(collection, dataset, split, distill)
     if not examples:

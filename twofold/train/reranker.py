@@ -14,7 +14,6 @@ Pairs are tokenized as the reranker scores them: query first, the document trunc
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +23,7 @@ from typing import Any
 
 from twofold.core.errors import DependencyError, InputError, ModelError
 from twofold.models.device import resolve_device
-from twofold.models.losses import margin_mse
-from twofold.models.training import (
+from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
     fit_length,
@@ -35,10 +33,10 @@ from twofold.models.training import (
     tail_mean,
     total_steps,
 )
+from twofold.train.losses import margin_mse
+from twofold.train.publish import check_output, publish_model
 
 log = logging.getLogger(__name__)
-
-ARGS_FILE = "training_args.json"
 
 
 @dataclass(frozen=True)
@@ -98,9 +96,10 @@ def train_reranker(
     except ImportError as exc:  # pragma: no cover - hard dependencies
         raise DependencyError("reranker training needs torch and transformers") from exc
 
+    source = _base_dir(config.base)
+    check_output(out, source)  # before any work: a bad --out costs nothing
     seed_all(config.seed, torch)
     device = resolve_device(config.device)
-    source = _base_dir(config.base)
     try:
         tokenizer: Any = AutoTokenizer.from_pretrained(source)
         model: Any = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
@@ -138,10 +137,11 @@ def train_reranker(
             on_step(result.steps, result.losses[-1])
     result.seconds = time.monotonic() - started
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.eval().to("cpu").save_pretrained(out)
-    tokenizer.save_pretrained(out)
     record = {
+        "trainer": "twofold train reranker",
+        "title": "Distilled cross-encoder reranker",
+        "description": "Margin-MSE (Hofstaetter et al. 2020, arXiv 2010.02666) from the "
+        "collection's retrievers as a teacher. Load with `--reranker DIR`.",
         "method": "margin-mse (arXiv 2010.02666)",
         **asdict(config),
         "base_dir": source,
@@ -153,7 +153,16 @@ def train_reranker(
         "final_loss": result.final_loss,
         **(extra_args or {}),
     }
-    (out / ARGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    record["metrics"] = {
+        "first_loss": round(result.losses[0], 4),
+        "final_loss": round(result.final_loss, 4),
+    }
+
+    def write(staging: Path) -> None:
+        model.eval().to("cpu").save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    publish_model(out, write, record, source)
     log.info(
         "trained %d steps in %.0fs, final loss %.4f -> %s",
         result.steps,

@@ -33,13 +33,13 @@ from twofold.core.errors import InputError
 from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.models.train_reranker import (
+from twofold.search.retrievers import RETRIEVERS, Retriever
+from twofold.train.reranker import (
     MarginExample,
     RerankerTrainConfig,
     TrainResult,
     train_reranker,
 )
-from twofold.search.retrievers import RETRIEVERS, Retriever
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,13 @@ where the FLOPS regularizer sees the raw weights ``w`` of the ``B * G`` document
 
 The result is a model directory in the OpenSearch doc-only layout that
 ``twofold index build --retrievers sparse --sparse-model DIR`` reads: config, weights,
-tokenizer, ``idf.json`` (token -> idf, the query side) and ``training_log.json``.
+tokenizer, ``idf.json`` (token -> idf, the query side) and ``training_args.json``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,8 +35,7 @@ import numpy as np
 
 from twofold.core.errors import DependencyError, InputError
 from twofold.models.device import resolve_device
-from twofold.models.losses import flops, flops_lambda, kl_distill
-from twofold.models.training import (
+from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
     fit_length,
@@ -47,10 +45,10 @@ from twofold.models.training import (
     tail_mean,
     total_steps,
 )
+from twofold.train.losses import flops, flops_lambda, kl_distill
+from twofold.train.publish import check_output, publish_model
 
 log = logging.getLogger(__name__)
-
-LOG_FILE = "training_log.json"
 
 
 @dataclass(frozen=True)
@@ -164,17 +162,6 @@ def write_idf_json(path: Path, idf: np.ndarray, tokenizer: Any) -> None:
     path.write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
 
 
-def check_out(out: Path, base_dir: Path | str) -> None:
-    """Refuse an ``out`` that training must not overwrite: a file, the base model's own
-    directory, or a non-empty directory that is not an earlier training result."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    if isinstance(base_dir, Path) and out.resolve() == base_dir.resolve():
-        raise InputError(f"--out {out} is the base model's directory; pick another")
-    if out.is_dir() and any(out.iterdir()) and not (out / LOG_FILE).is_file():
-        raise InputError(f"--out {out} is a non-empty directory that holds no {LOG_FILE}")
-
-
 def _fit(idf: np.ndarray, size: int) -> np.ndarray:
     """``idf`` cut or zero-padded to ``size`` entries (the MLM head's vocabulary)."""
     out = np.zeros(size, dtype=np.float32)
@@ -196,7 +183,7 @@ def train_sparse(
 
     ``idf``: (V,) query-side idf by the student tokenizer's ids (written to ``idf.json``).
     All examples must have the same group size ``G``. ``extra_args`` are recorded in
-    ``training_log.json`` (e.g. how the examples were made); ``on_step(step, loss)`` is
+    ``training_args.json`` (e.g. how the examples were made); ``on_step(step, loss)`` is
     called after each step; ``progress`` shows a progress bar on stderr.
     """
     if not examples:
@@ -213,7 +200,7 @@ def train_sparse(
     from twofold.models.sparse import IdfQueryEncoder, MLMSparseEncoder
 
     base_dir = resolve(config.base)
-    check_out(out, base_dir)
+    check_output(out, base_dir)
     seed_all(config.seed, torch)
     device = resolve_device(config.device)
     student = MLMSparseEncoder(config.base, device=device, max_length=config.max_length)
@@ -262,6 +249,11 @@ def train_sparse(
         bar.close()
     result.seconds = time.monotonic() - started
     record = {
+        "trainer": "twofold train sparse",
+        "title": "Inference-free sparse document encoder",
+        "description": "IDF-aware FLOPS + heterogeneous ensemble KL distillation "
+        "(Geng et al. 2024, arXiv 2411.04403). Build with `twofold index build "
+        "--retrievers sparse --sparse-model DIR`.",
         "method": "IDF-aware FLOPS + ensemble KL distillation (arXiv 2411.04403)",
         **asdict(config),
         "base_dir": str(base_dir),
@@ -285,7 +277,17 @@ def train_sparse(
             "active_terms": result.active,
         },
     }
-    _save(model, tokenizer, idf, out, record)
+
+    def write(staging: Path) -> None:
+        model.eval().to("cpu").save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_idf_json(staging / "idf.json", idf, tokenizer)
+
+    record["metrics"] = {
+        "final_kl": round(result.final_kl, 4),
+        "final_active_terms": round(result.final_active, 1),
+    }
+    publish_model(out, write, record, base_dir)
     log.info(
         "trained %d steps in %.0fs, KL %.4f -> %.4f, active terms %.0f -> %.0f -> %s",
         result.steps,
@@ -297,24 +299,3 @@ def train_sparse(
         out,
     )
     return result
-
-
-def _save(model: Any, tokenizer: Any, idf: np.ndarray, out: Path, record: dict[str, Any]) -> None:
-    """Write the model directory into a staging folder, then put it in place of ``out``
-    (an interrupted save never leaves half a model at ``out``)."""
-    out = out.resolve()  # "." has no name to stage beside
-    staging = out.with_name(f".{out.name}.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    model.eval().to("cpu").save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    write_idf_json(staging / "idf.json", idf, tokenizer)
-    (staging / LOG_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():  # set the earlier result aside; a crash now leaves it recoverable
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
