@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from twofold.core.types import Hit, Query, Ranking
+from twofold.indexing.adapter import Adapter, read_adapter
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense_index import DenseIndex, VectorHits
 
@@ -23,18 +24,27 @@ class DenseRetriever:
 
     name = "dense"
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, use_adapter: bool = True) -> None:
         self.index: DenseIndex = collection.index("dense")
         self.ids: list[str] = collection.docs.ids
+        self.adapter: Adapter | None = None
+        if use_adapter:
+            sha = self.index.entry.get("encoder", {}).get("sha256")
+            self.adapter = read_adapter(collection.path, self.index.dim, self.index.count, sha)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors (len(texts), dim), float32, unit norm."""
-        return self.index.encode_queries(texts)
+        """Query vectors (len(texts), dim), float32, unit norm; mapped by the collection's
+        query adapter when it has one (``twofold train adapter``)."""
+        vectors = self.index.encode_queries(texts)
+        return vectors if self.adapter is None else self.adapter.queries(vectors)
 
     def search_vectors(
         self, vectors: np.ndarray, k: int, within: np.ndarray | None = None
     ) -> VectorHits:
-        """Top-``k`` ordinals per query vector; see ``DenseIndex.search_vectors``."""
+        """Top-``k`` ordinals per query vector; see ``DenseIndex.search_vectors`` (a
+        two-sided adapter searches its transformed document vectors exactly instead)."""
+        if self.adapter is not None and self.adapter.docs is not None:
+            return VectorHits(*self.adapter.search(vectors, k, within))
         return self.index.search_vectors(vectors, k, within)
 
     def rankings(self, query_ids: list[str], hits: VectorHits) -> list[Ranking]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from twofold.core.errors import InputError
-from twofold.core.types import Query, Ranking
+from twofold.core.types import Qrels, Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.manifest import read_manifest, write_manifest
@@ -71,8 +72,8 @@ def grid_step(n: int, step: float) -> float:
 
 
 def _mean_ndcg(
-    qrels: dict[str, dict[str, int]],
-    queries: list[Query],
+    qrels: Qrels,
+    queries: Sequence[Query],
     lists: dict[str, dict[str, Ranking]],
     fusion: FusionConfig,
 ) -> float:
@@ -82,6 +83,66 @@ def _mean_ndcg(
     }
     per_query = score_run(qrels, run)
     return float(np.mean([m["ndcg@10"] for m in per_query.values()])) if per_query else 0.0
+
+
+def fusion_lists(
+    collection: Collection, names: Sequence[str], queries: Sequence[Query]
+) -> dict[str, dict[str, Ranking]]:
+    """Each retriever's top ``DEPTH`` for each query (run once, fused many times)."""
+    retrievers = {n: RETRIEVERS.get(n)(collection) for n in names}
+    log.info("retrieving %d queries with %s", len(queries), ", ".join(names))
+    return {q.query_id: {n: r.retrieve(q, DEPTH) for n, r in retrievers.items()} for q in queries}
+
+
+def search_fusion(
+    names: Sequence[str],
+    queries: Sequence[Query],
+    qrels: Qrels,
+    lists: dict[str, dict[str, Ranking]],
+    step: float = 0.1,
+    first: FusionConfig | None = None,
+) -> tuple[FusionConfig, float, dict[str, Any]]:
+    """The best fusion on ``queries`` by mean nDCG@10: ``first`` (default unweighted RRF),
+    then RRF and convex on the weight grid; a candidate must beat the best so far strictly.
+    Returns (best, its score, details)."""
+    step = grid_step(len(names), step)
+    grid = simplex_grid(len(names), step)
+    baseline = first or FusionConfig("rrf")
+    candidates = [baseline]
+    for weights in grid:
+        # every weight explicit: a retriever left out of the dict would count as 1.0
+        w = dict(zip(names, weights, strict=True))
+        candidates.append(FusionConfig("rrf", weights=w))
+        candidates.append(FusionConfig("convex", weights=w))
+    best, best_score, baseline_score = baseline, -1.0, 0.0
+    per_method: dict[str, float] = {}
+    queries = list(queries)
+    for i, config in enumerate(candidates):
+        score = _mean_ndcg(qrels, queries, lists, config)
+        if i == 0:
+            baseline_score = score
+        per_method[config.method] = max(per_method.get(config.method, -1.0), score)
+        if score > best_score:
+            best, best_score = config, score
+    details = {
+        "first": baseline.describe(),
+        "first_score": round(baseline_score, 6),
+        "best_per_method": {m: round(s, 6) for m, s in per_method.items()},
+        "candidates": len(candidates),
+        "grid_step": step,
+    }
+    return best, best_score, details
+
+
+def write_tuned_fusion(
+    path: Path, names: Sequence[str], fusion: FusionConfig, tuned: dict[str, Any]
+) -> None:
+    """Put ``fusion`` into the manifest's ``pipelines.hybrid`` (an atomic rewrite)."""
+    manifest = read_manifest(path)
+    pipelines = dict(manifest.pipelines)
+    pipelines[TUNED_KEY] = {"retrievers": list(names), "fusion": fusion.to_dict(), "tuned": tuned}
+    write_manifest(path, replace(manifest, pipelines=pipelines))
+    log.info("wrote %s into %s", fusion.describe(), path / "manifest.json")
 
 
 def tune_fusion(job: TuneJob) -> dict[str, Any]:
@@ -98,50 +159,27 @@ def tune_fusion(job: TuneJob) -> dict[str, Any]:
     if not queries:
         raise InputError(f"no judged queries in {job.dataset} split {job.split!r}")
     qrels = {q.query_id: qrels[q.query_id] for q in queries}
-    retrievers = {n: RETRIEVERS.get(n)(collection) for n in names}
-    log.info("retrieving %d queries with %s", len(queries), ", ".join(names))
-    lists = {q.query_id: {n: r.retrieve(q, DEPTH) for n, r in retrievers.items()} for q in queries}
-
-    step = grid_step(len(names), job.step)
-    grid = simplex_grid(len(names), step)
-    baseline = FusionConfig("rrf")
-    candidates = [baseline]
-    for weights in grid:
-        # every weight explicit: a retriever left out of the dict would count as 1.0
-        w = dict(zip(names, weights, strict=True))
-        candidates.append(FusionConfig("rrf", weights=w))
-        candidates.append(FusionConfig("convex", weights=w))
-    best, best_score, baseline_score = baseline, -1.0, 0.0
-    per_method: dict[str, float] = {}
-    for i, config in enumerate(candidates):
-        score = _mean_ndcg(qrels, queries, lists, config)
-        if i == 0:
-            baseline_score = score
-        per_method[config.method] = max(per_method.get(config.method, -1.0), score)
-        if score > best_score:
-            best, best_score = config, score
+    lists = fusion_lists(collection, names, queries)
+    best, best_score, details = search_fusion(names, queries, qrels, lists, job.step)
+    tuned = {
+        "dataset": job.dataset.name,
+        "split": job.split,
+        "queries": len(queries),
+        "metric": "ndcg@10",
+        "score": round(best_score, 6),
+        "unweighted_rrf": details["first_score"],
+        "best_per_method": details["best_per_method"],
+        "candidates": details["candidates"],
+        "grid_step": details["grid_step"],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     report: dict[str, Any] = {
         "retrievers": names,
         "fusion": best.to_dict(),
         "describe": best.describe(),
-        "tuned": {
-            "dataset": job.dataset.name,
-            "split": job.split,
-            "queries": len(queries),
-            "metric": "ndcg@10",
-            "score": round(best_score, 6),
-            "unweighted_rrf": round(baseline_score, 6),
-            "best_per_method": {m: round(s, 6) for m, s in per_method.items()},
-            "candidates": len(candidates),
-            "grid_step": step,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
+        "tuned": tuned,
     }
     if job.write:
-        manifest = read_manifest(job.collection)
-        pipelines = dict(manifest.pipelines)
-        pipelines[TUNED_KEY] = {k: report[k] for k in ("retrievers", "fusion", "tuned")}
-        write_manifest(job.collection, replace(manifest, pipelines=pipelines))
-        log.info("wrote %s into %s", best.describe(), job.collection / "manifest.json")
+        write_tuned_fusion(job.collection, names, best, tuned)
     report["written"] = job.write
     return report

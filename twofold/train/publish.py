@@ -104,12 +104,18 @@ def model_card(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_record(directory: Path, record: Mapping[str, Any]) -> None:
-    """``training_args.json`` and ``MODEL_CARD.md`` into ``directory``."""
+def record_files(record: Mapping[str, Any]) -> dict[str, str]:
+    """``{training_args.json: ..., MODEL_CARD.md: ...}`` for a training record (dated, with
+    the command line)."""
     full = {"created": datetime.now(UTC).isoformat(timespec="seconds"), **record}
     full.setdefault("command", command_line())
-    (directory / ARGS_FILE).write_text(json.dumps(full, indent=2, default=str) + "\n")
-    (directory / CARD_FILE).write_text(model_card(full), encoding="utf-8")
+    return {ARGS_FILE: json.dumps(full, indent=2, default=str) + "\n", CARD_FILE: model_card(full)}
+
+
+def write_record(directory: Path, record: Mapping[str, Any]) -> None:
+    """``training_args.json`` and ``MODEL_CARD.md`` into ``directory``."""
+    for name, text in record_files(record).items():
+        (directory / name).write_text(text, encoding="utf-8")
 
 
 @contextmanager
