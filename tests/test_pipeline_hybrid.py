@@ -36,7 +36,11 @@ def test_hybrid_fuses_every_retriever(three_way: Collection) -> None:
     out = hybrid.run(query, 5)
     assert out.degraded == () and set(out.timings_ms) >= {"retrieve.sparse", "fuse"}
     singles = {n: build_pipeline(three_way, n).search(query, 100) for n in hybrid.retrievers}
-    expected = FusionConfig("rrf").fuse("q", singles, 100).top(5)
+    # untuned: one vote per model family (sparse and splade share the learned-sparse one)
+    assert hybrid.fuser == FusionConfig(
+        "convex", weights={"bm25": 0.5, "sparse": 0.25, "splade": 0.25}
+    )
+    expected = hybrid.fuser.fuse("q", singles, 100).top(5)
     assert out.ranking.doc_ids() == expected.doc_ids()
     top = out.ranking.hits[0]
     assert len(top.sources) >= 2  # found by more than one retriever

@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     from twofold.app.cli_service import add_service_commands
 
     add_service_commands(sub)  # serve, tune-fusion
+    from twofold.app.cli_optimize import add_optimize_command
+
+    add_optimize_command(sub)  # optimize: fusion, adapter, reranker, held-out checked
     return parser
 
 

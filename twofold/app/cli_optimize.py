@@ -101,3 +101,42 @@ def add_adapter_command(train: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (2e-3)")
     p.add_argument("--dry-run", action="store_true", help="train and report, write nothing")
     p.set_defaults(func=_train_adapter)
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from twofold.train.optimize import STEPS, OptimizeJob, optimize
+
+    steps = tuple(s.strip() for s in (args.steps or ",".join(STEPS)).split(",") if s.strip())
+    source = args.queries or ("split" if args.dataset else "pseudo")
+    job = OptimizeJob(
+        collection=Path(args.dir),
+        source=source,
+        dataset=Path(args.dataset) if args.dataset else None,
+        split=args.split,
+        steps=steps,
+        seed=args.seed,
+        pseudo_count=args.pseudo_count,
+    )
+    report = optimize(job)
+    _out(report.table())
+    if args.out:
+        Path(args.out).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return 0
+
+
+def add_optimize_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "optimize",
+        help="run the training steps that pay (fusion, adapter, reranker), held-out checked",
+        description="Splits the training queries into tuning and held-out parts (no held-out "
+        "query shares a positive with a tuning one), then runs each step: fusion weights for "
+        "`hybrid`, a dense query adapter, a distilled reranker for `hybrid+rerank`. A step is "
+        "kept only if held-out nDCG@10 improves; what is kept is written into the collection, "
+        "so `twofold eval|search|serve DIR` use it with no extra flags. With --queries pseudo "
+        "no label is read.",
+    )
+    p.add_argument("dir", help="collection directory")
+    add_query_flags(p)
+    p.add_argument("--steps", help="comma list of steps to try (fusion,adapter,reranker)")
+    p.add_argument("--out", help="write the report as JSON here")
+    p.set_defaults(func=_optimize)

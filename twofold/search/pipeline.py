@@ -178,7 +178,7 @@ class Pipeline:
 class PipelineSpec:
     """A named pipeline. ``retrievers`` None means every retriever the collection has
     (``hybrid``); ``fusion`` None means the collection's tuned fusion for ``hybrid``
-    (manifest ``pipelines.hybrid.fusion``), else RRF k=60."""
+    (manifest ``pipelines.hybrid.fusion``), else :func:`family_fusion`."""
 
     name: str
     description: str
@@ -193,7 +193,11 @@ for _spec in (
     PipelineSpec("sparse", "inference-free learned sparse (IDF query side)", ("sparse",)),
     PipelineSpec("splade", "siamese SPLADE", ("splade",)),
     PipelineSpec("dense", "dense bi-encoder on FAISS", ("dense",)),
-    PipelineSpec("hybrid", "all retrievers, fused (tuned weights when the collection has them)"),
+    PipelineSpec(
+        "hybrid",
+        "all retrievers, fused: tuned weights when the collection has them, else one vote "
+        "per model family (convex, min-max)",
+    ),
     PipelineSpec("hybrid-rrf", "all retrievers, plain RRF k=60", fusion=FusionConfig("rrf")),
     PipelineSpec("hybrid+rerank", "hybrid, then the cross-encoder reranker", rerank=True),
     PipelineSpec("bm25+rerank", "BM25, then the cross-encoder reranker", ("bm25",), rerank=True),
@@ -201,6 +205,42 @@ for _spec in (
     PIPELINES.register(_spec.name, _spec)
 
 TUNED_KEY = "hybrid"  # manifest ``pipelines`` entry that holds the tuned fusion
+RERANKER_FOLDER = "reranker"  # a collection's own reranker (``twofold optimize``)
+
+# Model families: ``sparse`` and ``splade`` come from one MLM (splade-tiny) and rank alike,
+# so a plain vote of every retriever gives that model two votes.
+FAMILIES: Mapping[str, str] = {
+    "bm25": "lexical",
+    "sparse": "learned-sparse",
+    "splade": "learned-sparse",
+    "dense": "dense",
+}
+
+
+def family_fusion(retrievers: Sequence[str]) -> FusionConfig:
+    """The untuned ``hybrid``: convex combination of min-max scores (Bruch et al. 2023)
+    with one equal vote per model family, shared by its members (bm25 + sparse + splade +
+    dense -> 1/3, 1/6, 1/6, 1/3)."""
+    families: dict[str, list[str]] = {}
+    for name in retrievers:
+        families.setdefault(FAMILIES.get(name, name), []).append(name)
+    weights = {
+        name: 1.0 / len(families) / len(members)
+        for members in families.values()
+        for name in members
+    }
+    return FusionConfig("convex", weights=weights)
+
+
+def open_collection_reranker(collection: Collection) -> Reranker | None:
+    """The reranker stored in the collection (``COLLECTION/reranker``), if it has one."""
+    folder = collection.path / RERANKER_FOLDER
+    if not (folder / "config.json").is_file():
+        return None
+    from twofold.models.reranker import RerankerConfig, load_reranker
+
+    reranker: Reranker = load_reranker(RerankerConfig(str(folder)))
+    return reranker
 
 
 def collection_retrievers(collection: Collection) -> list[str]:
@@ -261,7 +301,7 @@ def make_pipeline(
     return Pipeline(
         name=name,
         retrievers=instances,
-        fuser=fusion or tuned_fusion(collection) or FusionConfig(),
+        fuser=fusion or tuned_fusion(collection) or family_fusion(names),
         reranker=reranker,
         depths=depths or Depths(),
         doc_text=_doc_text(collection),
@@ -278,6 +318,8 @@ def build_pipeline(
 ) -> Pipeline:
     """The named pipeline over ``collection``; says what is missing if it cannot be built."""
     spec = PIPELINES.get(name)
+    if spec.rerank and reranker is None:
+        reranker = open_collection_reranker(collection)
     if spec.rerank and reranker is None:
         raise InputError(
             f"pipeline {name!r} needs a reranker and none is configured: pass --reranker DIR "
@@ -312,7 +354,7 @@ def describe_pipeline(collection: Collection, name: str) -> dict[str, Any]:
     """What a named pipeline does on this collection (for listings and the web page)."""
     spec = PIPELINES.get(name)
     retrievers = spec.retrievers or tuple(collection_retrievers(collection))
-    fusion = spec.fusion or tuned_fusion(collection) or FusionConfig()
+    fusion = spec.fusion or tuned_fusion(collection) or family_fusion(retrievers)
     return {
         "name": name,
         "description": spec.description,

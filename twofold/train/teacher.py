@@ -13,44 +13,29 @@ Per training query (:class:`~twofold.train.queries.TrainQuery`):
    matched the words copied out of a pseudo-query's source cannot set it;
 4. negatives: the fused candidates that are not known positives, best first.
 
-``default_fusion`` gives each *model family* one vote instead of each retriever:
-``sparse`` and ``splade`` come from the same MLM (splade-tiny) and rank alike, so a
-plain vote of all four gives that model two. Families: lexical (``bm25``), learned
-sparse (``sparse``, ``splade``), dense (``dense``); each family's weight is shared by
-its members. Convex combination of min-max scores (Bruch et al. 2023).
+Without a tuned fusion the teacher fuses like the untuned ``hybrid``: one vote per model
+family (:func:`twofold.search.pipeline.family_fusion`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twofold.core.errors import InputError
 from twofold.core.types import Ranking
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
-from twofold.search.pipeline import Pipeline, collection_retrievers, make_pipeline, tuned_fusion
+from twofold.search.pipeline import (
+    Pipeline,
+    collection_retrievers,
+    family_fusion,
+    make_pipeline,
+    tuned_fusion,
+)
 from twofold.train.queries import TrainQuery
 
-FAMILIES: Mapping[str, str] = {
-    "bm25": "lexical",
-    "sparse": "learned-sparse",
-    "splade": "learned-sparse",
-    "dense": "dense",
-}
-
-
-def default_fusion(retrievers: Sequence[str]) -> FusionConfig:
-    """Convex min-max fusion with one equal vote per model family, shared by its members."""
-    families: dict[str, list[str]] = {}
-    for name in retrievers:
-        families.setdefault(FAMILIES.get(name, name), []).append(name)
-    weights = {
-        name: 1.0 / len(families) / len(members)
-        for members in families.values()
-        for name in members
-    }
-    return FusionConfig("convex", weights=weights)
+default_fusion = family_fusion  # the teacher's fusion when the collection has no tuned one
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,335 @@
+"""``twofold optimize``: run the training steps that pay on a collection, keeping each
+only if it improves nDCG@10 on held-out training queries, and write what was kept into the
+collection so that ``eval``, ``search`` and ``serve`` use it with no extra flags.
+
+Queries: a labelled training split, or pseudo-queries (no labels; see
+:mod:`twofold.train.queries`). They are split once (:func:`holdout_split`): no held-out
+query shares a positive with a tuning query, so a step that memorizes documents does not
+pass the check. Steps, in order, each measured on the held-out queries against the
+collection as the previous steps left it:
+
+1. ``fusion``: the ``hybrid`` weights, searched on the tuning queries over RRF and convex
+   candidates (:func:`twofold.search.tune.search_fusion`), starting from one vote per model
+   family. With pseudo-queries every candidate's weights are shrunk halfway towards that
+   family prior: the index holds each pseudo-query's words, so lexical retrievers find its
+   source by copying and an unshrunk search over-weights them.
+2. ``adapter``: a query adapter over the dense embeddings (:mod:`twofold.train.adapter`).
+3. ``reranker``: a cross-encoder distilled from the fused teacher
+   (:func:`train_collection_reranker`), stored as
+   ``COLLECTION/reranker`` and used by ``hybrid+rerank``.
+
+A step that does not raise the held-out score is undone and reported as not kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twofold.core.errors import InputError
+from twofold.core.types import Qrels
+from twofold.indexing.adapter import FOLDER as ADAPTER_FOLDER
+from twofold.indexing.collection import Collection
+from twofold.indexing.manifest import read_manifest, write_manifest
+from twofold.search.evaluate import clean_run, score_run
+from twofold.search.fusion import FusionConfig
+from twofold.search.pipeline import (
+    RERANKER_FOLDER,
+    build_pipeline,
+    collection_retrievers,
+    family_fusion,
+    open_collection_reranker,
+    tuned_fusion,
+)
+from twofold.search.tune import fusion_lists, search_fusion, write_tuned_fusion
+from twofold.train.adapter import AdapterConfig, train_adapter
+from twofold.train.queries import (
+    PseudoConfig,
+    TrainQuery,
+    holdout_split,
+    load_queries,
+    shown_text,
+)
+
+log = logging.getLogger(__name__)
+STEPS = ("fusion", "adapter", "reranker")
+NEGATIVES = 4  # teacher negatives per positive for the reranker step
+
+
+@dataclass(frozen=True)
+class OptimizeJob:
+    """``source``: split | pseudo; ``steps``: which of ``STEPS`` to try; ``holdout``: the
+    fraction of queries kept for the checks."""
+
+    collection: Path
+    source: str = "split"
+    dataset: Path | None = None
+    split: str = "train"
+    steps: tuple[str, ...] = STEPS
+    holdout: float = 0.25
+    seed: int = 0
+    pseudo_count: int = 800
+    reranker_epochs: int = 1
+    reranker_base: str = "minilm-l6"
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.steps if s not in STEPS]
+        if unknown:
+            raise InputError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+        if self.source not in ("split", "pseudo"):
+            raise InputError(
+                "optimize needs queries it can check: --dataset DIR --split train, or "
+                "--queries pseudo (a file of unlabelled queries has nothing to hold out)"
+            )
+
+
+@dataclass
+class StepReport:
+    step: str
+    before: float
+    after: float
+    kept: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class OptimizeReport:
+    queries: int
+    tuning: int
+    heldout: int
+    source: str
+    steps: list[StepReport] = field(default_factory=list)
+
+    def table(self) -> str:
+        head = f"{'step':<10}{'held-out before':>16}{'after':>9}{'kept':>6}{'s':>7}  detail"
+        lines = [
+            f"optimize ({self.source}: {self.tuning} tuning, {self.heldout} held-out queries; "
+            "nDCG@10 on the held-out ones)",
+            head,
+            "-" * len(head),
+        ]
+        for s in self.steps:
+            lines.append(
+                f"{s.step:<10}{s.before:>16.4f}{s.after:>9.4f}{'yes' if s.kept else 'no':>6}"
+                f"{s.seconds:>7.0f}  {s.detail}"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queries": self.queries,
+            "tuning": self.tuning,
+            "heldout": self.heldout,
+            "source": self.source,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+
+def qrels_of(queries: Sequence[TrainQuery]) -> Qrels:
+    return {tq.query.query_id: dict(tq.positives) for tq in queries}
+
+
+def heldout_score(collection_path: Path, pipeline: str, queries: Sequence[TrainQuery]) -> float:
+    """Mean nDCG@10 of the named pipeline over ``queries`` on the collection as it is on
+    disk now (reopened, so the latest manifest, adapter and reranker count)."""
+    collection = Collection(collection_path)
+    reranker = open_collection_reranker(collection) if pipeline.endswith("+rerank") else None
+    built = build_pipeline(collection, pipeline, reranker=reranker)
+    run = {
+        tq.query.query_id: clean_run(tq.query.query_id, built.search(tq.query, 100))[0]
+        for tq in queries
+    }
+    per_query = score_run(qrels_of(queries), run)
+    return float(np.mean([m["ndcg@10"] for m in per_query.values()]))
+
+
+def shrink(fusion: FusionConfig, prior: FusionConfig, amount: float) -> FusionConfig:
+    """``fusion`` with its weights moved ``amount`` of the way towards ``prior``'s."""
+    if fusion.weights is None or prior.weights is None:
+        return fusion
+    weights = {
+        n: (1 - amount) * fusion.weights.get(n, 0.0) + amount * prior.weights.get(n, 0.0)
+        for n in prior.weights
+    }
+    return FusionConfig(fusion.method, weights=weights)
+
+
+def _fusion_step(job: OptimizeJob, tune: list[TrainQuery], held: list[TrainQuery]) -> StepReport:
+    collection = Collection(job.collection)
+    names = collection_retrievers(collection)
+    if len(names) < 2:
+        raise InputError("the fusion step needs two or more retrievers")
+    prior = family_fusion(names)
+    current = tuned_fusion(collection) or prior
+    queries = [tq.query for tq in tune + held]
+    lists = fusion_lists(collection, names, queries)
+    tune_q = [tq.query for tq in tune]
+    best, score, details = search_fusion(names, tune_q, qrels_of(tune), lists, first=prior)
+    if job.source == "pseudo":
+        best = shrink(best, prior, 0.5)
+
+    def held_score(fusion: FusionConfig) -> float:
+        held_lists = {tq.query.query_id: lists[tq.query.query_id] for tq in held}
+        run = {q: clean_run(q, fusion.fuse(q, held_lists[q], 100))[0] for q in held_lists}
+        per_query = score_run(qrels_of(held), run)
+        return float(np.mean([m["ndcg@10"] for m in per_query.values()]))
+
+    before, after = held_score(current), held_score(best)
+    kept = after > before
+    if kept:
+        tuned = {
+            "source": job.source,
+            "split": job.split if job.source == "split" else None,
+            "queries": len(tune),
+            "metric": "ndcg@10",
+            "score": round(score, 6),
+            "heldout": {"queries": len(held), "before": round(before, 6), "after": round(after, 6)},
+            "shrunk_to_family_prior": 0.5 if job.source == "pseudo" else 0.0,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **details,
+        }
+        write_tuned_fusion(job.collection, names, best, tuned)
+    return StepReport("fusion", before, after, kept, best.describe())
+
+
+def _undoable(path: Path, step: Callable[[], str]) -> tuple[Callable[[], None], str]:
+    """Run ``step`` with ``path`` set aside first; returns (undo, detail). ``undo`` puts
+    the earlier ``path`` back (or removes the new one when there was none)."""
+    backup = path.with_name(f".{path.name}.before-optimize")
+    shutil.rmtree(backup, ignore_errors=True)
+    if path.exists():
+        shutil.copytree(path, backup)
+
+    def undo() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        if backup.exists():
+            backup.rename(path)
+
+    try:
+        detail = step()
+    except BaseException:
+        undo()
+        raise
+    return undo, detail
+
+
+def _adapter_step(
+    job: OptimizeJob, tune: list[TrainQuery], held: list[TrainQuery], before: float
+) -> StepReport:
+    collection = Collection(job.collection)
+    if not collection.has("dense"):
+        return StepReport("adapter", before, before, False, "no dense index")
+    config = AdapterConfig(seed=job.seed)
+
+    def run() -> str:
+        result = train_adapter(collection, tune, config, record={"data": f"optimize {job.source}"})
+        return (
+            f"inner held-out {result.baseline:.4f}->{result.best:.4f}, "
+            f"epoch {result.best_epoch}{'' if result.kept else ' (not written)'}"
+        )
+
+    undo, detail = _undoable(job.collection / ADAPTER_FOLDER, run)
+    after = heldout_score(job.collection, "hybrid", held)
+    kept = after > before
+    if not kept:
+        undo()
+    shutil.rmtree(job.collection / f".{ADAPTER_FOLDER}.before-optimize", ignore_errors=True)
+    return StepReport("adapter", before, after if kept else before, kept, detail)
+
+
+def _reranker_step(
+    job: OptimizeJob, tune: list[TrainQuery], held: list[TrainQuery], before: float
+) -> StepReport:
+    target = job.collection / RERANKER_FOLDER
+
+    def run() -> str:
+        return train_collection_reranker(
+            Collection(job.collection),
+            tune,
+            target,
+            job.seed,
+            job.reranker_epochs,
+            job.reranker_base,
+        )
+
+    undo, detail = _undoable(target, run)
+    after = heldout_score(job.collection, "hybrid+rerank", held)
+    kept = after > before
+    if not kept:
+        undo()
+    shutil.rmtree(target.with_name(f".{target.name}.before-optimize"), ignore_errors=True)
+    return StepReport("reranker", before, after if kept else before, kept, detail)
+
+
+def train_collection_reranker(
+    collection: Collection,
+    queries: Sequence[TrainQuery],
+    out: Path,
+    seed: int,
+    epochs: int,
+    base: str = "minilm-l6",
+) -> str:
+    """Margin-MSE from the fused, anchored teacher: each known positive paired with the
+    teacher's best ``NEGATIVES`` negatives; returns a one-line description."""
+    from twofold.train.reranker import MarginExample, RerankerTrainConfig, train_reranker
+    from twofold.train.teacher import Teacher, TeacherConfig
+
+    teacher = Teacher(collection, TeacherConfig(depth=50))
+    examples = []
+    for tq in queries:
+        judged = teacher.judge(tq)
+        for p in judged.positives:
+            pos = shown_text(collection.docs.get(p), tq.hidden)
+            for n in judged.negatives[:NEGATIVES]:
+                neg = collection.docs.get(n).contents
+                s_p, s_n = judged.scores[p], judged.scores[n]
+                examples.append(MarginExample(tq.query.text, pos, neg, 10 * s_p, 10 * s_n))
+    if not examples:
+        raise InputError("no reranker examples: no query has a positive and a negative")
+    config = RerankerTrainConfig(base=base, epochs=epochs, seed=seed, max_length=192)
+    result = train_reranker(examples, out, config, extra_args={"data": "optimize"})
+    return f"{len(examples)} pairs, {result.steps} steps, loss {result.final_loss:.3f}"
+
+
+def optimize(job: OptimizeJob) -> OptimizeReport:
+    """Run the job's steps in order; see the module docstring."""
+    collection = Collection(job.collection)
+    pseudo = PseudoConfig(count=job.pseudo_count, seed=job.seed)
+    queries = load_queries(job.source, collection, job.dataset, job.split, pseudo)
+    tune, held = holdout_split(queries, job.holdout, job.seed)
+    if len(tune) < 2 or len(held) < 2:
+        raise InputError(f"too few training queries ({len(queries)}) to tune and hold out")
+    report = OptimizeReport(len(queries), len(tune), len(held), job.source)
+    for step in job.steps:
+        started = time.monotonic()
+        log.info("optimize: step %s", step)
+        if step == "fusion":
+            result = _fusion_step(job, tune, held)
+        else:
+            before = heldout_score(job.collection, "hybrid", held)
+            if step == "adapter":
+                result = _adapter_step(job, tune, held, before)
+            else:
+                result = _reranker_step(job, tune, held, before)
+        result.seconds = time.monotonic() - started
+        report.steps.append(result)
+        log.info(
+            "optimize: %s %.4f -> %.4f kept=%s", step, result.before, result.after, result.kept
+        )
+    manifest = read_manifest(job.collection)
+    pipelines = dict(manifest.pipelines)
+    pipelines["optimize"] = {
+        **report.to_json(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_manifest(job.collection, replace(manifest, pipelines=pipelines))
+    return report
