@@ -32,7 +32,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,14 @@ import scipy.sparse as sp
 
 from twofold.core.errors import CollectionError, DependencyError, InputError
 from twofold.indexing.docstore import DocStore
+from twofold.indexing.manifest import Manifest, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
 BACKEND = "milvus"
 MILVUS_RETRIEVERS = ("sparse", "splade", "dense")
 STATE = "milvus.json"
+SIGNATURE = "twofold.signature"  # collection property: what wrote it
 VARCHAR_BYTES = 65535
 DENSE_INDEXES = ("hnsw", "ivf_flat")
 DENSE_DEFAULTS: dict[str, dict[str, int]] = {
@@ -108,7 +110,7 @@ def client(uri: str) -> Any:
     with _clients_lock:
         if uri not in _clients:
             try:
-                _clients[uri] = pymilvus().MilvusClient(uri=uri, timeout=30)
+                _clients[uri] = pymilvus().MilvusClient(uri=uri, timeout=10)
             except Exception as exc:
                 raise CollectionError(f"cannot reach Milvus at {uri}: {exc}") from exc
         return _clients[uri]
@@ -255,8 +257,9 @@ def _rows(docs: DocStore, src: _Sources, start: int, stop: int) -> Iterator[dict
 
 
 def _signature(name: str, fields: Mapping[str, str], entries: Mapping[str, Any], n: int) -> str:
-    """What this push writes (fields, encoders, doc count): the Milvus collection's
-    description, so a rerun recognizes its own collection and refuses a foreign one."""
+    """What this push writes (fields, encoders, doc count): kept as the Milvus
+    collection's ``twofold.signature`` property, so a rerun recognizes its own collection
+    and refuses a foreign one."""
     what = {
         "fields": dict(fields),
         "encoders": {r: entries[r].get("encoder") for r in fields},
@@ -291,8 +294,11 @@ def push_to_milvus(
     except (OSError, json.JSONDecodeError):
         old = None
     exists = bool(milvus.has_collection(name))
-    description = milvus.describe_collection(name).get("description", "") if exists else ""
-    if exists and not str(description).startswith("twofold "):
+    description = ""
+    if exists:
+        properties = milvus.describe_collection(name).get("properties") or {}
+        description = str(properties.get(SIGNATURE, ""))
+    if exists and not description.startswith("twofold "):
         raise InputError(
             f"Milvus collection {name!r} at {target.uri} exists and was not written by "
             "Twofold; choose another --milvus-collection or drop it yourself"
@@ -316,7 +322,7 @@ def push_to_milvus(
             name,
             schema=_schema(fields, src_dim),
             index_params=_index_params(milvus, fields, target),
-            description=signature,
+            properties={SIGNATURE: signature},
         )
     state_file.write_text(json.dumps(state))
     src = _load_sources(root, entries, fields, n)
@@ -396,3 +402,23 @@ def drop_local_vectors(root: Path, entries: Mapping[str, dict[str, Any]]) -> Non
             else:
                 path.unlink(missing_ok=True)
     (root / STATE).unlink(missing_ok=True)
+
+
+def push_collection(path: Path, target: MilvusTarget, progress: bool = True) -> Manifest:
+    """Move a published, embedded collection's sparse/splade/dense vectors into Milvus
+    (``twofold index push``): write them, then swap in the manifest that says
+    ``backend: milvus`` (atomic), then drop the local arrays. Rerunning after a crash
+    resumes the write."""
+    manifest = read_manifest(path)
+    if any(e.get("backend") == BACKEND for e in manifest.sub_indexes.values()):
+        raise InputError(f"{path} is already served by Milvus")
+    check_milvus_target(target, list(manifest.sub_indexes))
+    docs = DocStore(path / "docs")
+    try:
+        entries = push_to_milvus(path, manifest.sub_indexes, docs, target, path, progress)
+    finally:
+        docs.close()
+    pushed = replace(manifest, sub_indexes=entries)
+    write_manifest(path, pushed)
+    drop_local_vectors(path, entries)
+    return pushed
