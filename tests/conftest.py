@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,73 @@ def write_subset(source: Path, dest: Path, n_queries: int, n_docs: int) -> None:
     )
     rows = [f"{q.query_id}\t{d}\t{g}" for q in queries for d, g in qrels[q.query_id].items()]
     (dest / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows))
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus protocol server: ``milvus-lite server`` as its own process on a free
+    127.0.0.1 port, with a fresh data directory; stopped at the end of the session."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    data = tmp_path_factory.mktemp("milvus")
+    log = (data / "server.log").open("wb")
+    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "d")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        until = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"milvus-lite server exited: {(data / 'server.log').read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > until:
+                    pytest.fail("milvus-lite server did not start listening in 60 s")
+                time.sleep(0.2)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+BACKEND_RETRIEVERS = ("bm25", "sparse", "splade", "dense")
+BACKEND_DOCS = 100  # the Cranfield sample's first 100 documents
+
+
+@pytest.fixture(scope="session")
+def backend_collections(
+    tmp_path_factory: pytest.TempPathFactory, milvus_uri: str
+) -> dict[str, Path]:
+    """One collection (Cranfield sample, first ``BACKEND_DOCS`` docs, bm25 + sparse +
+    splade + dense) per backend: ``embedded`` as built, and ``milvus``, the same build
+    pushed into the session's milvus-lite server. Both directories are named
+    ``cranfield``, so the API suite's expectations hold for either."""
+    import shutil
+
+    from twofold.indexing.build import build_collection
+    from twofold.indexing.buildctx import BuildOptions
+    from twofold.indexing.milvus_store import MilvusTarget, push_collection
+
+    embedded = tmp_path_factory.mktemp("embedded") / "cranfield"
+    options = BuildOptions(
+        retrievers=BACKEND_RETRIEVERS, max_docs=BACKEND_DOCS, max_length=128, progress=False
+    )
+    build_collection(SAMPLE, embedded, options)
+    milvus = tmp_path_factory.mktemp("milvus-backed") / "cranfield"
+    shutil.copytree(embedded, milvus)
+    push_collection(milvus, MilvusTarget(milvus_uri, "api_cranfield", batch_size=64), False)
+    return {"embedded": embedded, "milvus": milvus}

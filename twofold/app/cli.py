@@ -9,8 +9,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twofold.core.errors import TwofoldError
+
+if TYPE_CHECKING:
+    from twofold.indexing.milvus_store import MilvusTarget
 
 Handler = Callable[[argparse.Namespace], int]
 RERANKER_HELP = "cross-encoder directory (HF *ForSequenceClassification) for +rerank pipelines"
@@ -60,7 +64,7 @@ def _index_build(args: argparse.Namespace) -> int:
             args.prune_top_k, args.prune_max_ratio, args.quant_scale, args.sparse_engine
         ),
     )
-    manifest = build_collection(Path(args.corpus), Path(args.out), options)
+    manifest = build_collection(Path(args.corpus), Path(args.out), options, _milvus_target(args))
     skipped = manifest.corpus.get("skipped", 0)
     print(
         f"built {args.out}: {manifest.doc_count} documents, "
@@ -149,6 +153,17 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _milvus_target(args: argparse.Namespace) -> MilvusTarget | None:
+    from twofold.core.errors import InputError
+    from twofold.indexing.milvus_store import MilvusTarget
+
+    if args.backend == "local":
+        return None
+    if not args.milvus_uri:
+        raise InputError("--backend milvus needs --milvus-uri URI (or $TWOFOLD_MILVUS_URI)")
+    return MilvusTarget(args.milvus_uri, args.milvus_collection, args.milvus_dense_index)
+
+
 def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "build",
@@ -208,6 +223,22 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         choices=["native", "lucene"],
         help="sparse/splade: engine the retrievers use by default (default native)",
     )
+    p.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "milvus"],
+        help="where sparse/splade/dense vectors live: local files (default) or Milvus "
+        "(bm25 stays on local Lucene)",
+    )
+    p.add_argument(
+        "--milvus-uri",
+        default=os.environ.get("TWOFOLD_MILVUS_URI"),
+        help="Milvus server, e.g. http://127.0.0.1:19530 (default $TWOFOLD_MILVUS_URI)",
+    )
+    p.add_argument(
+        "--milvus-collection", default=None, help="Milvus collection (default twofold_<out>)"
+    )
+    p.add_argument("--milvus-dense-index", default="hnsw", choices=["hnsw", "ivf_flat"])
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_index_build)
 

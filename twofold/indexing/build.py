@@ -25,6 +25,12 @@ from twofold.indexing.buildctx import BuildContext, BuildOptions
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
 from twofold.indexing.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from twofold.indexing.milvus_store import (
+    MilvusTarget,
+    check_milvus_target,
+    drop_local_vectors,
+    push_to_milvus,
+)
 from twofold.indexing.subindexes import SUBINDEXES
 from twofold.models.device import resolve_device
 
@@ -149,12 +155,20 @@ def _build_subindexes(
     return entries
 
 
-def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest:
-    """Build ``out`` from ``corpus`` with ``options``; returns the published manifest."""
+def build_collection(
+    corpus: Path, out: Path, options: BuildOptions, milvus: MilvusTarget | None = None
+) -> Manifest:
+    """Build ``out`` from ``corpus`` with ``options``; returns the published manifest.
+
+    With ``milvus``, the sparse/splade/dense vectors and the doc fields are written into
+    that Milvus collection before publishing, and the published directory keeps only
+    what the query side needs (see ``milvus_store``)."""
     corpus = resolve_corpus_path(corpus)
     names = ordered_retrievers(options.retrievers)
     recover_interrupted_publish(out)
     _check_output(out)
+    if milvus is not None:
+        check_milvus_target(milvus, names)  # before any encoding
     device = resolve_device(options.device)
     started = time.time()
     staging = partial_dir(out)
@@ -168,6 +182,10 @@ def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest
         # Bad input or options: nothing to resume, and nothing may change on disk.
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if milvus is not None:
+        entries = push_to_milvus(
+            staging, entries, DocStore(staging / "docs"), milvus, out, options.progress
+        )
     manifest = Manifest(
         doc_count=int(corpus_info["read"]),
         sub_indexes=entries,
@@ -182,6 +200,8 @@ def build_collection(corpus: Path, out: Path, options: BuildOptions) -> Manifest
     )
     write_manifest(staging, manifest)
     publish(staging, out)
+    if milvus is not None:
+        drop_local_vectors(out, entries)  # after publish: a rerun can still resume
     return manifest
 
 

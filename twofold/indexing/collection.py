@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from twofold.core.errors import CollectionError, TwofoldError
@@ -47,11 +49,10 @@ class Collection:
                         f"collection {self.name!r} has no {name!r} index (it has: "
                         f"{', '.join(self.retrievers)}); rebuild with --retrievers {name}"
                     )
-                module = SUBINDEXES.get(name).load()
+                entry = self.manifest.sub_indexes[name]
+                module = _backend(entry) or SUBINDEXES.get(name).load()
                 try:
-                    self._opened[name] = module.open_index(
-                        self.path / name, self.manifest.sub_indexes[name]
-                    )
+                    self._opened[name] = module.open_index(self.path / name, entry)
                 except TwofoldError:
                     raise
                 except Exception as exc:  # a damaged index: say which, not a Java trace
@@ -60,6 +61,17 @@ class Collection:
                         f"({type(exc).__name__}: {str(exc)[:300]}); rebuild the collection"
                     ) from exc
             return self._opened[name]
+
+
+def _backend(entry: dict[str, Any]) -> ModuleType | None:
+    """The module that opens a sub-index kept in an external engine (``backend`` in its
+    manifest entry: ``milvus``); None for the local, embedded formats."""
+    backend = entry.get("backend", "local")
+    if backend == "local":
+        return None
+    if backend == "milvus":
+        return importlib.import_module("twofold.indexing.milvus_index")
+    raise CollectionError(f"unknown sub-index backend {backend!r}; known: local, milvus")
 
 
 def open_collection(path: Path) -> Collection:
