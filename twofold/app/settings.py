@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     search_threads: int = Field(4, ge=1, le=64, description="threads running pipelines")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="torch intra-op threads, set once at start (default: torch's, the "
+        "number of cores); never switched per request",
+    )
     warmup: bool = Field(True, description="run one query per pipeline before reporting ready")
     sparse_engine: Literal["native", "lucene"] | None = Field(
         None,

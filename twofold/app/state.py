@@ -22,6 +22,7 @@ from twofold.app.settings import Settings
 from twofold.core.errors import InputError, UnknownNameError
 from twofold.core.types import Query
 from twofold.indexing.collection import Collection
+from twofold.models.threads import set_torch_threads
 from twofold.search.pipeline import (
     PIPELINES,
     Pipeline,
@@ -143,6 +144,7 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
     """Everything a request needs, loaded and (with ``warmup``) exercised once."""
     if not settings.collections:
         raise InputError("no collections to serve; give at least one collection directory")
+    set_torch_threads(settings.torch_threads)  # once, before any model runs
     reranker = load_reranker(settings)
     collections = {}
     for path in settings.collections:
