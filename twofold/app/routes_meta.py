@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -51,7 +52,8 @@ async def reload(
     """Reopen a collection from disk (after a rebuild or ``tune-fusion``) and swap it in
     once it is warm; requests keep being answered by the old one meanwhile."""
     state.collection(name)  # unknown name -> 400 before any work
-    fresh = await state.run(reload_collection, state, name, budget_s=RELOAD_BUDGET_S)
+    deadline = state.deadline(time.monotonic(), RELOAD_BUDGET_S)
+    fresh = await state.run(deadline, reload_collection, state, name)
     return _collection_out(fresh)
 
 

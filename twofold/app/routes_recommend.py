@@ -28,11 +28,15 @@ from twofold.app.schemas import (
     MixtureComponentOut,
 )
 from twofold.app.state import AppState, CollectionState
+from twofold.app.work import arrived
 from twofold.core.errors import InputError
 from twofold.models.knn_embed import MixtureParams, UserMixture
 from twofold.search.interests import InterestRetriever, Recommendation
 
 MAX_HISTORY = 200
+# Free-text history items are encoded per request (doc ids are looked up, not encoded):
+# their total length bounds that cost, about eight full-length queries.
+MAX_HISTORY_TEXT_CHARS = 8 * MAX_QUERY_CHARS
 _LOCK = threading.Lock()
 
 
@@ -83,7 +87,9 @@ class MixtureSpec(BaseModel):
 
 
 class RecommendRequest(BaseModel):
-    """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects."""
+    """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects;
+    the texts together at most ``MAX_HISTORY_TEXT_CHARS`` characters (their encoding is
+    the request's cost)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -95,6 +101,17 @@ class RecommendRequest(BaseModel):
         "proportional", description="interleave components in proportion, or sort by score"
     )
     mixture: MixtureSpec = Field(default_factory=lambda: MixtureSpec.model_validate({}))
+
+    @model_validator(mode="after")
+    def _text_cost(self) -> RecommendRequest:
+        total = sum(len(t) for t in self.split()[1])
+        if total > MAX_HISTORY_TEXT_CHARS:
+            raise ValueError(
+                f"the history's texts total {total} characters; at most "
+                f"{MAX_HISTORY_TEXT_CHARS} are encoded per request (send doc ids, or "
+                "fewer or shorter texts)"
+            )
+        return self
 
     def split(self) -> tuple[list[str], list[str]]:
         ids: list[str] = []
@@ -170,7 +187,8 @@ async def recommend(body: RecommendRequest, request: Request, state: State) -> R
     started = time.perf_counter()
     cs = state.collection(body.collection)
     retriever = interest_retriever(state, cs)
-    rec = await state.run(_run, retriever, body, budget_s=state.settings.time_budget_ms / 1000)
+    deadline = state.deadline(arrived(request), state.settings.time_budget_ms / 1000.0)
+    rec = await state.run(deadline, _run, retriever, body)
     docs = cs.collection.docs
     hits = []
     for rank, h in enumerate(rec.hits, start=1):

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     search_threads: int = Field(4, ge=1, le=64, description="threads running pipelines")
+    max_queue: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description="requests that may wait for a pipeline thread; past it 429 + Retry-After",
+    )
     torch_threads: int | None = Field(
         None,
         ge=1,
