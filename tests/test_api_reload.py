@@ -61,6 +61,6 @@ def test_reload_swaps_in_the_new_manifest_without_dropping_requests(collection: 
         assert after["pipeline_config"] == {"hybrid": entry}
         assert statuses and set(statuses) == {200}
         expect = httpx.post(f"{base}/v1/collections/nope/reload")
-        assert expect.status_code == 400 and "unknown collection 'nope'" in expect.json()["detail"]
+        assert expect.status_code == 404 and "unknown collection 'nope'" in expect.json()["detail"]
         search = httpx.post(f"{base}/v1/search", json={"query": "heat transfer"}).json()
         assert search["hits"] and search["pipeline"] == "hybrid"

@@ -36,7 +36,8 @@ ERROR_MAP: tuple[tuple[type[Exception], int, str], ...] = (
     (Overloaded, 429, "overloaded"),
     (DeadlineExceeded, 504, "time_budget_exceeded"),
     (NotFoundError, 404, "not_found"),
-    (UnknownNameError, 400, "unknown_name"),
+    # a name (collection, pipeline, retriever) that matches nothing here: not found
+    (UnknownNameError, 404, "unknown_name"),
     (InputError, 400, "bad_request"),
     (CollectionError, 503, "collection_unavailable"),
     (ModelError, 503, "model_unavailable"),
@@ -97,7 +98,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
         raise exc
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(request, exc.status_code, code, str(exc.detail))
+    # e.g. the ``Allow`` header of a 405 (RFC 9110 section 15.5.6)
+    headers = dict(exc.headers or {})
+    return error_response(request, exc.status_code, code, str(exc.detail), headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

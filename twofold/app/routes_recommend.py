@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twofold.app.deps import State
 from twofold.app.schemas import (
     MAX_DOC_ID_CHARS,
     MAX_K,
     MAX_QUERY_CHARS,
+    NOT_BLANK,
     ErrorOut,
+    Int,
     MixtureComponentOut,
+    bounded_int,
 )
 from twofold.app.state import AppState, CollectionState
 from twofold.app.work import arrived
-from twofold.core.errors import InputError
+from twofold.core.errors import NotFoundError
 from twofold.models.knn_embed import MixtureParams, UserMixture
 from twofold.search.interests import InterestRetriever, Recommendation
 
@@ -40,21 +43,34 @@ MAX_HISTORY_TEXT_CHARS = 8 * MAX_QUERY_CHARS
 _LOCK = threading.Lock()
 
 
-class HistoryItem(BaseModel):
-    """One history entry given as an object: exactly one of ``doc_id`` or ``text``."""
+class HistoryDoc(BaseModel):
+    """A history entry given as an object naming a document."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    doc_id: str | None = Field(None, min_length=1, max_length=MAX_DOC_ID_CHARS)
-    text: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS)
+    doc_id: str = Field(min_length=1, max_length=MAX_DOC_ID_CHARS)
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> HistoryItem:
-        if (self.doc_id is None) == (self.text is None):
-            raise ValueError("a history object has exactly one of `doc_id` or `text`")
-        if self.text is not None and not self.text.strip():
+
+class HistoryText(BaseModel):
+    """A history entry given as free text (encoded like a query)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(
+        min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": NOT_BLANK}
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
             raise ValueError("a history text is blank")
-        return self
+        return value
+
+
+DocIdText = Annotated[str, Field(min_length=1, max_length=MAX_DOC_ID_CHARS)]
+# exactly one of ``doc_id`` or ``text``: two object shapes, as the schema shows them
+HistoryItem = HistoryDoc | HistoryText
 
 
 class MixtureSpec(BaseModel):
@@ -69,8 +85,8 @@ class MixtureSpec(BaseModel):
     uniform_weight: float = Field(
         MixtureParams.uniform_weight, ge=0, le=1, description="beta: uniform prior"
     )
-    neighbours: int = Field(MixtureParams.n_neighbours, ge=0, le=200)
-    max_components: int | None = Field(None, ge=1, le=1000)
+    neighbours: Int = Field(MixtureParams.n_neighbours, ge=0, le=200)
+    max_components: bounded_int(1, 1000) | None = None  # type: ignore[valid-type]
     query_mode: Literal["user", "component"] = MixtureParams.query_mode
     component_blend: float = Field(MixtureParams.component_blend, ge=0, le=1)
 
@@ -93,8 +109,10 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    history: list[str | HistoryItem] = Field(min_length=1, max_length=MAX_HISTORY)
-    k: int = Field(10, ge=1, le=MAX_K, description="the budget N")
+    history: list[
+        Annotated[str, Field(min_length=1, max_length=MAX_DOC_ID_CHARS)] | HistoryItem
+    ] = Field(min_length=1, max_length=MAX_HISTORY)
+    k: Int = Field(10, ge=1, le=MAX_K, description="the budget N")
     collection: str | None = Field(None, max_length=256, description="default: the first")
     method: Literal["knn_embed", "single_vector"] = "knn_embed"
     order: Literal["proportional", "score"] = Field(
@@ -119,9 +137,9 @@ class RecommendRequest(BaseModel):
         for item in self.history:
             if isinstance(item, str):
                 ids.append(item)
-            elif item.doc_id is not None:
+            elif isinstance(item, HistoryDoc):
                 ids.append(item.doc_id)
-            elif item.text is not None:
+            else:
                 texts.append(item.text)
         return ids, texts
 
@@ -152,7 +170,7 @@ def interest_retriever(state: AppState, cs: CollectionState) -> InterestRetrieve
         cache: dict[str, InterestRetriever] = state.extras.setdefault("interests", {})
         if cs.name not in cache:
             if not cs.collection.has("interests"):
-                raise InputError(
+                raise NotFoundError(
                     f"collection {cs.name!r} has no interests index (it has "
                     f"{', '.join(cs.collection.retrievers)}); rebuild with "
                     "--retrievers dense,interests"
@@ -169,7 +187,7 @@ def _run(retriever: InterestRetriever, body: RecommendRequest) -> Recommendation
 
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503, 504)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 503, 504)
 }
 # create_app includes it behind the API key
 router = APIRouter(prefix="/v1", tags=["recommend"], responses=ERRORS)

@@ -28,7 +28,7 @@ from twofold.app.schemas import (
 from twofold.app.snippets import highlight_spans, query_stems, snippet
 from twofold.app.state import AppState, CollectionState
 from twofold.app.work import BudgetExceeded, Deadline
-from twofold.core.errors import InputError
+from twofold.core.errors import InputError, NotFoundError
 from twofold.core.types import Query
 from twofold.search.fusion import FusionConfig
 from twofold.search.interests import DiversifiedRanking
@@ -60,7 +60,7 @@ def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest
         )
     unknown = [r for r in request.retrievers if r not in cs.retrievers]
     if unknown:
-        raise InputError(
+        raise NotFoundError(
             f"collection {cs.name!r} has no retriever {', '.join(map(repr, unknown))}; "
             f"it has {', '.join(cs.retrievers)}"
         )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from twofold.app.metrics import Metrics
 from twofold.app.settings import Settings
 from twofold.app.work import BudgetExceeded, Deadline, Overloaded, WorkQueue
-from twofold.core.errors import InputError, UnknownNameError
+from twofold.core.errors import InputError, NotFoundError, UnknownNameError
 from twofold.core.types import Query
 from twofold.indexing.collection import Collection
 from twofold.models.threads import set_torch_threads
@@ -80,7 +80,8 @@ class AppState:
     def collection(self, name: str | None) -> CollectionState:
         key = name or self.default_collection
         if key not in self.collections:
-            raise UnknownNameError("collection", key, list(self.collections))
+            known = ", ".join(self.collections)
+            raise NotFoundError(f"unknown collection {key!r}; known: {known}")
         return self.collections[key]
 
     def deadline(self, arrived: float, budget_s: float) -> Deadline:
