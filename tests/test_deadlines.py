@@ -72,7 +72,10 @@ def serve(settings: Settings, pause_s: float | None = None) -> Iterator[tuple[st
         pipeline.retrievers = {"bm25": gate}
         # one search first, so the JVM is attached to the pipeline thread before timing
         warm = {"query": "warm up", "k": 1, "pipeline": "bm25"}
-        assert httpx.post(f"{base}/v1/search", json=warm, timeout=120).status_code == 200
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        resp = httpx.post(f"{base}/v1/search", json=warm, headers=headers, timeout=120)
+        assert resp.status_code == 200, resp.text
         gate.armed = True
         yield base, gate, state
     finally:

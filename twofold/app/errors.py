@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from twofold.app.state import ReloadInProgress
 from twofold.app.work import Overloaded
 from twofold.core.errors import (
     CollectionError,
@@ -34,6 +35,7 @@ class Unauthorized(Exception):
 ERROR_MAP: tuple[tuple[type[Exception], int, str], ...] = (
     (Unauthorized, 401, "unauthorized"),
     (Overloaded, 429, "overloaded"),
+    (ReloadInProgress, 409, "reload_in_progress"),
     (DeadlineExceeded, 504, "time_budget_exceeded"),
     (NotFoundError, 404, "not_found"),
     # a name (collection, pipeline, retriever) that matches nothing here: not found

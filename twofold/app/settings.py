@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="when set, /v1/* needs `Authorization: Bearer <key>`"
     )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="when set, admin routes (reload) are on and need `Authorization: Bearer "
+        "<admin key>` (the search key does not open them); unset, they are off (404)",
+    )
     reranker: str | None = Field(
         None, description="cross-encoder directory (HF *ForSequenceClassification) for +rerank"
     )

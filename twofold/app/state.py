@@ -34,7 +34,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-__all__ = ["AppState", "BudgetExceeded", "CollectionState", "Deadline", "Overloaded"]
+class ReloadInProgress(Exception):
+    """A reload was asked for while another one runs (mapped to 409)."""
+
+
+__all__ = [
+    "AppState",
+    "BudgetExceeded",
+    "CollectionState",
+    "Deadline",
+    "Overloaded",
+    "ReloadInProgress",
+]
 
 
 @dataclass
@@ -170,12 +181,16 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
     there, or ``tune-fusion`` rewrote its manifest), warm it up, then swap it in.
     Requests already running keep the old one; nothing is dropped. Call it on a
     pipeline thread (it opens the JVM's searchers)."""
-    with state.reload_lock:
+    if not state.reload_lock.acquire(blocking=False):
+        raise ReloadInProgress("a reload is already running; retry when it is done")
+    try:
         old = state.collection(name)
         fresh = open_collection(Collection(old.collection.path), state.settings, state.reranker)
         if state.settings.warmup:
             warm_up(fresh)
         state.collections[old.name] = fresh  # one dict store: atomic for readers
+    finally:
+        state.reload_lock.release()
     log.info(
         "reloaded collection %s (built %s)", name, fresh.collection.manifest.build.get("created")
     )
