@@ -150,3 +150,27 @@ def backend_collections(
     shutil.copytree(embedded, milvus)
     push_collection(milvus, MilvusTarget(milvus_uri, "api_cranfield", batch_size=64), False)
     return {"embedded": embedded, "milvus": milvus}
+
+
+FULL_RETRIEVERS = ("bm25", "sparse", "splade", "dense", "interests")
+FULL_DOCS = 100
+
+
+@pytest.fixture(scope="session")
+def full_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real collection with every retriever: the first ``FULL_DOCS`` documents of
+    the Cranfield sample, real models (splade-tiny, minilm-l6; 128 tokens a document),
+    built once per run."""
+    from twofold.indexing.build import build_collection
+    from twofold.indexing.buildctx import BuildOptions
+
+    out = tmp_path_factory.mktemp("full") / "cranfield-all"
+    options = BuildOptions(
+        retrievers=FULL_RETRIEVERS,
+        max_docs=FULL_DOCS,
+        max_length=128,
+        device="cpu",
+        progress=False,
+    )
+    build_collection(SAMPLE, out, options)
+    return out

@@ -217,7 +217,7 @@ def test_bad_or_missing_token(server: str, headers: dict[str, str], needle: str)
 
 
 def test_unknown_pipeline_lists_the_known_ones(client: httpx.Client) -> None:
-    expect(search(client, query="heat", pipeline="hybird"), 400, "hybird", "known: bm25")
+    expect(search(client, query="heat", pipeline="hybird"), 404, "hybird", "known: bm25")
     expect(search(client, query="heat", pipeline="dense"), 400, "cannot run", "available")
 
 
@@ -255,6 +255,8 @@ def test_rerank_pipeline_without_reranker_says_how_to_add_one(
         ),
         ({"query": "heat", "explain": "yes"}, ["body.explain"]),
         ({"query": "heat", "budget_ms": 1}, ["body.budget_ms"]),
+        ({"query": "heat", "budget_ms": 776.5}, ["body.budget_ms"]),
+        ({"query": "heat", "k": True}, ["body.k"]),
     ],
 )
 def test_invalid_search_bodies_are_422(
@@ -265,8 +267,8 @@ def test_invalid_search_bodies_are_422(
 
 
 def test_domain_errors_are_400(client: httpx.Client) -> None:
-    expect(search(client, query="heat", collection="nope"), 400, "unknown collection", "cranfield")
-    expect(search(client, query="heat", retrievers=["dense"]), 400, "no retriever 'dense'")
+    expect(search(client, query="heat", collection="nope"), 404, "unknown collection", "cranfield")
+    expect(search(client, query="heat", retrievers=["dense"]), 404, "no retriever 'dense'")
     bad_fusion = {"method": "score", "normalization": "z_score", "combination": "geometric"}
     expect(search(client, query="heat", retrievers=["bm25"], fusion=bad_fusion), 400, "z_score")
     # a weight for a retriever the request does not run is refused, not ignored
@@ -307,7 +309,16 @@ def test_unknown_doc_and_route(client: httpx.Client) -> None:
     expect(client.get("/v1/docs/no-such-doc"), 404, "unknown doc id 'no-such-doc'")
     expect(client.get("/v1/docs/" + "x" * 600), 422, "doc_id")
     expect(client.get("/v1/nothing-here"), 404)
-    expect(client.get("/v1/search"), 405)
+    wrong = client.get("/v1/search")
+    expect(wrong, 405)
+    assert wrong.headers["allow"] == "POST"  # RFC 9110: a 405 says what is allowed
+
+
+def test_integral_numbers_are_integers(client: httpx.Client) -> None:
+    """JSON Schema's ``integer`` includes 776.0: the schema says integer, so it is one."""
+    resp = search(client, query="heat", k=3.0, budget_ms=776.0, pipeline="bm25")
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json()["hits"]) == 3
 
 
 def test_metrics_count_what_happened(server: str, client: httpx.Client) -> None:

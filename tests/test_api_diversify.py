@@ -161,9 +161,9 @@ def test_batch_diversifies_only_the_searches_that_ask(base_url: str) -> None:
 def test_diversify_without_interests_says_how_to_rebuild(base_url: str) -> None:
     body = {"query": "heat transfer", "collection": "plain", "diversify": True}
     r = post(base_url, "/v1/search", body)
-    assert r.status_code == 400, r.text
+    assert r.status_code == 404, r.text  # the collection's interests index is not there
     err = r.json()
-    assert err["code"] == "bad_request"
+    assert err["code"] == "not_found"
     assert "'plain'" in err["detail"] and "--retrievers dense,interests" in err["detail"]
     # the same collection searches as before without diversify
     assert post(base_url, "/v1/search", {**body, "diversify": False}).status_code == 200

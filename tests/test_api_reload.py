@@ -27,8 +27,12 @@ def collection(tmp_path: Path) -> Path:
     return out
 
 
+ADMIN = {"Authorization": "Bearer admin-key-0123456789"}
+
+
 def test_reload_swaps_in_the_new_manifest_without_dropping_requests(collection: Path) -> None:
-    with run_in_thread(Settings(collections=[collection])) as base:
+    settings = Settings(collections=[collection], admin_key="admin-key-0123456789")
+    with run_in_thread(settings) as base:
         statuses: list[int] = []
         stop = threading.Event()
 
@@ -51,7 +55,7 @@ def test_reload_swaps_in_the_new_manifest_without_dropping_requests(collection: 
         worker = threading.Thread(target=traffic)
         worker.start()
         try:
-            resp = httpx.post(f"{base}/v1/collections/cranfield/reload", timeout=60)
+            resp = httpx.post(f"{base}/v1/collections/cranfield/reload", headers=ADMIN, timeout=60)
         finally:
             stop.set()
             worker.join(timeout=60)
@@ -60,7 +64,34 @@ def test_reload_swaps_in_the_new_manifest_without_dropping_requests(collection: 
         after = httpx.get(f"{base}/v1/collections").json()["collections"][0]
         assert after["pipeline_config"] == {"hybrid": entry}
         assert statuses and set(statuses) == {200}
-        expect = httpx.post(f"{base}/v1/collections/nope/reload")
-        assert expect.status_code == 400 and "unknown collection 'nope'" in expect.json()["detail"]
+        expect = httpx.post(f"{base}/v1/collections/nope/reload", headers=ADMIN)
+        assert expect.status_code == 404 and "unknown collection 'nope'" in expect.json()["detail"]
         search = httpx.post(f"{base}/v1/search", json={"query": "heat transfer"}).json()
         assert search["hits"] and search["pipeline"] == "hybrid"
+
+
+def test_reload_needs_the_admin_key_and_runs_one_at_a_time(collection: Path) -> None:
+    from tests.test_deadlines import serve
+
+    search_key = {"Authorization": "Bearer search-key-0123456789"}
+    settings = Settings(
+        collections=[collection],
+        api_key="search-key-0123456789",
+        admin_key="admin-key-0123456789",
+        warmup=False,
+    )
+    with serve(settings) as (base, _, state):
+        url = f"{base}/v1/collections/cranfield/reload"
+        for headers in ({}, search_key, {"Authorization": "Bearer wrong"}):
+            resp = httpx.post(url, headers=headers, timeout=60)
+            assert resp.status_code == 401, resp.text
+        with state.reload_lock:  # a reload is running
+            busy = httpx.post(url, headers=ADMIN, timeout=60)
+        assert busy.status_code == 409 and busy.json()["code"] == "reload_in_progress"
+        assert httpx.post(url, headers=ADMIN, timeout=60).status_code == 200
+
+
+def test_without_an_admin_key_admin_routes_are_off(collection: Path) -> None:
+    with run_in_thread(Settings(collections=[collection], warmup=False)) as base:
+        resp = httpx.post(f"{base}/v1/collections/cranfield/reload", timeout=60)
+        assert resp.status_code == 404, resp.text

@@ -76,7 +76,8 @@ def test_unknown_history_ids_are_a_404_naming_them(base_url: str) -> None:
     [
         ({"history": [], "k": 3}, "history"),
         ({"history": ["d1"], "k": 0}, "k"),
-        ({"history": [{"doc_id": "d1", "text": "x"}]}, "exactly one"),
+        ({"history": [{"doc_id": "d1", "text": "x"}]}, "history.0"),
+        ({"history": [{}]}, "history.0"),
         ({"history": ["d1"], "mixture": {"temperature": -1}}, "temperature"),
         ({"history": ["d1"], "histroy": ["d2"]}, "histroy"),
     ],

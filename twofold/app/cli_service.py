@@ -14,7 +14,14 @@ def _serve(args: argparse.Namespace) -> int:
     from twofold.app.settings import Settings
 
     overrides: dict[str, Any] = {"collections": [Path(d) for d in args.dirs]}
-    options = ("reranker", "default_pipeline", "time_budget_ms", "search_threads", "sparse_engine")
+    options = (
+        "reranker",
+        "default_pipeline",
+        "time_budget_ms",
+        "search_threads",
+        "torch_threads",
+        "sparse_engine",
+    )
     for name in options:
         value = getattr(args, name)
         if value is not None:
@@ -57,6 +64,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     serve.add_argument("--default-pipeline", help="pipeline for requests naming none")
     serve.add_argument("--time-budget-ms", type=int, help="per-request time budget")
     serve.add_argument("--search-threads", type=int, help="threads running pipelines")
+    serve.add_argument(
+        "--torch-threads", type=int, help="torch intra-op threads (set once at start)"
+    )
     serve.add_argument("--no-warmup", action="store_true", help="skip the warm-up queries")
     serve.add_argument(
         "--sparse-engine",

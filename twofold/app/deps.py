@@ -20,14 +20,28 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
+def _bearer(request: Request, what: str) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(f"send the {what} as `Authorization: Bearer <key>`")
+    return token.strip()
+
+
 def require_api_key(request: Request, state: State) -> None:
     """``Authorization: Bearer <key>`` when the service has a key; compared in constant time."""
     if state.settings.api_key is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send the API key as `Authorization: Bearer <key>`")
     expected = state.settings.api_key.get_secret_value().encode()
-    if not hmac.compare_digest(token.strip().encode(), expected):
+    if not hmac.compare_digest(_bearer(request, "API key").encode(), expected):
         raise Unauthorized("the API key is not valid")
+
+
+def require_admin_key(request: Request, state: State) -> None:
+    """``Authorization: Bearer <admin key>``: the admin key only (the search key is not
+    one). ``create_app`` registers admin routes only when an admin key is set."""
+    if state.settings.admin_key is None:  # pragma: no cover - routes are off then
+        raise Unauthorized("admin routes are off: the service has no TWOFOLD_ADMIN_KEY")
+    expected = state.settings.admin_key.get_secret_value().encode()
+    if not hmac.compare_digest(_bearer(request, "admin key").encode(), expected):
+        raise Unauthorized("the admin key is not valid")

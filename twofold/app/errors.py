@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from twofold.app.state import BudgetExceeded
+from twofold.app.state import ReloadInProgress
+from twofold.app.work import Overloaded
 from twofold.core.errors import (
     CollectionError,
     DependencyError,
@@ -21,6 +22,7 @@ from twofold.core.errors import (
     TwofoldError,
     UnknownNameError,
 )
+from twofold.search.pipeline import DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,13 @@ class Unauthorized(Exception):
 # (exception type, status, code); the first match wins, so subclasses come first.
 ERROR_MAP: tuple[tuple[type[Exception], int, str], ...] = (
     (Unauthorized, 401, "unauthorized"),
+    (Overloaded, 429, "overloaded"),
+    (ReloadInProgress, 409, "reload_in_progress"),
+    (DeadlineExceeded, 504, "time_budget_exceeded"),
     (NotFoundError, 404, "not_found"),
-    (UnknownNameError, 400, "unknown_name"),
+    # a name (collection, pipeline, retriever) that matches nothing here: not found
+    (UnknownNameError, 404, "unknown_name"),
     (InputError, 400, "bad_request"),
-    (BudgetExceeded, 504, "time_budget_exceeded"),
     (CollectionError, 503, "collection_unavailable"),
     (ModelError, 503, "model_unavailable"),
     (DependencyError, 503, "dependency_missing"),
@@ -49,12 +54,19 @@ def request_id(request: Request) -> str | None:
 
 
 def error_response(
-    request: Request, status: int, code: str, detail: str, **extra: Any
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail, "code": code, "request_id": request_id(request)}
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -66,7 +78,10 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, kind):
             if status >= 500:
                 log.error("%s: %s", code, exc)
-            return error_response(request, status, code, str(exc))
+            headers = None
+            if isinstance(exc, Overloaded):
+                headers = {"Retry-After": str(exc.retry_after_s)}
+            return error_response(request, status, code, str(exc), headers)
     raise exc  # pragma: no cover - only registered for the types above
 
 
@@ -85,7 +100,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
         raise exc
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(request, exc.status_code, code, str(exc.detail))
+    # e.g. the ``Allow`` header of a 405 (RFC 9110 section 15.5.6)
+    headers = dict(exc.headers or {})
+    return error_response(request, exc.status_code, code, str(exc.detail), headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

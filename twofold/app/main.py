@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twofold import __version__
 from twofold.app import routes_meta, routes_recommend, routes_search
-from twofold.app.deps import require_api_key
+from twofold.app.deps import require_admin_key, require_api_key
 from twofold.app.errors import install_error_handlers
 from twofold.app.metrics import Metrics
 from twofold.app.middleware import RequestContextMiddleware
@@ -59,6 +59,8 @@ def create_app(settings: Settings, loader: Loader = load_state) -> FastAPI:
     app.include_router(routes_search.router, dependencies=auth)
     app.include_router(routes_meta.v1, dependencies=auth)
     app.include_router(routes_recommend.router, dependencies=auth)
+    if settings.admin_key is not None:  # no admin key: admin routes are off, not open
+        app.include_router(routes_meta.admin, dependencies=[Depends(require_admin_key)])
     app.include_router(routes_meta.ops)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

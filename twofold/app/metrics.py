@@ -33,6 +33,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.deadline_stops = Counter(
+            "twofold_deadline_stops",
+            "requests stopped past their time budget, by the stage not started",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "twofold_shed",
+            "requests refused with 429: every pipeline thread busy and the queue full",
+            registry=self.registry,
+        )
         self.degraded = Counter(
             "twofold_search_degraded",
             "searches answered without a stage (reranker or retriever failed / out of time)",

@@ -34,11 +34,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        arrived = time.monotonic()  # a request's time budget starts here (app.work.Deadline)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         incoming = headers.get("x-request-id", "")
         rid = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
+        state["arrived"] = arrived
         state["log"] = {}
         status = {"code": 500}
 

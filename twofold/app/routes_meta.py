@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -16,11 +17,13 @@ from twofold.app.schemas import (
     DocOut,
     PipelineOut,
 )
-from twofold.app.state import CollectionState, reload_collection
+from twofold.app.state import CollectionState, ReloadInProgress, reload_collection
 from twofold.search.pipeline import describe_pipeline
 
 RELOAD_BUDGET_S = 3600.0
 v1 = APIRouter(prefix="/v1", tags=["collections"], responses=ERRORS)
+# admin routes: included by create_app only when an admin key is set, behind it
+admin = APIRouter(prefix="/v1", tags=["admin"], responses={**ERRORS, 409: ERRORS[400]})
 ops = APIRouter(tags=["operations"])
 
 
@@ -44,14 +47,18 @@ def collections(state: State) -> CollectionsResponse:
     return CollectionsResponse(default=state.default_collection, collections=out, reranker=reranker)
 
 
-@v1.post("/collections/{name}/reload", response_model=CollectionOut)
+@admin.post("/collections/{name}/reload", response_model=CollectionOut)
 async def reload(
     state: State, name: Annotated[str, Path(min_length=1, max_length=256)]
 ) -> CollectionOut:
     """Reopen a collection from disk (after a rebuild or ``tune-fusion``) and swap it in
-    once it is warm; requests keep being answered by the old one meanwhile."""
-    state.collection(name)  # unknown name -> 400 before any work
-    fresh = await state.run(reload_collection, state, name, budget_s=RELOAD_BUDGET_S)
+    once it is warm; requests keep being answered by the old one meanwhile. One reload
+    at a time: a second one while it runs is a 409."""
+    state.collection(name)  # unknown name -> 404 before any work
+    if state.reload_lock.locked():
+        raise ReloadInProgress("a reload is already running; retry when it is done")
+    deadline = state.deadline(time.monotonic(), RELOAD_BUDGET_S)
+    fresh = await state.run(deadline, reload_collection, state, name)
     return _collection_out(fresh)
 
 

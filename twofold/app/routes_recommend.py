@@ -14,43 +14,63 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twofold.app.deps import State
 from twofold.app.schemas import (
     MAX_DOC_ID_CHARS,
     MAX_K,
     MAX_QUERY_CHARS,
+    NOT_BLANK,
     ErrorOut,
+    Int,
     MixtureComponentOut,
+    bounded_int,
 )
 from twofold.app.state import AppState, CollectionState
-from twofold.core.errors import InputError
+from twofold.app.work import arrived
+from twofold.core.errors import NotFoundError
 from twofold.models.knn_embed import MixtureParams, UserMixture
 from twofold.search.interests import InterestRetriever, Recommendation
 
 MAX_HISTORY = 200
+# Free-text history items are encoded per request (doc ids are looked up, not encoded):
+# their total length bounds that cost, about eight full-length queries.
+MAX_HISTORY_TEXT_CHARS = 8 * MAX_QUERY_CHARS
 _LOCK = threading.Lock()
 
 
-class HistoryItem(BaseModel):
-    """One history entry given as an object: exactly one of ``doc_id`` or ``text``."""
+class HistoryDoc(BaseModel):
+    """A history entry given as an object naming a document."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    doc_id: str | None = Field(None, min_length=1, max_length=MAX_DOC_ID_CHARS)
-    text: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS)
+    doc_id: str = Field(min_length=1, max_length=MAX_DOC_ID_CHARS)
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> HistoryItem:
-        if (self.doc_id is None) == (self.text is None):
-            raise ValueError("a history object has exactly one of `doc_id` or `text`")
-        if self.text is not None and not self.text.strip():
+
+class HistoryText(BaseModel):
+    """A history entry given as free text (encoded like a query)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(
+        min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": NOT_BLANK}
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
             raise ValueError("a history text is blank")
-        return self
+        return value
+
+
+DocIdText = Annotated[str, Field(min_length=1, max_length=MAX_DOC_ID_CHARS)]
+# exactly one of ``doc_id`` or ``text``: two object shapes, as the schema shows them
+HistoryItem = HistoryDoc | HistoryText
 
 
 class MixtureSpec(BaseModel):
@@ -65,8 +85,8 @@ class MixtureSpec(BaseModel):
     uniform_weight: float = Field(
         MixtureParams.uniform_weight, ge=0, le=1, description="beta: uniform prior"
     )
-    neighbours: int = Field(MixtureParams.n_neighbours, ge=0, le=200)
-    max_components: int | None = Field(None, ge=1, le=1000)
+    neighbours: Int = Field(MixtureParams.n_neighbours, ge=0, le=200)
+    max_components: bounded_int(1, 1000) | None = None  # type: ignore[valid-type]
     query_mode: Literal["user", "component"] = MixtureParams.query_mode
     component_blend: float = Field(MixtureParams.component_blend, ge=0, le=1)
 
@@ -83,12 +103,16 @@ class MixtureSpec(BaseModel):
 
 
 class RecommendRequest(BaseModel):
-    """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects."""
+    """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects;
+    the texts together at most ``MAX_HISTORY_TEXT_CHARS`` characters (their encoding is
+    the request's cost)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    history: list[str | HistoryItem] = Field(min_length=1, max_length=MAX_HISTORY)
-    k: int = Field(10, ge=1, le=MAX_K, description="the budget N")
+    history: list[
+        Annotated[str, Field(min_length=1, max_length=MAX_DOC_ID_CHARS)] | HistoryItem
+    ] = Field(min_length=1, max_length=MAX_HISTORY)
+    k: Int = Field(10, ge=1, le=MAX_K, description="the budget N")
     collection: str | None = Field(None, max_length=256, description="default: the first")
     method: Literal["knn_embed", "single_vector"] = "knn_embed"
     order: Literal["proportional", "score"] = Field(
@@ -96,15 +120,26 @@ class RecommendRequest(BaseModel):
     )
     mixture: MixtureSpec = Field(default_factory=lambda: MixtureSpec.model_validate({}))
 
+    @model_validator(mode="after")
+    def _text_cost(self) -> RecommendRequest:
+        total = sum(len(t) for t in self.split()[1])
+        if total > MAX_HISTORY_TEXT_CHARS:
+            raise ValueError(
+                f"the history's texts total {total} characters; at most "
+                f"{MAX_HISTORY_TEXT_CHARS} are encoded per request (send doc ids, or "
+                "fewer or shorter texts)"
+            )
+        return self
+
     def split(self) -> tuple[list[str], list[str]]:
         ids: list[str] = []
         texts: list[str] = []
         for item in self.history:
             if isinstance(item, str):
                 ids.append(item)
-            elif item.doc_id is not None:
+            elif isinstance(item, HistoryDoc):
                 ids.append(item.doc_id)
-            elif item.text is not None:
+            else:
                 texts.append(item.text)
         return ids, texts
 
@@ -135,7 +170,7 @@ def interest_retriever(state: AppState, cs: CollectionState) -> InterestRetrieve
         cache: dict[str, InterestRetriever] = state.extras.setdefault("interests", {})
         if cs.name not in cache:
             if not cs.collection.has("interests"):
-                raise InputError(
+                raise NotFoundError(
                     f"collection {cs.name!r} has no interests index (it has "
                     f"{', '.join(cs.collection.retrievers)}); rebuild with "
                     "--retrievers dense,interests"
@@ -152,7 +187,7 @@ def _run(retriever: InterestRetriever, body: RecommendRequest) -> Recommendation
 
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503, 504)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 503, 504)
 }
 # create_app includes it behind the API key
 router = APIRouter(prefix="/v1", tags=["recommend"], responses=ERRORS)
@@ -170,7 +205,8 @@ async def recommend(body: RecommendRequest, request: Request, state: State) -> R
     started = time.perf_counter()
     cs = state.collection(body.collection)
     retriever = interest_retriever(state, cs)
-    rec = await state.run(_run, retriever, body, budget_s=state.settings.time_budget_ms / 1000)
+    deadline = state.deadline(arrived(request), state.settings.time_budget_ms / 1000.0)
+    rec = await state.run(deadline, _run, retriever, body)
     docs = cs.collection.docs
     hits = []
     for rank, h in enumerate(rec.hits, start=1):

@@ -14,9 +14,10 @@ from twofold.app.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from twofold.app.work import arrived
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503, 504)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 503, 504)
 }
 router = APIRouter(prefix="/v1", tags=["search"], responses=ERRORS)
 
@@ -33,9 +34,8 @@ def _json(model: BaseModel) -> Response:
 @router.post("/search", response_model=SearchResponse)
 async def search(body: SearchRequest, request: Request, state: State) -> Response:
     rid = _request_id(request)
-    response = await state.run(
-        service.search, state, body, rid, budget_s=service.budget_s(state, body)
-    )
+    deadline = state.deadline(arrived(request), service.budget_s(state, body))
+    response = await state.run(deadline, service.search, state, body, rid, deadline)
     request.scope["state"]["log"].update(
         pipeline=response.pipeline,
         collection=response.collection,
@@ -49,13 +49,12 @@ async def search(body: SearchRequest, request: Request, state: State) -> Respons
 
 @router.post("/search/batch", response_model=SearchBatchResponse)
 async def search_batch(body: SearchBatchRequest, request: Request, state: State) -> Response:
+    """The searches run one after another under one shared time budget (the service's,
+    from the batch's arrival); an item's ``budget_ms`` can only lower its own share."""
     rid = _request_id(request)
-    results = []
-    for i, item in enumerate(body.searches):
-        results.append(
-            await state.run(
-                service.search, state, item, f"{rid}-{i}", budget_s=service.budget_s(state, item)
-            )
-        )
+    deadline = state.deadline(arrived(request), state.settings.time_budget_ms / 1000.0)
+    results = await state.run(
+        deadline, service.search_batch, state, list(body.searches), rid, deadline
+    )
     request.scope["state"]["log"].update(searches=len(results))
     return _json(SearchBatchResponse(request_id=rid, results=results))

@@ -7,17 +7,39 @@ such as ``"pipline"`` is an error, not a silently ignored option.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 MAX_K = 100
 MAX_QUERY_CHARS = 1000
 MAX_BATCH = 32
 MAX_RETRIEVERS = 8
 MAX_DOC_ID_CHARS = 512
+# below this a budget mostly measures the queue: such requests would only ever be 504s
+MIN_BUDGET_MS = 100
 
 Weight = Annotated[float, Field(ge=0, le=1e6)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``776.0`` (a number with no fractional part):
+    take it as 776. ``2.5``, ``"10"`` and ``true`` stay errors (requests are strict)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
+def bounded_int(ge: int, le: int) -> Any:
+    """``Int`` within [ge, le], for an optional field (the bounds stay in the schema)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
+# a query or text with some non-space character: blank ones are refused by the schema
+NOT_BLANK = r"\S"
 
 
 def _absent(value: object) -> bool:
@@ -31,27 +53,44 @@ class FusionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     method: Literal["rrf", "score", "convex"] = "rrf"
-    k: int = Field(60, ge=0, le=10_000, description="RRF constant")
+    k: Int = Field(60, ge=0, le=10_000, description="RRF constant")
     normalization: Literal["min_max", "z_score", "l2"] = "min_max"
     combination: Literal["arithmetic", "geometric", "harmonic"] = "arithmetic"
     weights: dict[str, Weight] = Field(default_factory=dict, max_length=MAX_RETRIEVERS)
 
 
+# What ``SearchRequest._one_way_to_pick`` checks, said in the schema (JSON Schema 2020-12)
+# so that a client (or a fuzzer) reading it knows before sending: not both ``pipeline``
+# and ``retrievers``; ``fusion`` and ``rerank`` only with ``retrievers``.
+ONE_WAY_TO_PICK: dict[str, Any] = {
+    "not": {
+        "required": ["pipeline", "retrievers"],
+        "properties": {"pipeline": {"type": "string"}, "retrievers": {"type": "array"}},
+    },
+    "anyOf": [
+        {"required": ["retrievers"], "properties": {"retrievers": {"type": "array"}}},
+        {"properties": {"fusion": {"type": "null"}, "rerank": {"const": False}}},
+    ],
+}
+
+
 class SearchRequest(BaseModel):
     """Either ``pipeline`` (a named one) or ``retrievers`` (+ ``fusion``, ``rerank``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_WAY_TO_PICK)
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(10, ge=1, le=MAX_K)
+    query: str = Field(
+        min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": NOT_BLANK}
+    )
+    k: Int = Field(10, ge=1, le=MAX_K)
     collection: str | None = Field(None, max_length=256, description="default: the first")
     pipeline: str | None = Field(None, max_length=64, description="default: the service's")
     retrievers: list[str] | None = Field(None, min_length=1, max_length=MAX_RETRIEVERS)
     fusion: FusionSpec | None = None
     rerank: bool = False
     explain: bool = Field(False, description="add per-hit term contributions where known")
-    budget_ms: int | None = Field(
-        None, ge=10, le=600_000, description="lower the service's time budget for this request"
+    budget_ms: bounded_int(MIN_BUDGET_MS, 600_000) | None = Field(  # type: ignore[valid-type]
+        None, description="lower the service's time budget for this request"
     )
     diversify: bool = Field(
         False,

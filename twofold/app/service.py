@@ -27,11 +27,18 @@ from twofold.app.schemas import (
 )
 from twofold.app.snippets import highlight_spans, query_stems, snippet
 from twofold.app.state import AppState, CollectionState
-from twofold.core.errors import InputError
+from twofold.app.work import BudgetExceeded, Deadline
+from twofold.core.errors import InputError, NotFoundError
 from twofold.core.types import Query
 from twofold.search.fusion import FusionConfig
 from twofold.search.interests import DiversifiedRanking
-from twofold.search.pipeline import Depths, Pipeline, SearchOutcome, make_pipeline
+from twofold.search.pipeline import (
+    DeadlineExceeded,
+    Depths,
+    Pipeline,
+    SearchOutcome,
+    make_pipeline,
+)
 
 RERANK_SHARE = 0.8  # of the request budget the reranker may use; the rest is slack
 
@@ -53,7 +60,7 @@ def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest
         )
     unknown = [r for r in request.retrievers if r not in cs.retrievers]
     if unknown:
-        raise InputError(
+        raise NotFoundError(
             f"collection {cs.name!r} has no retriever {', '.join(map(repr, unknown))}; "
             f"it has {', '.join(cs.retrievers)}"
         )
@@ -79,7 +86,9 @@ def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest
     )
 
 
-def _explain(pipeline: Pipeline, query: Query, doc_id: str) -> dict[str, list[TermOut]]:
+def _explain(
+    pipeline: Pipeline, query: Query, doc_id: str, deadline: Deadline
+) -> dict[str, list[TermOut]]:
     """Per retriever that can explain itself (``retriever.searcher.explain(text, doc_id)``,
     as the sparse retrievers do), the matched query terms, largest contribution first."""
     out: dict[str, list[TermOut]] = {}
@@ -87,6 +96,7 @@ def _explain(pipeline: Pipeline, query: Query, doc_id: str) -> dict[str, list[Te
         explain = getattr(getattr(retriever, "searcher", None), "explain", None)
         if not callable(explain):
             continue
+        deadline.check("explain")
         out[name] = [
             TermOut(
                 term=str(c.term),
@@ -99,25 +109,54 @@ def _explain(pipeline: Pipeline, query: Query, doc_id: str) -> dict[str, list[Te
     return out
 
 
-def search(state: AppState, request: SearchRequest, request_id: str) -> SearchResponse:
+def _run(pipeline: Pipeline, query: Query, k: int, deadline: Deadline) -> SearchOutcome:
+    """The pipeline under ``deadline``: the reranker may use ``RERANK_SHARE`` of the budget
+    (then the fused ranking stands, ``degraded``); past the deadline no stage starts."""
+    try:
+        return pipeline.run(query, k, deadline.share(RERANK_SHARE), stop_at=deadline.at)
+    except DeadlineExceeded as exc:
+        if deadline.stops is not None:
+            deadline.stops.labels("pipeline").inc()
+        raise BudgetExceeded(
+            f"{exc} (budget {deadline.budget_s * 1000:.0f} ms); raise budget_ms"
+        ) from None
+
+
+def search_batch(
+    state: AppState, requests: list[SearchRequest], request_id: str, deadline: Deadline
+) -> list[SearchResponse]:
+    """Every search of a batch, in order, under the batch's one deadline (each also under
+    its own ``budget_ms`` when lower)."""
+    return [search(state, item, f"{request_id}-{i}", deadline) for i, item in enumerate(requests)]
+
+
+def search(
+    state: AppState, request: SearchRequest, request_id: str, deadline: Deadline
+) -> SearchResponse:
+    """One search under ``deadline`` (from the request's arrival), checked between the
+    stages: retrievers, fusion, reranking, diversify, document reads, explain."""
     started = time.perf_counter()
+    deadline = deadline.within(budget_s(state, request))
+    deadline.check("the search")
     cs = state.collection(request.collection)
     pipeline = choose_pipeline(state, cs, request)
     # before the search: a collection without interests is a 400 that says how to rebuild
     interests = interest_retriever(state, cs) if request.diversify else None
     query = Query(request_id, request.query)
-    deadline = time.monotonic() + budget_s(state, request) * RERANK_SHARE
     diversified: DiversifiedRanking | None = None
     if interests is None:
-        outcome = pipeline.run(query, request.k, deadline)
+        outcome = _run(pipeline, query, request.k, deadline)
     else:
         # the whole candidate list, so each interest has its own hits to choose from
-        deep = pipeline.run(query, max(request.k, state.settings.retrieve_depth), deadline)
+        deep = _run(pipeline, query, max(request.k, state.settings.retrieve_depth), deadline)
+        deadline.check("diversify")
         t0 = time.perf_counter()
         diversified = interests.diversify_ranking(deep.ranking, request.k)
         timings = {**deep.timings_ms, "diversify": round((time.perf_counter() - t0) * 1000.0, 3)}
         outcome = SearchOutcome(diversified.ranking, timings, deep.degraded)
-    response = to_response(cs, pipeline, query, request, outcome, request_id, started, diversified)
+    response = to_response(
+        cs, pipeline, query, request, outcome, request_id, started, deadline, diversified
+    )
     for stage, ms in outcome.timings_ms.items():
         state.metrics.stage.labels(pipeline.name, stage).observe(ms / 1000.0)
     if outcome.degraded:
@@ -133,12 +172,14 @@ def to_response(
     outcome: SearchOutcome,
     request_id: str,
     started: float,
+    deadline: Deadline,
     diversified: DiversifiedRanking | None = None,
 ) -> SearchResponse:
     stems = query_stems(request.query)
     interests = diversified.interests if diversified is not None else None
     hits = []
     for rank, hit in enumerate(outcome.ranking.hits, start=1):
+        deadline.check("document reads and snippets")
         doc = cs.collection.docs.get(hit.doc_id)
         text_snippet, spans = snippet(doc.text, stems)
         hits.append(
@@ -152,7 +193,7 @@ def to_response(
                 highlights=spans,
                 title_highlights=highlight_spans(doc.title, stems),
                 sources={n: SourceOut(rank=r, score=s) for n, (r, s) in hit.sources.items()},
-                terms=_explain(pipeline, query, hit.doc_id) if request.explain else None,
+                terms=_explain(pipeline, query, hit.doc_id, deadline) if request.explain else None,
                 interest=interests[rank - 1] if interests is not None else None,
             )
         )

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="when set, /v1/* needs `Authorization: Bearer <key>`"
     )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="when set, admin routes (reload) are on and need `Authorization: Bearer "
+        "<admin key>` (the search key does not open them); unset, they are off (404)",
+    )
     reranker: str | None = Field(
         None, description="cross-encoder directory (HF *ForSequenceClassification) for +rerank"
     )
@@ -40,6 +45,19 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     search_threads: int = Field(4, ge=1, le=64, description="threads running pipelines")
+    max_queue: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description="requests that may wait for a pipeline thread; past it 429 + Retry-After",
+    )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="torch intra-op threads, set once at start (default: torch's, the "
+        "number of cores); never switched per request",
+    )
     warmup: bool = Field(True, description="run one query per pipeline before reporting ready")
     sparse_engine: Literal["native", "lucene"] | None = Field(
         None,

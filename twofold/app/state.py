@@ -1,27 +1,24 @@
 """What the service loads once, in the lifespan: collections, their opened retrievers and
-named pipelines, the reranker, and the thread pool that runs pipelines.
-
-Pipelines run on a fixed pool of long-lived threads (not the event loop's default
-pool) so Lucene's JVM sees a bounded set of attached threads and a slow query cannot
-starve the event loop.
+named pipelines, the reranker, and the bounded queue of pipeline threads
+(``twofold.app.work.WorkQueue``) that runs pipelines under each request's ``Deadline``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from twofold.app.metrics import Metrics
 from twofold.app.settings import Settings
-from twofold.core.errors import InputError, UnknownNameError
+from twofold.app.work import BudgetExceeded, Deadline, Overloaded, WorkQueue
+from twofold.core.errors import InputError, NotFoundError, UnknownNameError
 from twofold.core.types import Query
 from twofold.indexing.collection import Collection
+from twofold.models.threads import set_torch_threads
 from twofold.search.pipeline import (
     PIPELINES,
     Pipeline,
@@ -37,8 +34,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class BudgetExceeded(Exception):
-    """A request ran past its time budget (mapped to 504)."""
+class ReloadInProgress(Exception):
+    """A reload was asked for while another one runs (mapped to 409)."""
+
+
+__all__ = [
+    "AppState",
+    "BudgetExceeded",
+    "CollectionState",
+    "Deadline",
+    "Overloaded",
+    "ReloadInProgress",
+]
 
 
 @dataclass
@@ -72,7 +79,7 @@ class AppState:
     collections: dict[str, CollectionState]
     reranker: Reranker | None
     metrics: Metrics
-    executor: ThreadPoolExecutor
+    queue: WorkQueue
     ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -84,19 +91,22 @@ class AppState:
     def collection(self, name: str | None) -> CollectionState:
         key = name or self.default_collection
         if key not in self.collections:
-            raise UnknownNameError("collection", key, list(self.collections))
+            known = ", ".join(self.collections)
+            raise NotFoundError(f"unknown collection {key!r}; known: {known}")
         return self.collections[key]
 
-    async def run(self, fn: Callable[..., T], *args: Any, budget_s: float) -> T:
-        """Run ``fn(*args)`` on the pipeline threads; ``BudgetExceeded`` after ``budget_s``."""
-        future = self.executor.submit(fn, *args)
+    def deadline(self, arrived: float, budget_s: float) -> Deadline:
+        """The deadline of a request that arrived at ``arrived`` (``time.monotonic()``)."""
+        return Deadline.start(arrived, budget_s, self.metrics.deadline_stops)
+
+    async def run(self, deadline: Deadline, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a pipeline thread under ``deadline``: ``BudgetExceeded`` past
+        it, ``Overloaded`` when every thread is busy and the queue is full."""
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=budget_s)
-        except TimeoutError:
-            future.cancel()
-            raise BudgetExceeded(
-                f"the search took longer than its time budget of {budget_s * 1000:.0f} ms"
-            ) from None
+            return await self.queue.run(deadline, fn, *args)
+        except Overloaded:
+            self.metrics.shed.inc()
+            raise
 
 
 def load_reranker(settings: Settings) -> Reranker | None:
@@ -143,18 +153,19 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
     """Everything a request needs, loaded and (with ``warmup``) exercised once."""
     if not settings.collections:
         raise InputError("no collections to serve; give at least one collection directory")
+    set_torch_threads(settings.torch_threads)  # once, before any model runs
     reranker = load_reranker(settings)
     collections = {}
     for path in settings.collections:
         state = open_collection(Collection(path), settings, reranker)
         collections[state.name] = state
-    executor = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="twofold-search")
-    app_state = AppState(settings, collections, reranker, metrics or Metrics(), executor)
+    queue = WorkQueue(settings.search_threads, settings.max_queue)
+    app_state = AppState(settings, collections, reranker, metrics or Metrics(), queue)
     if settings.warmup:
         t0 = time.perf_counter()
         for cs in collections.values():
             # on a pipeline thread: the JVM attaches there, models load their kernels
-            executor.submit(warm_up, cs).result()
+            queue.submit(warm_up, cs).result()
         log.info("warm-up done in %.2f s", time.perf_counter() - t0)
     app_state.ready = True
     return app_state
@@ -170,12 +181,16 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
     there, or ``tune-fusion`` rewrote its manifest), warm it up, then swap it in.
     Requests already running keep the old one; nothing is dropped. Call it on a
     pipeline thread (it opens the JVM's searchers)."""
-    with state.reload_lock:
+    if not state.reload_lock.acquire(blocking=False):
+        raise ReloadInProgress("a reload is already running; retry when it is done")
+    try:
         old = state.collection(name)
         fresh = open_collection(Collection(old.collection.path), state.settings, state.reranker)
         if state.settings.warmup:
             warm_up(fresh)
         state.collections[old.name] = fresh  # one dict store: atomic for readers
+    finally:
+        state.reload_lock.release()
     log.info(
         "reloaded collection %s (built %s)", name, fresh.collection.manifest.build.get("created")
     )
@@ -184,4 +199,4 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
 
 def close_state(state: AppState) -> None:
     state.ready = False
-    state.executor.shutdown(wait=True, cancel_futures=True)
+    state.queue.shutdown()

@@ -10,6 +10,12 @@ word pieces (a long query cannot crowd the document out), then each pair is cut 
 ``max_length`` tokens (at most the model's position count) by truncating the document
 only (``only_second``), so the start of the document (title, then text) is read.
 
+Threads: a Hugging Face tokenizer changes its (Rust) truncation and padding state on
+each call that asks for other settings, so two threads sharing one can fail ("Unable
+to create tensor") or truncate by the other's settings. Each thread that scores gets
+its own copy of the tokenizer (made on its first call); the model is shared (a forward
+pass under ``inference_mode`` is safe from several threads).
+
 Score: the single logit of a one-label model (the usual MS MARCO cross-encoders);
 for a two-label model, ``logit[1] - logit[0]`` (log-odds of "relevant"), which ranks
 as the softmax probability does.
@@ -17,7 +23,9 @@ as the softmax probability does.
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,7 +77,7 @@ class CrossEncoder:
                 "directory of a *ForSequenceClassification model"
             )
         try:
-            self._tokenizer: Any = AutoTokenizer.from_pretrained(source)
+            self._base_tokenizer: Any = AutoTokenizer.from_pretrained(source)
             self._model: Any = AutoModelForSequenceClassification.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load a reranker from {config.path}: {exc}") from None
@@ -81,10 +89,22 @@ class CrossEncoder:
             )
         # Never ask for more positions than the model has (a longer pair would crash it).
         limits = [config.max_length, int(getattr(self._model.config, "max_position_embeddings", 0))]
-        limits.append(int(getattr(self._tokenizer, "model_max_length", 0) or 0))
+        limits.append(int(getattr(self._base_tokenizer, "model_max_length", 0) or 0))
         self.max_length = min(x for x in limits if x > 0)
         self._model.to(config.device).eval()
         self._torch = torch
+        self._local = threading.local()
+        self._copy_lock = threading.Lock()
+
+    @property
+    def _tokenizer(self) -> Any:
+        """This thread's tokenizer (a copy of the loaded one; see the module docstring)."""
+        tokenizer = getattr(self._local, "tokenizer", None)
+        if tokenizer is None:
+            with self._copy_lock:  # the loaded one is only read here, never called
+                tokenizer = copy.deepcopy(self._base_tokenizer)
+            self._local.tokenizer = tokenizer
+        return tokenizer
 
     def _truncate_query(self, query: str) -> str:
         ids = self._tokenizer(query, add_special_tokens=False)["input_ids"]
@@ -98,6 +118,7 @@ class CrossEncoder:
         (a ``time.monotonic()`` instant), checked before each batch."""
         if not texts:
             return []
+        tokenizer = self._tokenizer
         q = self._truncate_query(query)
         out: list[float] = []
         bs = self.config.batch_size
@@ -105,7 +126,7 @@ class CrossEncoder:
             if deadline is not None and time.monotonic() >= deadline:
                 raise RerankTimeout(f"time budget ran out after {start} of {len(texts)} candidates")
             batch = list(texts[start : start + bs])
-            enc = self._tokenizer(
+            enc = tokenizer(
                 [q] * len(batch),
                 batch,
                 truncation="only_second",

@@ -223,9 +223,9 @@ class MLMSparseEncoder:
     ``max_length``: tokens per document (truncation); ``query_max_length`` for queries.
     ``token_budget``: tokens of one text per logits tile on the fast path (a longer
     text is split); ``vocab_tile``: vocabulary rows per logits tile.
-    ``query_threads``: torch intra-op threads while encoding queries (a short query gains
-    nothing from more, and on a busy machine the thread hand-offs cost milliseconds);
-    ``None`` leaves torch's setting alone.
+    Torch's intra-op thread count is process-wide: it is set once, at start, by
+    ``twofold.models.threads.set_torch_threads`` (the service does), never around a
+    call (switching it per query raced between concurrent requests).
     """
 
     def __init__(
@@ -236,7 +236,6 @@ class MLMSparseEncoder:
         query_max_length: int = 256,
         pruning: Pruning | None = None,
         token_budget: int = 512,
-        query_threads: int | None = 1,
         vocab_tile: int = 4096,
     ) -> None:
         from transformers import AutoModelForMaskedLM
@@ -255,7 +254,6 @@ class MLMSparseEncoder:
         self.token_budget = token_budget
         self.vocab_tile = vocab_tile
         self.row_multiple = 16  # tokens per logits tile rounded up to this (see _pad_rows)
-        self.query_threads = query_threads
         self.special = special_ids(self.tokenizer)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._head = self._split_head()
@@ -297,14 +295,7 @@ class MLMSparseEncoder:
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> sp.csr_matrix:
         """(n, V) CSR float32 query weights (siamese: the document activation, unpruned)."""
         ids = self.tokenize(texts, self.query_max_length)
-        if self.query_threads is None:
-            return self.encode_ids(ids, batch_size)
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.query_threads)
-        try:
-            return self.encode_ids(ids, batch_size)
-        finally:
-            torch.set_num_threads(before)
+        return self.encode_ids(ids, batch_size)
 
     def encode_query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """One text -> (term ids ascending int64, weights float32), nonzero weights only."""

@@ -33,6 +33,15 @@ FUSED = "fusion"  # key of the fused (rank, score) in a reranked hit's sources
 RERANKED = "rerank"
 
 
+class DeadlineExceeded(TwofoldError):
+    """The caller's hard deadline (``Pipeline.run``'s ``stop_at``) passed between stages."""
+
+
+def _check(stop_at: float | None, stage: str) -> None:
+    if stop_at is not None and time.monotonic() >= stop_at:
+        raise DeadlineExceeded(f"the time budget ran out before {stage}")
+
+
 class Fuser(Protocol):
     def fuse(self, query_id: str, rankings: Mapping[str, Ranking], depth: int) -> Ranking: ...
 
@@ -93,7 +102,16 @@ class Pipeline:
         """The top ``k`` for ``query`` (what evaluation scores)."""
         return self.run(query, k).ranking
 
-    def run(self, query: Query, k: int = 10, deadline: float | None = None) -> SearchOutcome:
+    def run(
+        self,
+        query: Query,
+        k: int = 10,
+        deadline: float | None = None,
+        stop_at: float | None = None,
+    ) -> SearchOutcome:
+        """``deadline``: the reranker's (past it the fused ranking is kept, ``degraded``);
+        ``stop_at``: the caller's hard deadline (``time.monotonic()`` instants both),
+        checked between stages: past it ``DeadlineExceeded`` and no further work."""
         timings: dict[str, float] = {}
         degraded: list[str] = []
         # A lone retriever with no reranker needs only the top k; fusion and reranking
@@ -103,6 +121,7 @@ class Pipeline:
 
         rankings: dict[str, Ranking] = {}
         for name, retriever in self.retrievers.items():
+            _check(stop_at, f"retriever {name}")
             t0 = time.perf_counter()
             try:
                 rankings[name] = retriever.retrieve(query, depth)
@@ -115,6 +134,7 @@ class Pipeline:
         if not rankings:
             raise TwofoldError(f"every retriever of pipeline {self.name!r} failed")
 
+        _check(stop_at, "fusion")
         t0 = time.perf_counter()
         if len(self.retrievers) == 1:
             ((name, single),) = rankings.items()
@@ -131,6 +151,7 @@ class Pipeline:
 
         ranking = fused
         if self.reranker is not None:
+            _check(stop_at, "reranking")
             t0 = time.perf_counter()
             try:
                 ranking = self._rerank(self.reranker, query, fused, deadline)
