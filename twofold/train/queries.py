@@ -30,7 +30,7 @@ from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 
 SOURCES = ("split", "pseudo", "file")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)")
 MAX_QUERY_CHARS = 2000
 
 
@@ -62,7 +62,8 @@ class PseudoConfig:
 
 
 def sentences(text: str) -> list[str]:
-    """``text`` split into sentences (after ``.!?`` followed by a capital, digit or bracket)."""
+    """``text`` split into sentences (after ``.!?`` and white space; lower-case text such as
+    Cranfield's has no capitals to look for)."""
     return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 
 
