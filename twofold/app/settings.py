@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     search_threads: int = Field(4, ge=1, le=64, description="threads running pipelines")
     warmup: bool = Field(True, description="run one query per pipeline before reporting ready")
-    sparse_engine: Literal["native", "lucene"] | None = Field(
+    sparse_engine: Literal["native", "lucene", "seismic"] | None = Field(
         None,
         description="engine of the sparse and splade retrievers (default: the one each "
         "collection was built with, see `twofold index inspect`)",
