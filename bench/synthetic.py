@@ -1,8 +1,12 @@
 """Synthetic learned-sparse corpora with a fixed seed (splade-tiny-like shapes).
 
-Documents: about 250 distinct terms each (lognormal length, median 250), term ids drawn
+Documents: about 250 distinct terms each (lognormal length, median 250). Each document
+has one of ``TOPICS`` topics (a fixed set of ``TOPIC_TERMS`` term ids drawn Zipfian) and
+takes ``TOPIC_SHARE`` of its terms from it, the rest from the background: term ids drawn
 Zipfian (exponent ``ZIPF_A``) over the 30,522 BERT WordPiece ids through a fixed random
-permutation, so frequent terms are spread over the id range. Weights: lognormal
+permutation, so frequent terms are spread over the id range. Topic terms weigh about 2x
+the background (learned sparse vectors are topical: their neighbours share heavy terms,
+which is what block pruning relies on). Weights: lognormal
 (median ``exp(-0.7)`` ~ 0.5, sigma 0.7, clipped to [0.01, 3]) times a rarity factor
 ``0.5 + 0.5 * log(rank + 2) / log(V)`` (rarer terms weigh more, as with SPLADE's
 idf-like activations). Queries: about 20 terms, 14 drawn from one random document
@@ -25,6 +29,9 @@ ZIPF_A = 1.0
 DOC_TERMS = 250
 QUERY_TERMS = 20
 QUERY_FROM_DOC = 14
+TOPICS = 2000
+TOPIC_TERMS = 400
+TOPIC_SHARE = 0.6
 
 
 TABLE_BITS = 22  # inverse-CDF lookup table: 4M bins, finer than the rarest term (3e-6)
@@ -82,12 +89,28 @@ def iter_docs(n: int, seed: int = 0, chunk: int = 10_000) -> Iterator[sp.csr_mat
     rng = np.random.default_rng(seed)
     table, perm = _zipf_table(VOCAB, ZIPF_A, rng)
     rarity = _rarity(VOCAB, perm)
+    topics = table[rng.integers(0, len(table), (TOPICS, TOPIC_TERMS))]
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        lengths = np.clip(np.rint(np.exp(rng.normal(np.log(DOC_TERMS), 0.3, m))), 20, 600)
-        indptr, indices = _rows(rng, table, lengths.astype(np.int64))
-        data = _weights(rng, len(indices)) * rarity[indices]
-        yield sp.csr_matrix((data, indices, indptr), shape=(m, VOCAB))
+        # drawn 1.2x: topic and background draws overlap, ~250 distinct terms remain
+        lengths = np.clip(np.rint(np.exp(rng.normal(np.log(1.2 * DOC_TERMS), 0.3, m))), 20, 700)
+        n_topic = np.rint(lengths * TOPIC_SHARE).astype(np.int64)
+        indptr, indices = _rows(rng, table, (lengths - n_topic).astype(np.int64))
+        background = sp.csr_matrix(
+            (_weights(rng, len(indices)) * 0.5, indices, indptr), shape=(m, VOCAB)
+        )
+        topic = rng.integers(0, TOPICS, m)
+        picks = np.argsort(rng.random((m, TOPIC_TERMS)), axis=1)
+        cols = np.arange(TOPIC_TERMS)[None, :] < n_topic[:, None]
+        rows = np.broadcast_to(np.arange(m)[:, None], (m, TOPIC_TERMS))[cols]
+        terms = topics[topic[rows], picks[cols]]
+        focused = sp.csr_matrix(
+            (_weights(rng, len(terms)), (rows, terms)), shape=(m, VOCAB)
+        )  # duplicate topic draws add up, as an activation would
+        both = (background.maximum(focused)).tocsr()
+        both.data = np.minimum(both.data, 3.0) * rarity[both.indices]
+        both.sort_indices()
+        yield both.astype(np.float32)
 
 
 def docs(n: int, seed: int = 0) -> sp.csr_matrix:
