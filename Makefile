@@ -16,7 +16,7 @@ DEMO_RETRIEVERS ?= bm25,sparse,splade,dense,interests
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
 
-.PHONY: install models demo test lint typecheck pytest clean browser
+.PHONY: install models demo test lint typecheck pytest clean browser bench bench-smoke bench-1m
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -58,6 +58,20 @@ pytest: install browser
 	$(VENV)/bin/pytest -q -rs
 
 test: install browser lint typecheck pytest
+
+# Benchmarks: results under bench/results/*.json, BENCHMARKS.md sections regenerated from
+# them (bench/report.py). `make bench` takes about 30-60 min on 2 cores (mostly the 100k
+# Seismic and Lucene builds); the 1M point is `make bench-1m`, not part of CI.
+bench: install
+	$(PY) bench/bench_sparse_synthetic.py --docs 10000 100000 --out bench/results/sparse-synthetic.json
+	$(PY) bench/report.py
+
+bench-1m: install
+	$(PY) bench/bench_sparse_synthetic.py --docs 1000000 --out bench/results/sparse-synthetic-1m.json
+	$(PY) bench/report.py
+
+bench-smoke: install
+	$(VENV)/bin/pytest -q tests/test_bench_smoke.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -221,6 +221,8 @@ def test_build_and_search_both_engines(
                 assert score == pytest.approx(exact[index.ordinal(doc_id)], rel=1e-5, abs=1e-6)
             expected = [index.doc_ids[i] for i in np.argsort(-exact, kind="stable") if exact[i] > 0]
             assert [d for d, _ in hits] == expected[:5]
+            # seismic on 6 documents prunes nothing: the exact top 5, the exact scores
+            assert SparseSearcher(index, "seismic").search(text, 5) == hits
             # Lucene: integer product of the quantized matrices, divided by scale^2
             s = index.scale
             qint = np.zeros(matrix.shape[1])
@@ -301,6 +303,7 @@ def test_cli_build_flags_reach_the_manifest(
         assert entry["pruning"] == {"top_k": 4, "max_ratio": 0.2}
         assert entry["quantization"]["scale"] == 50.0
         assert entry["default_engine"] == "lucene"
+        assert entry["engines"] == ["native", "lucene", "seismic"]
         index = coll.index(name)
         assert index.engine().name == "lucene"
         assert np.bincount(np.asarray(index.native.docs)).max() <= 4  # terms per doc

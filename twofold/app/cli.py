@@ -61,7 +61,13 @@ def _index_build(args: argparse.Namespace) -> int:
         n_clusters=args.clusters,
         progress=not args.quiet,
         extra=sparse_extra(
-            args.prune_top_k, args.prune_max_ratio, args.quant_scale, args.sparse_engine
+            args.prune_top_k,
+            args.prune_max_ratio,
+            args.quant_scale,
+            args.sparse_engine,
+            engines=None
+            if args.sparse_engines is None
+            else tuple(e.strip() for e in args.sparse_engines.split(",") if e.strip()),
         ),
     )
     manifest = build_collection(Path(args.corpus), Path(args.out), options, _milvus_target(args))
@@ -220,8 +226,15 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--sparse-engine",
         default=None,
-        choices=["native", "lucene"],
-        help="sparse/splade: engine the retrievers use by default (default native)",
+        choices=["native", "lucene", "seismic"],
+        help="sparse/splade: engine the retrievers use by default (default: native below "
+        "50,000 documents, seismic from there on)",
+    )
+    p.add_argument(
+        "--sparse-engines",
+        default=None,
+        help="sparse/splade: engines built beside exact native, comma list of lucene,seismic "
+        "(default both; leaving lucene out skips the impact export)",
     )
     p.add_argument(
         "--backend",
@@ -309,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N")
     ev.add_argument(
         "--sparse-engine",
-        choices=["native", "lucene"],
+        choices=["native", "lucene", "seismic"],
         help="engine of the sparse/splade retrievers (default: the collection's build choice)",
     )
     ev.add_argument("--quiet", action="store_true", help="no progress bars")

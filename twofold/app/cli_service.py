@@ -70,7 +70,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     serve.add_argument("--no-warmup", action="store_true", help="skip the warm-up queries")
     serve.add_argument(
         "--sparse-engine",
-        choices=["native", "lucene"],
+        choices=["native", "lucene", "seismic"],
         help="engine of the sparse/splade retrievers (default: the collection's build choice)",
     )
     serve.set_defaults(func=_serve)

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         "number of cores); never switched per request",
     )
     warmup: bool = Field(True, description="run one query per pipeline before reporting ready")
-    sparse_engine: Literal["native", "lucene"] | None = Field(
+    sparse_engine: Literal["native", "lucene", "seismic"] | None = Field(
         None,
         description="engine of the sparse and splade retrievers (default: the one each "
         "collection was built with, see `twofold index inspect`)",

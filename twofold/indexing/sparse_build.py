@@ -7,8 +7,11 @@ a Lucene impact index (weights ``round(w * scale)``), and removed.
 
 Options beyond ``BuildOptions`` come from ``BuildOptions.extra`` (all optional), with
 ``P`` = ``sparse`` or ``splade``: ``P_top_k``, ``P_max_ratio`` (pruning), ``P_scale``
-(quantization, default 100), ``P_shard_size``, ``P_engine`` (``native`` | ``lucene``,
-the engine a retriever uses by default), ``P_token_budget``; and
+(quantization, default 100), ``P_shard_size``, ``P_engine`` (``native`` | ``lucene`` |
+``seismic``, the engine a retriever uses by default; unset: by collection size, see
+``sparse_seismic.default_engine``), ``P_engines`` (the engines built beside the exact
+postings, default ``lucene`` and ``seismic``; leaving ``lucene`` out skips the impact
+export), ``P_seismic`` (a dict of ``SeismicParams``), ``P_token_budget``; and
 ``sparse_query_min_idf`` (inference-free query side: drop tokens with idf below it;
 default 0, exact).
 """
@@ -34,6 +37,7 @@ from twofold.indexing.sparse_index import (
     DEFAULT_SCALE,
     ENGINES,
     FORMAT_VERSION,
+    iter_shards,
     shard_path,
     write_doc_ids,
     write_lucene,
@@ -41,9 +45,15 @@ from twofold.indexing.sparse_index import (
     write_shard,
     write_vocab,
 )
+from twofold.indexing.sparse_seismic import SeismicParams, build_seismic, default_engine
 
 log = logging.getLogger(__name__)
 PARAMS = "params.json"
+ENGINE_INFO = {
+    "native": "exact float32 dot product, numpy over memory-mapped CSC postings",
+    "lucene": "Lucene top-k, Anserini JsonVectorCollection -impact -pretokenized",
+    "seismic": "Seismic (pyseismic-lsr) pruned block search, candidates rescored exactly",
+}
 KINDS = {"sparse": "inference-free", "splade": "splade"}
 
 
@@ -53,6 +63,7 @@ def sparse_extra(
     scale: float | None = None,
     engine: str | None = None,
     prefixes: tuple[str, ...] = ("sparse", "splade"),
+    engines: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """``BuildOptions.extra`` keys for the given settings, for each learned-sparse prefix
     (what ``twofold index build --prune-top-k/--prune-max-ratio/--quant-scale/
@@ -61,7 +72,16 @@ def sparse_extra(
         raise InputError(f"sparse engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if scale is not None and not scale > 0:
         raise InputError(f"quantization scale must be > 0, not {scale}")
-    settings = {"top_k": top_k, "max_ratio": max_ratio, "scale": scale, "engine": engine}
+    for name in engines or ():
+        if name not in ENGINES:
+            raise InputError(f"sparse engine must be one of {', '.join(ENGINES)}, not {name!r}")
+    settings: dict[str, Any] = {
+        "top_k": top_k,
+        "max_ratio": max_ratio,
+        "scale": scale,
+        "engine": engine,
+        "engines": list(engines) if engines is not None else None,
+    }
     return {f"{p}_{k}": v for p in prefixes for k, v in settings.items() if v is not None}
 
 
@@ -73,9 +93,16 @@ def doc_text(doc: Doc) -> str:
 def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
     o, extra = ctx.options, ctx.options.extra
     model = o.sparse_model if prefix == "sparse" else o.splade_model
-    engine = str(extra.get(f"{prefix}_engine", "native"))
-    if engine not in ENGINES:
-        raise InputError(f"{prefix}_engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    engine = extra.get(f"{prefix}_engine")
+    if engine is None:
+        engine = default_engine(len(ctx.docs))
+    built = ["native", *extra.get(f"{prefix}_engines", ["lucene", "seismic"])]
+    built = [e for e in ENGINES if e in built]  # known order, no duplicates
+    for name in (engine, *built):
+        if name not in ENGINES:
+            raise InputError(f"{prefix} engine must be one of {', '.join(ENGINES)}, not {name!r}")
+    if engine not in built:
+        raise InputError(f"{prefix}: default engine {engine!r} is not among the built {built}")
     top_k = extra.get(f"{prefix}_top_k")
     ratio = extra.get(f"{prefix}_max_ratio")
     return {
@@ -87,6 +114,8 @@ def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
         "scale": float(extra.get(f"{prefix}_scale", DEFAULT_SCALE)),
         "shard_size": int(extra.get(f"{prefix}_shard_size", 2048)),
         "engine": engine,
+        "engines": built,
+        "seismic": SeismicParams.from_json(extra.get(f"{prefix}_seismic")).to_json(),
         "token_budget": int(extra.get(f"{prefix}_token_budget", 512)),
         "doc_count": len(ctx.docs),
     }
@@ -178,12 +207,11 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         "activation": "log(1 + relu(max_i mask_i * logits_i)), special tokens zeroed",
         "pruning": pruning.to_json(),
         "quantization": {"scale": params["scale"], "rule": "round(w * scale), docs and queries"},
-        "engines": list(ENGINES),
+        "engines": params["engines"],
         "default_engine": params["engine"],
-        "engine_info": {
-            "native": "exact float32 dot product, numpy over memory-mapped CSC postings",
-            "lucene": "Lucene top-k, Anserini JsonVectorCollection -impact -pretokenized",
-        },
+        "default_engine_rule": "the build's --sparse-engine, else native below "
+        "50,000 documents and seismic from there on",
+        "engine_info": {k: v for k, v in ENGINE_INFO.items() if k in params["engines"]},
         "vocab_size": encoder.vocab_size,
         "postings": nnz,
         "avg_terms_per_doc": round(nnz / max(n, 1), 2),
@@ -217,7 +245,15 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
     else:
         entry["query_encoder"] = "siamese: the document activation on the query"
         entry["query_max_length"] = params["max_length"]
-    write_lucene(out, n_shards, ctx.docs.ids, vocab, params["scale"])
+    if "lucene" in params["engines"]:
+        write_lucene(out, n_shards, ctx.docs.ids, vocab, params["scale"])
+    if "seismic" in params["engines"]:
+        t0 = time.perf_counter()
+        seismic = SeismicParams.from_json(params["seismic"])
+        entry["seismic"] = build_seismic(
+            out, iter_shards(out, n_shards), encoder.vocab_size, seismic
+        )
+        entry["seismic"]["build_seconds"] = round(time.perf_counter() - t0, 2)
     shutil.rmtree(out / "shards")
     (out / PARAMS).unlink()
     return entry
@@ -247,8 +283,11 @@ def _reuse_sparse_docs(
     if not same:
         return None
     src = out.parent / "sparse"
-    for name in ("postings", "lucene"):
-        shutil.copytree(src / name, out / name, dirs_exist_ok=True)
+    if other.get("engines", ["native", "lucene"]) != params["engines"]:
+        return None
+    for name in ("postings", "forward", "lucene", "seismic"):
+        if (src / name).is_dir():
+            shutil.copytree(src / name, out / name, dirs_exist_ok=True)
     for name in ("doc_ids.txt", "vocab.txt"):
         shutil.copyfile(src / name, out / name)
     entry = {k: v for k, v in other.items() if k not in ("idf", "query_encoder", "build_seconds")}

@@ -11,14 +11,24 @@ On disk, one sub-index directory (``sparse/`` or ``splade/``)::
     vocab.txt                token string per term id
     idf.npy                  (V,) float32 query-side idf (inference-free index only)
     tokenizer/               the tokenizer (inference-free: queries need no model)
+    forward/indptr.npy       (N+1,) int64   forward index in CSR layout: doc d's terms
+    forward/terms.npy        (nnz,) int32   terms[indptr[d]:indptr[d+1]] ascending, and
+    forward/weights.npy      (nnz,) float32 their weights (exact rescoring, explanations)
     lucene/                  Anserini impact index of round(w * scale) integer weights
+    seismic/                 the Seismic index (``sparse_seismic``)
 
 Engines, one interface (``search(term_ids, weights, k)`` -> (doc_id, score) pairs):
 
 * ``native``: exact float dot product over the postings (numpy; memory-mapped);
 * ``lucene``: Lucene over an Anserini impact index of quantized weights. Lucene scores
   ``sum_j round(q_j * s) * round(d_j * s)``; we divide by ``s**2`` so both engines
-  report scores in the same units.
+  report scores in the same units;
+* ``seismic``: Seismic's pruned, block-skipping search proposes candidates that the
+  forward index scores exactly (``sparse_seismic``): approximate recall, exact scores.
+
+The default engine is the build's choice, else by size (``sparse_seismic.default_engine``:
+``native`` below 50,000 documents, ``seismic`` from there on); a process overrides it
+with ``use_engine`` (``--sparse-engine``, ``TWOFOLD_SPARSE_ENGINE``).
 """
 
 from __future__ import annotations
@@ -37,10 +47,11 @@ import scipy.sparse as sp
 from twofold.core.errors import CollectionError, FormatVersionError, InputError, ModelError
 from twofold.indexing.jvm import run_anserini
 from twofold.indexing.lucene import ImpactSearcher, escape_term
+from twofold.indexing.sparse_seismic import ForwardIndex, SeismicEngine, SeismicParams
 
 FORMAT_VERSION = 1
 DEFAULT_SCALE = 100.0
-ENGINES = ("native", "lucene")
+ENGINES = ("native", "lucene", "seismic")
 
 
 # ----------------------------------------------------------------------------- shards
@@ -77,21 +88,97 @@ def iter_shards(out: Path, count: int) -> Iterator[sp.csr_matrix]:
 
 
 # --------------------------------------------------------------------------- postings
+MERGE_BLOCK_POSTINGS = 1 << 24  # postings one merge block holds in memory (128 MiB)
+
+
+def _shard_nnz(path: Path) -> tuple[int, int]:
+    """(rows, nnz) of a shard without reading its arrays (only ``indptr``)."""
+    with np.load(path) as z:
+        indptr = z["indptr"]
+        return len(indptr) - 1, int(indptr[-1])
+
+
+def _open_npy(path: Path, dtype: str, length: int) -> Any:
+    """A file with a ``.npy`` header for a 1-d array of ``length``, positioned for the
+    raw data to be appended (the writer streams; nothing of size ``length`` in memory)."""
+    fh = path.open("wb")
+    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (length,)}
+    np.lib.format.write_array_header_1_0(fh, header)
+    return fh
+
+
 def write_postings(out: Path, shard_count: int, vocab_size: int) -> int:
-    """Merge the shards into the CSC postings; returns nnz. Memory: O(nnz) (the index)."""
-    shards = list(iter_shards(out, shard_count))
-    if shards:
-        matrix = sp.vstack(shards, format="csr")
-    else:
-        matrix = sp.csr_matrix((0, vocab_size), dtype=np.float32)
-    csc = matrix.tocsc()
-    csc.sort_indices()
-    post = out / "postings"
-    post.mkdir(parents=True, exist_ok=True)
-    np.save(post / "indptr.npy", csc.indptr.astype(np.int64))
-    np.save(post / "docs.npy", csc.indices.astype(np.int32))
-    np.save(post / "weights.npy", csc.data.astype(np.float32))
-    return int(csc.nnz)
+    """Merge the shards into the CSC postings and the CSR forward index; returns nnz.
+
+    Streaming, so peak memory depends on the shard size, not on N: pass 1 reads one
+    shard at a time, appends its rows to ``forward/`` and writes its columns as a
+    term-sorted run (``_runs/``); pass 2 merges the runs term block by term block
+    (at most ``MERGE_BLOCK_POSTINGS`` postings, or one term's list, at a time), in shard
+    order, so each posting list comes out sorted by doc ordinal."""
+    paths = [shard_path(out, i) for i in range(shard_count)]
+    sizes = [_shard_nnz(p) for p in paths]
+    n_docs, nnz = sum(r for r, _ in sizes), sum(z for _, z in sizes)
+    post, fwd, runs = out / "postings", out / "forward", out / "_runs"
+    for d in (post, fwd, runs):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    counts = np.zeros((shard_count, vocab_size), dtype=np.int64)  # postings of term j in run i
+    fwd_indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    row, base = 0, 0
+    with (
+        _open_npy(fwd / "terms.npy", "<i4", nnz) as ft,
+        _open_npy(fwd / "weights.npy", "<f4", nnz) as fw,
+    ):
+        for i, path in enumerate(paths):
+            shard = read_shard(path)
+            shard.sort_indices()
+            rows = shard.shape[0]
+            fwd_indptr[row + 1 : row + rows + 1] = base + shard.indptr[1:]
+            ft.write(shard.indices.astype("<i4").tobytes())
+            fw.write(shard.data.astype("<f4").tobytes())
+            csc = shard.tocsc()
+            csc.sort_indices()
+            counts[i] = np.diff(csc.indptr)
+            (csc.indices.astype("<i4") + np.int32(row)).tofile(runs / f"docs-{i:05d}.bin")
+            csc.data.astype("<f4").tofile(runs / f"weights-{i:05d}.bin")
+            row, base = row + rows, base + int(shard.nnz)
+    np.save(fwd / "indptr.npy", fwd_indptr)
+    df = counts.sum(axis=0)
+    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    run_starts = np.zeros((shard_count, vocab_size + 1), dtype=np.int64)
+    np.cumsum(counts, axis=1, out=run_starts[:, 1:])
+    with (
+        _open_npy(post / "docs.npy", "<i4", nnz) as fd,
+        _open_npy(post / "weights.npy", "<f4", nnz) as fw,
+    ):
+        j0 = 0
+        while j0 < vocab_size:
+            # the largest block of terms [j0, j1) within the budget (at least one term)
+            j1 = int(np.searchsorted(indptr, indptr[j0] + MERGE_BLOCK_POSTINGS, "right")) - 1
+            j1 = min(max(j1, j0 + 1), vocab_size)
+            docs_parts, weight_parts, order = [], [], []
+            for i in range(shard_count):
+                s, e = int(run_starts[i, j0]), int(run_starts[i, j1])
+                if e > s:
+                    docs_parts.append(_read_run(runs / f"docs-{i:05d}.bin", "<i4", s, e))
+                    weight_parts.append(_read_run(runs / f"weights-{i:05d}.bin", "<f4", s, e))
+                    # term of each posting in this part, to sort by (term, run) stably
+                    order.append(np.repeat(np.arange(j0, j1), counts[i, j0:j1]))
+            if docs_parts:
+                terms = np.concatenate(order)
+                perm = np.argsort(terms, kind="stable")  # runs are in doc order already
+                fd.write(np.concatenate(docs_parts)[perm].tobytes())
+                fw.write(np.concatenate(weight_parts)[perm].tobytes())
+            j0 = j1
+    np.save(post / "indptr.npy", indptr)
+    shutil.rmtree(runs)
+    return nnz
+
+
+def _read_run(path: Path, dtype: str, start: int, end: int) -> np.ndarray:
+    item = np.dtype(dtype).itemsize
+    return np.fromfile(path, dtype=dtype, count=end - start, offset=start * item)
 
 
 def quantize(weights: np.ndarray, scale: float) -> np.ndarray:
@@ -252,6 +339,16 @@ class SparseIndex:
         self.query_min_idf = float(entry.get("query_min_idf", 0.0))
         self._encoders: dict[float, QueryEncoder] = {}
         self._lock = threading.Lock()
+        self._forward: ForwardIndex | None = None
+
+    def doc_weights(self, ordinal: int, term_ids: np.ndarray) -> np.ndarray:
+        """w_d[j] for one document and the given terms (0 where absent): from the CSR
+        forward index when the collection has one, else from the postings."""
+        if self._forward is None and (self.path / "forward" / "indptr.npy").is_file():
+            self._forward = ForwardIndex(self.path)
+        if self._forward is not None:
+            return self._forward.doc_weights(ordinal, term_ids)
+        return self.native.doc_weights(ordinal, term_ids)
 
     def idf(self) -> np.ndarray:
         idf: np.ndarray = np.load(self.path / "idf.npy")
@@ -295,9 +392,16 @@ class SparseIndex:
         name = name or self.default_engine
         if name not in ENGINES:
             raise InputError(f"unknown sparse engine {name!r}; known: {', '.join(ENGINES)}")
-        if name not in self._engines:
-            self._engines[name] = LuceneImpactEngine(self.path, self.vocab, self.scale)
-        return self._engines[name]
+        with self._lock:
+            if name not in self._engines:
+                self._engines[name] = self._open_engine(name)
+            return self._engines[name]
+
+    def _open_engine(self, name: str) -> SparseEngine:
+        if name == "lucene":
+            return LuceneImpactEngine(self.path, self.vocab, self.scale)
+        params = SeismicParams.from_json(self.entry.get("seismic"))
+        return SeismicEngine(self.path, self.doc_ids, len(self.native.indptr) - 1, params)
 
     def use_engine(self, name: str) -> None:
         """Serve with engine ``name`` by default from now on (opens it; the manifest's

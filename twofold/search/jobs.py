@@ -32,7 +32,7 @@ class EvalJob:
     max_queries: int | None = None
     progress: bool = True
     reranker: str | None = None  # cross-encoder directory, for the +rerank pipelines
-    sparse_engine: str | None = None  # native | lucene; None: the collection's own choice
+    sparse_engine: str | None = None  # native | lucene | seismic; None: the collection's own choice
 
 
 def _check_writable(out: Path | None, runs: Path | None) -> None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol
 
 from twofold.core.errors import InputError, TwofoldError
@@ -86,6 +88,23 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
 
 
+@cache
+def _retrieve_pool() -> ThreadPoolExecutor:
+    """The threads that run a pipeline's retrievers, shared and long-lived (a JVM-attached
+    thread should not be created per query)."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="twofold-retrieve")
+
+
+def _done(fn: Callable[[Any], Any], arg: Any) -> Future[Any]:
+    """``fn(arg)`` run here, as a finished future (one retriever needs no thread)."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(fn(arg))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
 @dataclass
 class Pipeline:
     """Retrievers -> fuser -> optional reranker. ``doc_text`` gives the text a reranker
@@ -119,18 +138,32 @@ class Pipeline:
         passthrough = len(self.retrievers) == 1 and self.reranker is None
         depth = k if passthrough else max(self.depths.retrieve, k)
 
-        rankings: dict[str, Ranking] = {}
-        for name, retriever in self.retrievers.items():
-            _check(stop_at, f"retriever {name}")
+        _check(stop_at, "retrievers")
+        # Retrievers run concurrently (Lucene, FAISS and numpy release the GIL), so the
+        # retrieve stage costs about the slowest one; one whose fusion weight is 0 is not
+        # run (it could only add zero-weight candidates).
+        weights = getattr(self.fuser, "weights", None) or {}
+        active = {n: r for n, r in self.retrievers.items() if weights.get(n, 1.0) != 0}
+        active = active or dict(self.retrievers)
+
+        def retrieve(retriever: Retriever) -> tuple[Ranking, float]:
             t0 = time.perf_counter()
+            return retriever.retrieve(query, depth), _ms(t0)
+
+        if len(active) == 1:
+            ((only, retriever),) = active.items()
+            futures = {only: _done(retrieve, retriever)}
+        else:
+            futures = {n: _retrieve_pool().submit(retrieve, r) for n, r in active.items()}
+        rankings: dict[str, Ranking] = {}
+        for name, future in futures.items():
             try:
-                rankings[name] = retriever.retrieve(query, depth)
+                rankings[name], timings[f"retrieve.{name}"] = future.result()
             except Exception as exc:
                 if len(self.retrievers) == 1:
                     raise
                 log.exception("retriever %s failed; fusing the others", name)
                 degraded.append(f"retriever {name} failed: {exc}")
-            timings[f"retrieve.{name}"] = _ms(t0)
         if not rankings:
             raise TwofoldError(f"every retriever of pipeline {self.name!r} failed")
 

@@ -2,7 +2,8 @@
 
 A ``SparseSearcher`` turns text into a sparse query vector with the index's own query
 encoder (idf table for ``sparse``, the MLM for ``splade``) and asks one engine
-(``native`` exact float, or ``lucene`` quantized impacts) for the top ``k``. An
+(``native`` exact float, ``seismic`` pruned with exact scores, or ``lucene`` quantized
+impacts) for the top ``k``. An
 explanation lists, for one hit, each query term with its query weight, document weight
 and contribution ``q_j * w_d[j]`` (in the engine's arithmetic: for Lucene the quantized
 integers divided by ``scale**2``); the contributions sum to the hit's score.
@@ -65,10 +66,14 @@ class SparseSearcher:
 
     def explain(self, text: str, doc_id: str) -> list[TermContribution]:
         """Matched query terms of ``doc_id``, largest contribution first."""
-        query = self.encode(text)
+        return self.explain_vector(self.encode(text), doc_id)
+
+    def explain_vector(self, query: SparseVec, doc_id: str) -> list[TermContribution]:
+        """``explain`` for an encoded query (encode once, explain many hits). The document
+        weights come from the CSR forward index, whichever engine found the hit."""
         ids = np.asarray(query.indices, dtype=np.int64)
         q = np.asarray(query.values, dtype=np.float64)
-        d = self.index.native.doc_weights(self.index.ordinal(doc_id), ids).astype(np.float64)
+        d = self.index.doc_weights(self.index.ordinal(doc_id), ids).astype(np.float64)
         if self.engine.name == "lucene":
             s = self.index.scale
             q = quantize(q, s).astype(np.float64) / s
@@ -82,8 +87,9 @@ class SparseSearcher:
 
 
 def use_sparse_engine(collection: Collection, engine: str | None) -> None:
-    """Make ``engine`` (``native`` | ``lucene``) the engine of every sparse sub-index the
-    collection has, for the retrievers opened after this; ``None`` keeps the manifest's."""
+    """Make ``engine`` (``native`` | ``lucene`` | ``seismic``) the engine of every sparse
+    sub-index the collection has, for the retrievers opened after this; ``None`` keeps the
+    manifest's."""
     if engine is None:
         return
     for name in SPARSE_RETRIEVERS:
@@ -123,8 +129,11 @@ def explain_ranking(
         for name in retrievers
         if collection.has(name)
     }
+    vectors = {name: s.encode(text) for name, s in searchers.items()}  # once per request
     return {
-        hit.doc_id: {name: s.explain(text, hit.doc_id) for name, s in searchers.items()}
+        hit.doc_id: {
+            name: s.explain_vector(vectors[name], hit.doc_id) for name, s in searchers.items()
+        }
         for hit in ranking.hits
     }
 

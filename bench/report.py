@@ -1,0 +1,122 @@
+"""Regenerate the generated sections of BENCHMARKS.md from ``bench/results/*.json``.
+
+A generated section sits between ``<!-- generated:NAME -->`` and ``<!-- /generated -->``
+and is rewritten whole; everything else in BENCHMARKS.md is left as it is. Every row
+carries its result file's machine, date and command; nothing is typed by hand.
+
+    python bench/report.py            # rewrite BENCHMARKS.md
+    python bench/report.py --check    # exit 1 if BENCHMARKS.md is not up to date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+ENGINES = ("native", "seismic", "lucene")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+def sparse_synthetic(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "Synthetic corpora (`bench/synthetic.py`, seed 0): per engine, build time, peak "
+        "RSS of the build stage (its own process), size on disk, single-thread query "
+        "p50/p99 (IQR) and top-10 overlap with exact (native). Ratio: p50 / lucene p50.",
+        "",
+        "| docs | engine | build s | peak RSS MB | disk MB | p50 ms (IQR) | p99 ms "
+        "| p50 / lucene | top-10 overlap |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        sources.append(f"- `{report['command']}` ({report['date']}, {report['machine']})")
+        for row in report["results"]:
+            lucene = row.get("lucene", {}).get("p50_ms")
+            for name in ENGINES:
+                r = row.get(name)
+                if r is None:
+                    continue
+                ratio = f"{r['p50_ms'] / lucene:.2f}" if lucene else "-"
+                lines.append(
+                    f"| {row['docs']:,} | {name} | {r['build_seconds']} | "
+                    f"{_mb(r['peak_rss_bytes'])} | {_mb(r['disk_bytes'])} | "
+                    f"{r['p50_ms']} ({r['iqr_ms']}) | {r['p99_ms']} | {ratio} | "
+                    f"{r['top10_overlap']} |"
+                )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
+def sparse_quality(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "Each file: `twofold eval DIR --dataset D --pipeline sparse,splade --sparse-engine "
+        "ENGINE --out bench/results/quality-D-ENGINE.json` on one collection built with "
+        "`twofold index build D --retrievers ...` (seismic defaults, `SeismicParams`).",
+        "",
+        "| dataset | pipeline | engine | nDCG@10 | source |",
+        "|---|---|---|---|---|",
+    ]
+    for report in results:
+        for pipe, metrics in sorted(report.get("pipelines", {}).items()):
+            lines.append(
+                f"| {report['dataset']} | {pipe} | {report['engine']} | "
+                f"{metrics['ndcg@10']:.4f} | `{report['file']}` |"
+            )
+    return "\n".join(lines)
+
+
+def _load(prefix: str) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(RESULTS.glob(f"{prefix}*.json")):
+        data = json.loads(path.read_text())
+        data["file"] = str(path.relative_to(ROOT))
+        out.append(data)
+    return out
+
+
+def _quality() -> list[dict[str, Any]]:
+    out = []
+    for data in _load("quality-"):
+        _, dataset, engine = Path(data["file"]).stem.split("-", 2)
+        out.append({**data, "dataset": dataset, "engine": engine})
+    return out
+
+
+SECTIONS = {
+    "sparse-synthetic": lambda: sparse_synthetic(_load("sparse-synthetic")),
+    "sparse-quality": lambda: sparse_quality(_quality()),
+}
+
+
+def render(text: str) -> str:
+    for name, make in SECTIONS.items():
+        pattern = re.compile(
+            rf"(<!-- generated:{re.escape(name)} -->\n).*?(<!-- /generated -->)", re.S
+        )
+        text = pattern.sub(lambda m, make=make: m.group(1) + make() + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    old = BENCHMARKS.read_text()
+    new = render(old)
+    if args.check:
+        return int(new != old)
+    BENCHMARKS.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
