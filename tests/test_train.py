@@ -1,5 +1,6 @@
 """Reranker distillation: Margin-MSE and FLOPS by hand, the training loop on a tiny
-random BERT, the example builder on a tiny BM25 collection, and the CLI end to end."""
+random BERT, the example builder (fused anchored teacher) on a tiny BM25 collection,
+and the CLI end to end (alpha tuned on held-out queries, stored, read back)."""
 
 from __future__ import annotations
 
@@ -12,26 +13,28 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from twofold.app.cli import main
 from twofold.core.errors import InputError
-from twofold.core.types import Hit, Query, Ranking
+from twofold.core.types import Hit, Ranking
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.models.reranker import RerankerConfig, load_reranker
-from twofold.search.retrievers import RETRIEVERS
+from twofold.models.reranker import SETTINGS_FILE, RerankerConfig, load_reranker
 from twofold.train.distill import (
     DistillConfig,
     build_examples,
     min_max,
+    pick_negatives,
     teacher_scores,
 )
 from twofold.train.losses import flops, margin_mse
 from twofold.train.publish import ARGS_FILE
+from twofold.train.queries import TrainQuery, split_queries
 from twofold.train.reranker import (
     MarginExample,
     RerankerTrainConfig,
     train_reranker,
 )
+from twofold.train.teacher import Teacher, TeacherConfig
 
 WORDS = ["the", "a", "of", "and", "boundary", "layer", "heat", "transfer", "flow", "laminar"]
 WORDS += ["shells", "wings", "supersonic", "lift", "drag", "buckling", "pressure", "turbulent"]
@@ -144,32 +147,46 @@ def tiny_beir(tiny_corpus: Path, tmp_path: Path) -> tuple[Collection, BeirDatase
     return Collection(tmp_path / "coll"), BeirDataset(root)
 
 
-def test_examples_from_a_bm25_collection(tiny_beir: tuple[Collection, BeirDataset]) -> None:
-    collection, dataset = tiny_beir
-    config = DistillConfig(teachers=("bm25",), depth=10, negatives=2, scale=10.0)
-    examples = build_examples(collection, dataset, "train", config)
-    qrels = dataset.qrels("train")
-    texts = {d.contents: d.doc_id for d in collection.docs}
-    bm25 = RETRIEVERS.get("bm25")(collection)
-    by_query = {"boundary layer heat": "q1", "wings lift pressure": "q2"}
-    # q3's positive d2 is not retrieved for "supersonic": that query gives no example
-    assert {e.query for e in examples} == set(by_query)
-    for e in examples:
-        qid = by_query[e.query]
-        pos, neg = texts[e.pos_text], texts[e.neg_text]
-        assert qrels[qid][pos] >= 1
-        assert qrels[qid].get(neg, 0) < 1
-        expected = {h: 10.0 * s for h, s in min_max(bm25.retrieve(Query(qid, e.query), 10)).items()}
-        assert e.teacher_pos == pytest.approx(expected[pos])
-        assert e.teacher_neg == pytest.approx(expected[neg])
-    q1 = [e for e in examples if e.query == "boundary layer heat"]
-    # d1 (judged relevant) is the only positive; d5 is judged non-relevant, so a negative
-    assert {texts[e.pos_text] for e in q1} == {"d1"}
-    assert "d5" in {texts[e.neg_text] for e in q1}
-    assert len(q1) <= 2
+def test_pick_negatives_hard_first_then_drawn_in_rank_order() -> None:
+    import random
 
+    ranked = [f"n{i}" for i in range(10)]
+    config = DistillConfig(negatives=5, hard=2)
+    picked = pick_negatives(ranked, config, random.Random(0))
+    assert picked[:2] == ["n0", "n1"] and len(set(picked)) == 5
+    assert picked[2:] == sorted(picked[2:], key=ranked.index)
+    assert pick_negatives(ranked[:3], config, random.Random(0)) == ranked[:3]
+
+
+def test_examples_from_the_fused_teacher(tiny_beir: tuple[Collection, BeirDataset]) -> None:
+    collection, dataset = tiny_beir
+    queries = split_queries(dataset, "train")
+    config = DistillConfig(teachers=("bm25",), depth=10, negatives=2, hard=1, scale=10.0)
+    examples = build_examples(collection, queries, config)
+    texts = {d.contents: d.doc_id for d in collection.docs}
+    teacher = Teacher(collection, TeacherConfig(depth=10, retrievers=("bm25",)))
+    by_text = {tq.query.text: tq for tq in queries}
+    # every labelled query gives examples, even q3 whose positive bm25 misses (anchored)
+    assert {e.query for e in examples} == set(by_text)
+    for e in examples:
+        tq = by_text[e.query]
+        pos, neg = texts[e.pos_text], texts[e.neg_text]
+        assert pos in tq.positives and neg not in tq.positives
+        judged = teacher.judge(tq)
+        assert e.teacher_pos == pytest.approx(10.0 * judged.scores[pos])
+        assert e.teacher_neg == pytest.approx(10.0 * judged.scores[neg])
+        assert e.teacher_pos > e.teacher_neg  # anchored: every margin points the right way
+        assert neg == judged.negatives[0] or neg in judged.negatives[1:]
+    q1 = [e for e in examples if e.query == "boundary layer heat"]
+    n_neg = len(teacher.judge(by_text["boundary layer heat"]).negatives)
+    assert {texts[e.pos_text] for e in q1} == {"d1"} and len(q1) == min(2, n_neg) >= 1
+
+    # unlabelled queries: pairs follow the teacher's own order
+    free = [TrainQuery(tq.query) for tq in queries]
+    unlabelled = build_examples(collection, free, config)
+    assert unlabelled and all(e.teacher_pos > e.teacher_neg for e in unlabelled)
     with pytest.raises(InputError, match="dense"):
-        build_examples(collection, dataset, "train", DistillConfig(teachers=("bm25", "dense")))
+        build_examples(collection, queries, DistillConfig(teachers=("bm25", "dense")))
 
 
 def test_cli_train_reranker(
@@ -183,9 +200,22 @@ def test_cli_train_reranker(
     argv = ["train", "reranker", str(collection.path), "--dataset", str(dataset.root)]
     argv += ["--out", str(out), "--base", str(base_dir), "--teachers", "bm25"]
     argv += ["--epochs", "2", "--batch-size", "2", "--max-length", "32", "--device", "cpu"]
+    argv += ["--holdout", "0.34", "--layers", "1"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["steps"] >= 2
+    assert summary["steps"] >= 1
     args = json.loads((out / ARGS_FILE).read_text())
     assert args["teachers"] == ["bm25"] and args["split"] == "train" and args["epochs"] == 2
-    assert load_reranker(RerankerConfig(str(out))).score("heat", ["heat transfer"])
+    assert args["queries_heldout"] == 1 and args["layers_kept"] == 1
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert settings["alpha_tuned"] and 0.0 <= settings["alpha"] <= 1.0
+    assert settings["max_length"] == 32
+    reranker = load_reranker(RerankerConfig(str(out)))
+    assert reranker.alpha == settings["alpha"] and reranker.max_length == 32
+    assert reranker.score("heat", ["heat transfer"])
+
+    # a fixed alpha is stored as given; the test split is refused
+    argv2 = [*argv[: argv.index("--holdout")], "--holdout", "0", "--alpha", "0.3"]
+    assert main(argv2) == 0
+    assert json.loads((out / SETTINGS_FILE).read_text())["alpha"] == 0.3
+    assert main([*argv, "--split", "test"]) != 0

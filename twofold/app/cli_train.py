@@ -55,7 +55,9 @@ def _inputs(args: argparse.Namespace) -> tuple[Collection, BeirDataset]:
 
 
 def _train_reranker(args: argparse.Namespace) -> int:
+    from twofold.indexing.collection import Collection
     from twofold.train.distill import DistillConfig, distill_reranker
+    from twofold.train.queries import PseudoConfig, load_queries
     from twofold.train.reranker import RerankerTrainConfig
 
     distill = DistillConfig(
@@ -63,13 +65,21 @@ def _train_reranker(args: argparse.Namespace) -> int:
             teachers=args.teachers,
             depth=args.depth,
             negatives=args.negatives,
+            hard=args.hard_negatives,
             max_queries=args.max_queries,
             scale=args.teacher_scale,
+            anchor=args.anchor,
+            holdout=args.holdout,
+            alpha=args.alpha,
+            rerank_depth=args.rerank_depth,
+            seed=args.seed,
         )
     )
     train = RerankerTrainConfig(
         **_given(  # type: ignore[arg-type]
             base=args.base,
+            layers=args.layers,
+            int8=args.int8 or None,
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
@@ -78,8 +88,16 @@ def _train_reranker(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
-    collection, dataset = _inputs(args)
-    result = distill_reranker(collection, dataset, args.split, Path(args.out), distill, train)
+    dataset = Path(args.dataset) if args.dataset else None
+    if dataset is not None and not dataset.is_dir():
+        raise InputError(f"--dataset {dataset} is not a directory")
+    collection = Collection(Path(args.dir))
+    pseudo = PseudoConfig(**_given(count=args.pseudo_count, seed=args.seed))  # type: ignore[arg-type]
+    queries = load_queries(args.queries, collection, dataset, args.split, pseudo)
+    describe = {"queries": args.queries, "dataset": str(dataset) if dataset else None}
+    if args.queries == "split":
+        describe["split"] = args.split
+    result = distill_reranker(collection, queries, Path(args.out), distill, train, describe)
     summary = {
         "out": str(result.out),
         "steps": result.steps,
@@ -165,15 +183,39 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     )
     p = train.add_parser(
         "reranker",
-        help="distil a cross-encoder reranker (Margin-MSE)",
-        description="Margin-MSE distillation (arXiv 2010.02666) of a cross-encoder from an "
-        "ensemble of the collection's retrievers, on the judged queries of a BEIR split. "
+        help="distil a cross-encoder reranker (Margin-MSE) from the fused retrievers",
+        description="Margin-MSE distillation (arXiv 2010.02666) of a cross-encoder from the "
+        "collection's fused, anchored retrievers, on training queries from a BEIR split, "
+        "pseudo-queries (no labels) or a file of queries. The weight of its score against "
+        "the fused score is tuned on held-out training queries and stored with the model. "
         "Writes a model directory for `twofold eval --reranker DIR`.",
     )
-    _add_job_flags(p, "student's initial weights: model name or dir (minilm-l6)")
-    p.add_argument("--negatives", type=int, help="negatives per positive (4)")
-    p.add_argument("--depth", type=int, help="hits per teacher (100)")
+    p.add_argument("dir", help="collection directory (with the teachers' indexes)")
+    p.add_argument(
+        "--queries",
+        default="split",
+        help="training queries: split (a BEIR split, needs --dataset), pseudo (from the "
+        "corpus, no labels) or a FILE of queries (default split)",
+    )
+    p.add_argument("--dataset", help="BEIR dataset directory (for --queries split)")
+    p.add_argument("--split", default="train", help="qrels split of the training queries")
+    p.add_argument("--pseudo-count", type=int, help="pseudo-queries to make (800)")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument(
+        "--base", help="student: minilm-l6, splade-tiny (its BERT-tiny) or a dir (minilm-l6)"
+    )
+    p.add_argument("--layers", type=int, help="keep the student's first N encoder layers (all)")
+    p.add_argument("--int8", action="store_true", help="serve with dynamic int8 quantization")
+    p.add_argument("--teachers", type=_names, help="teacher retrievers (all of the collection)")
+    p.add_argument("--max-queries", type=int, help="train on at most N queries")
+    p.add_argument("--negatives", type=int, help="negatives per positive (6)")
+    p.add_argument("--hard-negatives", type=int, help="of which the best-ranked (3)")
+    p.add_argument("--depth", type=int, help="fused teacher candidates per query (100)")
     p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (10)")
+    p.add_argument("--anchor", type=float, help="positives above the best candidate (0.1)")
+    p.add_argument("--holdout", type=float, help="fraction of queries held out for alpha (0.15)")
+    p.add_argument("--alpha", type=float, help="fixed interpolation weight (default: tuned)")
+    p.add_argument("--rerank-depth", type=int, help="candidates reranked when tuning (50)")
     p.add_argument("--epochs", type=int, help="passes over the examples (1)")
     p.add_argument("--batch-size", type=int, help="triples per step (16)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (3e-5)")

@@ -206,6 +206,11 @@ class Pipeline:
         scores = list(reranker.score(query.text, texts, deadline))
         if len(scores) != len(head):
             raise TwofoldError(f"reranker returned {len(scores)} scores for {len(head)} texts")
+        # A trained reranker carries its tuned weight (``alpha``); one without it replaces
+        # the fused score (alpha 1).
+        alpha = getattr(reranker, "alpha", None)
+        if alpha is not None:
+            scores = interpolate(scores, [h.score for h in head], float(alpha))
         rescored = sorted(
             (
                 (
@@ -226,6 +231,20 @@ class Pipeline:
             score = floor - 1.0 - (top_tail - h.score)
             shifted.append(Hit(h.doc_id, score, {**h.sources, FUSED: (rank, h.score)}))
         return Ranking(fused.query_id, (*reranked, *shifted))
+
+
+def interpolate(rerank: Sequence[float], fused: Sequence[float], alpha: float) -> list[float]:
+    """``alpha * mm(rerank) + (1 - alpha) * mm(fused)`` per candidate, where ``mm`` is
+    min-max over this query's reranked candidates (best 1, worst 0; all 1 when equal), so
+    neither score's scale decides the mix."""
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"interpolation weight alpha must be in [0, 1], not {alpha}")
+
+    def mm(values: Sequence[float]) -> list[float]:
+        lo, hi = min(values, default=0.0), max(values, default=0.0)
+        return [(v - lo) / (hi - lo) if hi > lo else 1.0 for v in values]
+
+    return [alpha * r + (1.0 - alpha) * f for r, f in zip(mm(rerank), mm(fused), strict=True)]
 
 
 @dataclass(frozen=True)

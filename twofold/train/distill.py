@@ -1,30 +1,33 @@
-"""Training data for the distilled reranker: Margin-MSE examples from a collection, a
-BEIR split and a teacher ensemble of the collection's retrievers.
+"""Training data for the distilled reranker: Margin-MSE examples (Hofstaetter et al.
+2020, arXiv 2010.02666) from the collection's fused, anchored :class:`Teacher`.
 
-Per training query (Hofstaetter et al. 2020, arXiv 2010.02666, with the heterogeneous
-ensemble teacher of DESIGN.md):
+Per training query (:class:`~twofold.train.queries.TrainQuery`, from ``--queries``):
 
-1. every teacher retriever returns its top ``depth`` hits;
-2. each teacher's scores are min-max normalized over its own list (its best hit 1,
-   its worst 0; a list whose scores are all equal gives 1 to each); a document a
-   teacher did not return gets 0 from it;
-3. the teacher score ``t`` of a document is the mean over teachers, times ``scale``;
-   the candidates are all returned documents in decreasing ``t`` (a CombSUM fusion);
-4. positives are the judged relevant documents (grade >= 1) that at least one teacher
-   returned (a positive no teacher found would get ``t = 0``, a margin that says it
-   is worse than every negative); negatives are the top ``negatives`` candidates that
-   are not judged relevant. Each positive is paired with each negative.
+1. the teacher's fused candidates (depth ``depth``), min-max normalized, with the known
+   positives anchored at ``1 + anchor`` above every candidate (:mod:`twofold.train.teacher`);
+2. with known positives (a label, or a pseudo-query's source document): each positive is
+   paired with ``negatives`` negatives: the ``hard`` best-ranked non-positives, and the
+   rest drawn (seeded) from the remaining candidates, so the student also sees the easy
+   end of the list it will rerank;
+3. with none (a file of user queries): the teacher's own order; the top ``top_positives``
+   candidates each act as the better side of a pair with negatives chosen the same way
+   among the candidates ranked below them;
+4. the targets are ``scale`` times the teacher's scores, so the margins the student
+   learns are ``scale * (t+ - t-)``; a document's text is what :func:`shown_text` shows
+   (a pseudo-query's sentence is hidden from its source).
 
-``scale`` defaults to 10: normalized margins lie in [-1, 1] and a one-label MS MARCO
-cross-encoder's logits span roughly +-10, so the student learns margins in that range.
-(DESIGN.md's 30 is for the KL loss of the sparse encoder, where it acts as an inverse
-softmax temperature.)
+``scale`` defaults to 10: normalized margins lie in about [0, 1.1] and a one-label MS MARCO
+cross-encoder's logits span roughly +-10.
+
+The per-retriever CombSUM helpers (:func:`min_max`, :func:`teacher_scores`,
+:func:`open_teachers`, :func:`teacher_rankings`) remain for the sparse trainer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,36 +35,59 @@ from typing import Any
 from twofold.core.errors import InputError
 from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
-from twofold.indexing.corpus import BeirDataset
 from twofold.search.retrievers import RETRIEVERS, Retriever
+from twofold.train.interpolation import alpha_tuner
+from twofold.train.queries import TrainQuery, holdout_split, shown_text
 from twofold.train.reranker import (
     MarginExample,
     RerankerTrainConfig,
     TrainResult,
     train_reranker,
 )
+from twofold.train.teacher import Judged, Teacher, TeacherConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """``teachers``: retriever names of the ensemble; ``depth``: hits per teacher;
-    ``negatives``: per positive; ``scale``: multiplier of the averaged normalized score."""
+    """``teachers``: the teacher's retrievers (None: all the collection has); ``depth``:
+    fused candidates per query; ``negatives`` per positive, the ``hard`` best-ranked of
+    them; ``scale``: multiplier of the teacher's scores; ``anchor``: of the positives;
+    ``top_positives``: unlabelled queries' better sides; ``holdout``: fraction of the
+    queries held out to tune ``alpha`` (given: fixed, not tuned); ``rerank_depth``:
+    candidates reranked while tuning; ``seed``: held-out split and negative sampling."""
 
-    teachers: tuple[str, ...] = ("bm25", "dense", "splade")
+    teachers: tuple[str, ...] | None = None
     depth: int = 100
-    negatives: int = 4
+    negatives: int = 6
+    hard: int = 3
     max_queries: int | None = None
     scale: float = 10.0
+    anchor: float = 0.1
+    top_positives: int = 2
+    holdout: float = 0.15
+    alpha: float | None = None
+    rerank_depth: int = 50
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.teachers:
+        if self.teachers is not None and not self.teachers:
             raise InputError("at least one teacher retriever")
-        if self.depth < 1 or self.negatives < 1 or self.scale <= 0:
-            raise InputError("depth >= 1, negatives >= 1 and scale > 0")
+        if self.depth < 2 or self.negatives < 1 or self.scale <= 0 or self.top_positives < 1:
+            raise InputError("depth >= 2, negatives >= 1, top_positives >= 1 and scale > 0")
+        if not 0 <= self.hard <= self.negatives:
+            raise InputError("0 <= hard <= negatives")
         if self.max_queries is not None and self.max_queries < 1:
             raise InputError("max_queries >= 1")
+        if not 0 <= self.holdout < 1:
+            raise InputError("holdout must be in [0, 1)")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise InputError("alpha must be in [0, 1]")
+        if self.alpha is None and self.holdout == 0:
+            raise InputError("with --holdout 0 give --alpha (nothing to tune it on)")
+        if self.rerank_depth < 1:
+            raise InputError("rerank_depth >= 1")
 
 
 def min_max(ranking: Ranking) -> dict[str, float]:
@@ -83,24 +109,6 @@ def teacher_scores(rankings: Mapping[str, Ranking], scale: float) -> dict[str, f
     return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def query_examples(
-    query: Query,
-    judged: Mapping[str, int],
-    rankings: Mapping[str, Ranking],
-    texts: Callable[[str], str],
-    config: DistillConfig,
-) -> list[MarginExample]:
-    """The examples of one query; ``texts(doc_id) -> str`` gives a document's text."""
-    t = teacher_scores(rankings, config.scale)
-    positives = [d for d, g in judged.items() if g >= 1 and d in t]
-    negatives = [d for d in t if judged.get(d, 0) < 1][: config.negatives]
-    return [
-        MarginExample(query.text, texts(p), texts(n), t[p], t[n])
-        for p in sorted(positives)
-        for n in negatives
-    ]
-
-
 def open_teachers(collection: Collection, names: Sequence[str]) -> dict[str, Retriever]:
     """The teacher retrievers, opened; says which the collection lacks."""
     missing = [t for t in names if not collection.has(t)]
@@ -118,53 +126,91 @@ def teacher_rankings(
     return {name: r.retrieve(query, depth) for name, r in teachers.items()}
 
 
-def build_examples(
-    collection: Collection, dataset: BeirDataset, split: str, config: DistillConfig
+def pick_negatives(ranked: Sequence[str], config: DistillConfig, rng: random.Random) -> list[str]:
+    """The ``hard`` first of ``ranked`` plus the rest of ``negatives`` drawn from after them."""
+    hard = list(ranked[: config.hard])
+    rest = list(ranked[config.hard :])
+    drawn = rng.sample(rest, min(len(rest), config.negatives - len(hard)))
+    return hard + sorted(drawn, key=rest.index)
+
+
+def judged_examples(
+    judged: Judged, text: Mapping[str, str], config: DistillConfig, rng: random.Random
 ) -> list[MarginExample]:
-    """Margin-MSE examples of the first ``max_queries`` judged queries of ``split``."""
-    teachers = open_teachers(collection, config.teachers)
-    qrels = dataset.qrels(split)
-    queries = dataset.queries(split, qrels)[: config.max_queries]
+    """The Margin-MSE examples of one query; ``text[doc_id]``: the doc as shown."""
+    q, t, k = judged.query.query.text, judged.scores, config.scale
+    pairs: list[tuple[str, str]] = []
+    if judged.positives:
+        for p in judged.positives:
+            pairs += [(p, n) for n in pick_negatives(judged.negatives, config, rng)]
+    else:  # unlabelled: the teacher's own order
+        ranked = list(judged.negatives)
+        for i, p in enumerate(ranked[: config.top_positives]):
+            below = [n for n in ranked[i + 1 :] if t[n] < t[p]]
+            pairs += [(p, n) for n in pick_negatives(below, config, rng)]
+    return [MarginExample(q, text[p], text[n], k * t[p], k * t[n]) for p, n in pairs]
 
-    def text(doc_id: str) -> str:
-        return collection.docs.get(doc_id).contents
 
+def build_examples(
+    collection: Collection, queries: Sequence[TrainQuery], config: DistillConfig
+) -> list[MarginExample]:
+    """Margin-MSE examples of ``queries`` (at most ``max_queries``) from the fused teacher."""
+    teacher = Teacher(
+        collection,
+        TeacherConfig(depth=config.depth, anchor=config.anchor, retrievers=config.teachers),
+    )
+    rng = random.Random(config.seed)
     examples: list[MarginExample] = []
     skipped = 0
-    for query in queries:
-        rankings = teacher_rankings(teachers, query, config.depth)
-        found = query_examples(query, qrels[query.query_id], rankings, text, config)
+    for tq in list(queries)[: config.max_queries]:
+        judged = teacher.judge(tq)
+        ids = {*judged.positives, *judged.negatives}
+        text = {d: shown_text(collection.docs.get(d), tq.hidden) for d in ids}
+        found = judged_examples(judged, text, config, rng)
         skipped += not found
         examples.extend(found)
-    log.info(
-        "%d examples from %d queries (%d gave none: no positive retrieved)",
-        len(examples),
-        len(queries),
-        skipped,
-    )
+    log.info("%d examples from %d queries (%d gave none)", len(examples), len(queries), skipped)
     return examples
 
 
 def distill_reranker(
     collection: Collection,
-    dataset: BeirDataset,
-    split: str,
+    queries: Sequence[TrainQuery],
     out: Path,
     distill: DistillConfig,
     train: RerankerTrainConfig,
+    describe: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Build the examples, train the student, save it to ``out``."""
-    examples = build_examples(collection, dataset, split, distill)
+    """Hold out part of ``queries``, build the examples of the rest, train the student,
+    tune ``alpha`` on the held-out part, save it all to ``out``. ``describe``: where the
+    queries came from, for the record."""
+    if distill.holdout > 0:
+        train_q, held = holdout_split(queries, distill.holdout, distill.seed)
+    else:
+        train_q, held = list(queries), []
+    examples = build_examples(collection, train_q, distill)
     if not examples:
-        raise InputError(f"no training examples from split {split!r}: no positive was retrieved")
+        raise InputError("no training examples: no query gave a positive and a negative")
+    tune = None
+    if distill.alpha is None:
+        tune = alpha_tuner(collection, held, distill.rerank_depth)
+    else:
+        fixed = distill.alpha
+        tune = lambda _dir: {"alpha": fixed, "alpha_tuned": False}  # noqa: E731
     extra: dict[str, Any] = {
         "collection": str(collection.path),
-        "dataset": str(dataset.root),
-        "split": split,
-        "teachers": list(distill.teachers),
+        **(describe or {}),
+        "queries_total": len(queries),
+        "queries_train": min(len(train_q), distill.max_queries or len(train_q)),
+        "queries_heldout": len(held),
+        "teacher": "fused, anchored (twofold.train.teacher)",
+        "teachers": list(distill.teachers) if distill.teachers else None,
         "depth": distill.depth,
         "negatives": distill.negatives,
-        "max_queries": distill.max_queries,
+        "hard_negatives": distill.hard,
         "teacher_scale": distill.scale,
+        "anchor": distill.anchor,
+        "holdout": distill.holdout,
+        "distill_seed": distill.seed,
     }
-    return train_reranker(examples, out, train, extra_args=extra)
+    return train_reranker(examples, out, train, extra_args=extra, tune=tune)

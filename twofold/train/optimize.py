@@ -274,13 +274,17 @@ def train_collection_reranker(
     base: str = "minilm-l6",
 ) -> str:
     """Margin-MSE from the fused, anchored teacher: each known positive paired with the
-    teacher's best ``NEGATIVES`` negatives; returns a one-line description."""
+    teacher's best ``NEGATIVES`` negatives; the interpolation weight with the fused score
+    is tuned on 15% of ``queries`` kept out of training. Returns a one-line description."""
     from twofold.train.reranker import MarginExample, RerankerTrainConfig, train_reranker
     from twofold.train.teacher import Teacher, TeacherConfig
 
+    from twofold.train.interpolation import alpha_tuner
+
+    train_q, alpha_q = holdout_split(queries, 0.15, seed)  # alpha: tuned apart from the check
     teacher = Teacher(collection, TeacherConfig(depth=50))
     examples = []
-    for tq in queries:
+    for tq in train_q:
         judged = teacher.judge(tq)
         for p in judged.positives:
             pos = shown_text(collection.docs.get(p), tq.hidden)
@@ -291,7 +295,8 @@ def train_collection_reranker(
     if not examples:
         raise InputError("no reranker examples: no query has a positive and a negative")
     config = RerankerTrainConfig(base=base, epochs=epochs, seed=seed, max_length=192)
-    result = train_reranker(examples, out, config, extra_args={"data": "optimize"})
+    tune = alpha_tuner(collection, alpha_q, 50)
+    result = train_reranker(examples, out, config, extra_args={"data": "optimize"}, tune=tune)
     return f"{len(examples)} pairs, {result.steps} steps, loss {result.final_loss:.3f}"
 
 

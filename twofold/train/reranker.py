@@ -10,10 +10,21 @@ classification head is new. The result is a directory that
 
 Pairs are tokenized as the reranker scores them: query first, the document truncated
 (``only_second``) to ``max_length`` tokens.
+
+Students (all <= 30M parameters): ``minilm-l6`` (6 layers, 22.7M), the same cut to its
+first ``layers`` encoder layers (``layers=2``: 12.0M; the embeddings and the first
+layers are kept, the rest dropped before training), and ``splade-tiny``'s BERT-tiny
+backbone (2 layers, hidden 128, 4.4M) loaded as a sequence classifier (new head).
+
+The output also holds ``twofold_reranker.json``
+(:data:`twofold.models.reranker.SETTINGS_FILE`): ``max_length``, ``int8`` and the
+interpolation weight ``alpha`` that ``tune(staging_dir)`` returns (tuned on held-out
+queries by :mod:`twofold.train.interpolation`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +34,7 @@ from typing import Any
 
 from twofold.core.errors import DependencyError, InputError, ModelError
 from twofold.models.device import resolve_device
+from twofold.models.reranker import SETTINGS_FILE
 from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
@@ -52,9 +64,43 @@ class MarginExample:
 
 @dataclass(frozen=True)
 class RerankerTrainConfig(LoopConfig):
-    """:class:`LoopConfig`; ``max_length``: tokens per (query, doc) pair."""
+    """:class:`LoopConfig`; ``max_length``: tokens per (query, doc) pair; ``layers``:
+    keep only the student's first N encoder layers (None: all); ``int8``: the model dir
+    asks for dynamic int8 inference."""
 
     base: str = "minilm-l6"
+    layers: int | None = None
+    int8: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layers is not None and self.layers < 1:
+            raise InputError("--layers must be >= 1")
+
+
+MAX_PARAMETERS = 30_000_000
+
+
+def encoder_layers(model: Any) -> Any:
+    """The ``nn.ModuleList`` of a BERT-like model's encoder layers."""
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if layers is None:
+        raise ModelError(f"{type(model).__name__} has no encoder.layer list to cut")
+    return layers
+
+
+def cut_layers(model: Any, n: int) -> Any:
+    """``model`` with only its first ``n`` encoder layers (config updated to match)."""
+    layers = encoder_layers(model)
+    if n > len(layers):
+        raise InputError(f"--layers {n}: the student has only {len(layers)} layers")
+    del layers[n:]
+    model.config.num_hidden_layers = n
+    return model
+
+
+def parameter_count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 @dataclass
@@ -82,11 +128,14 @@ def train_reranker(
     config: RerankerTrainConfig,
     extra_args: dict[str, Any] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    tune: Callable[[Path], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train with Margin-MSE on ``examples`` and save the model directory ``out``.
 
     ``extra_args`` are recorded in ``training_args.json`` beside the config (e.g. how
-    the examples were made); ``on_step(step, loss)`` is called after each step.
+    the examples were made); ``on_step(step, loss)`` is called after each step;
+    ``tune(dir)`` gets the saved (staged) model directory and returns the settings to
+    store with it (``alpha`` and its figures).
     """
     if not examples:
         raise InputError("no training examples")
@@ -105,6 +154,11 @@ def train_reranker(
         model: Any = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the student from {config.base}: {exc}") from None
+    if config.layers is not None:
+        cut_layers(model, config.layers)
+    parameters = parameter_count(model)
+    if parameters > MAX_PARAMETERS:
+        raise InputError(f"the student has {parameters:,} parameters; at most 30M (use --layers)")
     max_length = fit_length(model, config.max_length)
     model.to(device).train()
     total = total_steps(len(examples), config)
@@ -145,6 +199,8 @@ def train_reranker(
         "method": "margin-mse (arXiv 2010.02666)",
         **asdict(config),
         "base_dir": source,
+        "parameters": parameters,
+        "layers_kept": int(model.config.num_hidden_layers),
         "device_used": device,
         "examples": len(examples),
         "steps": result.steps,
@@ -161,6 +217,15 @@ def train_reranker(
     def write(staging: Path) -> None:
         model.eval().to("cpu").save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        settings: dict[str, Any] = {"max_length": max_length, "int8": config.int8, "alpha": None}
+        (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        if tune is not None:
+            settings.update(tune(staging))
+            (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        record["interpolation"] = settings
+        for key in ("alpha", "heldout_ndcg@10_fused", "heldout_ndcg@10_reranked"):
+            if settings.get(key) is not None:
+                record["metrics"][key] = settings[key]
 
     publish_model(out, write, record, source)
     log.info(
