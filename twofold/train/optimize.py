@@ -276,10 +276,9 @@ def train_collection_reranker(
     """Margin-MSE from the fused, anchored teacher: each known positive paired with the
     teacher's best ``NEGATIVES`` negatives; the interpolation weight with the fused score
     is tuned on 15% of ``queries`` kept out of training. Returns a one-line description."""
+    from twofold.train.interpolation import alpha_tuner
     from twofold.train.reranker import MarginExample, RerankerTrainConfig, train_reranker
     from twofold.train.teacher import Teacher, TeacherConfig
-
-    from twofold.train.interpolation import alpha_tuner
 
     train_q, alpha_q = holdout_split(queries, 0.15, seed)  # alpha: tuned apart from the check
     teacher = Teacher(collection, TeacherConfig(depth=50))
