@@ -80,8 +80,8 @@ def test_explanations_sum_to_the_sparse_score(client: httpx.Client) -> None:
         assert sum(t["contribution"] for t in terms) == pytest.approx(hit["score"], rel=1e-4)
 
 
-def test_unknown_names_and_bad_fusion_weights_are_400(client: httpx.Client) -> None:
-    expect(search(client, query="heat", pipeline="hybird"), 400, "hybird", "known: bm25")
-    expect(search(client, query="heat", retrievers=["interests"]), 400, "no retriever")
+def test_unknown_names_are_404_and_bad_fusion_weights_400(client: httpx.Client) -> None:
+    expect(search(client, query="heat", pipeline="hybird"), 404, "hybird", "known: bm25")
+    expect(search(client, query="heat", retrievers=["interests"]), 404, "no retriever")
     stray = {"method": "convex", "weights": {"sparse": 0.3, "nope": 0.7}}
     expect(search(client, query="heat", retrievers=["sparse"], fusion=stray), 400, "'nope'")

@@ -128,6 +128,10 @@ class MilvusSparseIndex(SparseIndex):
         self.query_min_idf = float(entry.get("query_min_idf", 0.0))
         self._encoders: dict[float, QueryEncoder] = {}
         self._lock = threading.Lock()
+        self._forward = None  # doc weights come from Milvus (``native`` above), never a CSR
+
+    def doc_weights(self, ordinal: int, term_ids: Any) -> Any:
+        return self.native.doc_weights(ordinal, term_ids)
 
     def engine(self, name: str | None = None) -> Any:
         if name not in (None, ENGINE):
