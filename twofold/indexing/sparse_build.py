@@ -137,9 +137,9 @@ def _prepare(out: Path, params: dict[str, Any]) -> None:
 
 def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
     """Encode, shard, merge, export to Lucene; returns the manifest entry."""
+    from twofold.models.echo import ECHO_AGAIN, ECHO_PREFIX, EchoSparseEncoder, load_sparse_encoder
     from twofold.models.registry import model_fingerprint
     from twofold.models.sparse import (
-        MLMSparseEncoder,
         Pruning,
         idf_from_df,
         model_idf,
@@ -158,7 +158,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    encoder = MLMSparseEncoder(
+    encoder = load_sparse_encoder(
         params["model"],
         device=ctx.device,
         max_length=params["max_length"],
@@ -219,6 +219,13 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         "encode_docs_per_second": round(encoded / encode_seconds, 2) if encode_seconds else None,
         "device": ctx.device,
     }
+    if isinstance(encoder, EchoSparseEncoder):
+        entry["max_length"] = encoder.max_length  # one copy, capped so the echo fits
+        entry["activation"] = (
+            "echo (arXiv 2408.11119): the causal LM reads prefix + text + again + text; "
+            "log(1 + relu(max over the second copy's tokens of logits)), special tokens zeroed"
+        )
+        entry["echo"] = {"prefix": ECHO_PREFIX, "again": ECHO_AGAIN}
     if params["kind"] == "inference-free":
         idf = model_idf(params["model"], encoder.tokenizer)
         source = "idf.json"

@@ -369,8 +369,9 @@ class SparseIndex:
             return self._encoders[key]
 
     def _load_encoder(self, min_idf: float) -> QueryEncoder:
+        from twofold.models.echo import load_sparse_encoder
         from twofold.models.registry import model_fingerprint
-        from twofold.models.sparse import IdfQueryEncoder, MLMSparseEncoder, load_tokenizer
+        from twofold.models.sparse import IdfQueryEncoder, load_tokenizer
 
         if self.kind == "inference-free":
             return IdfQueryEncoder(load_tokenizer(self.path / "tokenizer"), self.idf(), min_idf)
@@ -386,7 +387,7 @@ class SparseIndex:
                 f"but that model now has {current['sha256']}; rebuild the collection"
             )
         length = int(self.entry.get("query_max_length", self.entry.get("max_length", 256)))
-        return MLMSparseEncoder(name, max_length=length, query_max_length=length)
+        return load_sparse_encoder(name, max_length=length, query_max_length=length)
 
     def engine(self, name: str | None = None) -> SparseEngine:
         name = name or self.default_engine

@@ -196,16 +196,18 @@ def train_sparse(
         import torch
     except ImportError as exc:  # pragma: no cover - hard dependency
         raise DependencyError("sparse training needs torch and transformers") from exc
+    from twofold.models.echo import load_sparse_encoder
     from twofold.models.registry import resolve
-    from twofold.models.sparse import IdfQueryEncoder, MLMSparseEncoder
+    from twofold.models.sparse import IdfQueryEncoder
 
     base_dir = resolve(config.base)
     check_output(out, base_dir)
     seed_all(config.seed, torch)
     device = resolve_device(config.device)
-    student = MLMSparseEncoder(config.base, device=device, max_length=config.max_length)
+    # a masked LM, or a causal LM encoded with echo (same forward(input_ids, mask))
+    student = load_sparse_encoder(config.base, device=device, max_length=config.max_length)
     tokenizer, model = student.tokenizer, student.model
-    max_length = fit_length(model, config.max_length)
+    max_length = min(fit_length(model, config.max_length), student.max_length)
     idf = _fit(idf, student.vocab_size)
     queries = IdfQueryEncoder(tokenizer, idf)
     model.train()
