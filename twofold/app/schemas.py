@@ -7,6 +7,7 @@ such as ``"pipline"`` is an error, not a silently ignored option.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -39,7 +40,10 @@ def bounded_int(ge: int, le: int) -> Any:
 
 
 # a query or text with some non-space character: blank ones are refused by the schema
-NOT_BLANK = r"\S"
+# The same set both ways: JSON Schema's (ECMA) \s lacks the separators \x1c-\x1f and \x85
+# that Python's has, and Python's lacks the BOM \ufeff that ECMA's has.
+NOT_BLANK = r"[^\s\u001c-\u001f\u0085]"
+_BLANK = re.compile(r"^[\s\ufeff]*$")
 
 
 def _absent(value: object) -> bool:
@@ -101,7 +105,7 @@ class SearchRequest(BaseModel):
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if _BLANK.match(value):
             raise ValueError("the query is blank; send some words to search for")
         return value
 
