@@ -69,16 +69,11 @@ class Adapter:
         optionally restricted to the ordinals ``within``."""
         if self.docs is None:
             raise InputError("only the 'both' adapter holds transformed documents")
-        ordinals = np.arange(len(self.docs)) if within is None else np.unique(within)
-        sims = np.atleast_2d(queries) @ np.asarray(self.docs[ordinals]).T
-        kk = min(k, len(ordinals))
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        top_scores = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        return (
-            np.take_along_axis(top_scores, order, axis=1).astype(np.float32),
-            ordinals[np.take_along_axis(top, order, axis=1)].astype(np.int64),
-        )
+        from twofold.indexing.dense_index import exact_within
+
+        ordinals = np.arange(len(self.docs)) if within is None else np.asarray(within)
+        hits = exact_within(self.docs, np.atleast_2d(queries), k, ordinals.astype(np.int64))
+        return hits.scores, hits.ordinals
 
 
 def write_adapter(

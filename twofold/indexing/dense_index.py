@@ -452,12 +452,12 @@ class DenseIndex:
         if k < 1:
             raise InputError("k must be at least 1")
         if within is not None:
-            return _exact_within(self.vectors, q, k, np.asarray(within, dtype=np.int64))
+            return exact_within(self.vectors, q, k, np.asarray(within, dtype=np.int64))
         scores, ordinals = self.index.search(q, min(k, max(self.count, 1)))
         return VectorHits(scores.astype(np.float32), ordinals.astype(np.int64))
 
 
-def _exact_within(vectors: np.ndarray, q: np.ndarray, k: int, within: np.ndarray) -> VectorHits:
+def exact_within(vectors: np.ndarray, q: np.ndarray, k: int, within: np.ndarray) -> VectorHits:
     subset = np.unique(within)
     if len(subset) and (subset[0] < 0 or subset[-1] >= len(vectors)):
         raise InputError(f"ordinals in `within` must lie in [0, {len(vectors)})")
