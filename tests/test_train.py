@@ -5,6 +5,7 @@ and the CLI end to end (alpha tuned on held-out queries, stored, read back)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,11 @@ from twofold.train.distill import (
     pick_negatives,
     teacher_scores,
 )
-from twofold.train.losses import flops, margin_mse
+from twofold.train.losses import flops, localized_contrastive, margin_mse
 from twofold.train.publish import ARGS_FILE
 from twofold.train.queries import TrainQuery, split_queries
 from twofold.train.reranker import (
+    GroupExample,
     MarginExample,
     RerankerTrainConfig,
     train_reranker,
@@ -75,6 +77,16 @@ def test_margin_mse_by_hand() -> None:
         margin_mse(s_pos, s_neg[:1], t_pos, t_neg)
 
 
+def test_localized_contrastive_by_hand() -> None:
+    s = torch.tensor([[math.log(3.0), 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # row 1: softmax of the positive = 3 / 5; row 2: 1 / 3 (cannot tell them apart)
+    expected = (-math.log(3 / 5) + math.log(3.0)) / 2
+    assert float(localized_contrastive(s)) == pytest.approx(expected)
+    assert float(localized_contrastive(s + 4)) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        localized_contrastive(s[:, :1])
+
+
 def test_flops_by_hand() -> None:
     w = torch.tensor([[1.0, 0.0, -2.0], [3.0, 0.0, 0.0]])
     # column means of |w|: (2, 0, 1) -> 4 + 0 + 1
@@ -109,6 +121,37 @@ def test_loop_learns_and_saves_a_loadable_reranker(base_dir: Path, tmp_path: Pat
     assert len(scores) == 2
     # the student learnt the teacher's preference on a training pair
     assert scores[0] > scores[1]
+
+
+GROUPS = [
+    GroupExample("heat transfer", ("laminar heat transfer", "lift of wings", "shells"), (9, 1, 0)),
+    GroupExample("wings lift", ("lift and drag of wings", "buckling of shells", "flow"), (9, 2, 0)),
+    GroupExample("shells", ("buckling of shells", "turbulent flow", "heat"), (9, 1, 1)),
+]
+
+
+def test_lce_loop_learns_the_positive(base_dir: Path, tmp_path: Path) -> None:
+    config = RerankerTrainConfig(
+        base=str(base_dir),
+        loss="lce",
+        kl_weight=0.5,
+        epochs=30,
+        batch_size=3,
+        lr=5e-3,
+        max_length=32,
+        device="cpu",
+    )
+    result = train_reranker(GROUPS, tmp_path / "lce", config)
+    first, last = result.losses[:5], result.losses[-5:]
+    assert sum(last) / 5 < 0.5 * (sum(first) / 5), result.losses
+    args = json.loads((tmp_path / "lce" / ARGS_FILE).read_text())
+    assert args["loss"] == "lce" and "2101.08751" in args["method"]
+    reranker = load_reranker(RerankerConfig(str(tmp_path / "lce"), max_length=32))
+    scores = reranker.score("shells", ["buckling of shells", "turbulent flow", "heat"])
+    assert scores[0] == max(scores)
+    # the loss and the examples must match
+    with pytest.raises(InputError, match="GroupExample"):
+        train_reranker(EXAMPLES, tmp_path / "mismatch", config)
 
 
 def test_loop_refuses_bad_input(base_dir: Path, tmp_path: Path) -> None:

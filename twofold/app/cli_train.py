@@ -80,6 +80,8 @@ def _train_reranker(args: argparse.Namespace) -> int:
             base=args.base,
             layers=args.layers,
             int8=args.int8 or None,
+            loss=args.loss,
+            kl_weight=args.kl_weight,
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
@@ -208,6 +210,14 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--int8", action="store_true", help="serve with dynamic int8 quantization")
     p.add_argument("--teachers", type=_names, help="teacher retrievers (all of the collection)")
     p.add_argument("--max-queries", type=int, help="train on at most N queries")
+    p.add_argument(
+        "--loss",
+        choices=["margin-mse", "lce"],
+        help="margin-mse: match the teacher's margins (any queries); lce: softmax "
+        "cross-entropy of the known positive against its hard negatives, arXiv 2101.08751 "
+        "(needs labels or pseudo-queries) (margin-mse)",
+    )
+    p.add_argument("--kl-weight", type=float, help="lce: weight of the teacher KL (0)")
     p.add_argument("--negatives", type=int, help="negatives per positive (6)")
     p.add_argument("--hard-negatives", type=int, help="of which the best-ranked (3)")
     p.add_argument("--depth", type=int, help="fused teacher candidates per query (100)")
@@ -217,7 +227,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--alpha", type=float, help="fixed interpolation weight (default: tuned)")
     p.add_argument("--rerank-depth", type=int, help="candidates reranked when tuning (50)")
     p.add_argument("--epochs", type=int, help="passes over the examples (1)")
-    p.add_argument("--batch-size", type=int, help="triples per step (16)")
+    p.add_argument("--batch-size", type=int, help="triples (lce: groups) per step (16)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (3e-5)")
     p.add_argument("--max-length", type=int, help="tokens per (query, doc) pair (256)")
     _add_run_flags(p)

@@ -39,6 +39,7 @@ from twofold.search.retrievers import RETRIEVERS, Retriever
 from twofold.train.interpolation import alpha_tuner
 from twofold.train.queries import TrainQuery, holdout_split, shown_text
 from twofold.train.reranker import (
+    GroupExample,
     MarginExample,
     RerankerTrainConfig,
     TrainResult,
@@ -151,22 +152,46 @@ def judged_examples(
     return [MarginExample(q, text[p], text[n], k * t[p], k * t[n]) for p, n in pairs]
 
 
+def judged_groups(
+    judged: Judged, text: Mapping[str, str], config: DistillConfig, rng: random.Random
+) -> list[GroupExample]:
+    """The LCE groups of one query: each known positive first, then ``negatives``
+    negatives chosen as for Margin-MSE; none for a query without a known positive."""
+    q, t, k = judged.query.query.text, judged.scores, config.scale
+    groups = []
+    for p in judged.positives:
+        negatives = pick_negatives(judged.negatives, config, rng)
+        if len(negatives) < config.negatives:
+            continue  # a short candidate list: every group has the same width
+        ids = [p, *negatives]
+        groups.append(GroupExample(q, tuple(text[d] for d in ids), tuple(k * t[d] for d in ids)))
+    return groups
+
+
 def build_examples(
-    collection: Collection, queries: Sequence[TrainQuery], config: DistillConfig
-) -> list[MarginExample]:
-    """Margin-MSE examples of ``queries`` (at most ``max_queries``) from the fused teacher."""
+    collection: Collection,
+    queries: Sequence[TrainQuery],
+    config: DistillConfig,
+    grouped: bool = False,
+) -> list[MarginExample] | list[GroupExample]:
+    """Margin-MSE examples (``grouped``: LCE groups) of ``queries`` (at most
+    ``max_queries``) from the fused teacher."""
     teacher = Teacher(
         collection,
         TeacherConfig(depth=config.depth, anchor=config.anchor, retrievers=config.teachers),
     )
     rng = random.Random(config.seed)
-    examples: list[MarginExample] = []
+    examples: list[Any] = []
     skipped = 0
     for tq in list(queries)[: config.max_queries]:
         judged = teacher.judge(tq)
         ids = {*judged.positives, *judged.negatives}
         text = {d: shown_text(collection.docs.get(d), tq.hidden) for d in ids}
-        found = judged_examples(judged, text, config, rng)
+        found: Sequence[Any] = (
+            judged_groups(judged, text, config, rng)
+            if grouped
+            else judged_examples(judged, text, config, rng)
+        )
         skipped += not found
         examples.extend(found)
     log.info("%d examples from %d queries (%d gave none)", len(examples), len(queries), skipped)
@@ -188,9 +213,14 @@ def distill_reranker(
         train_q, held = holdout_split(queries, distill.holdout, distill.seed)
     else:
         train_q, held = list(queries), []
-    examples = build_examples(collection, train_q, distill)
+    grouped = train.loss == "lce"
+    examples = build_examples(collection, train_q, distill, grouped)
     if not examples:
-        raise InputError("no training examples: no query gave a positive and a negative")
+        need = "a known positive and enough negatives" if grouped else "a positive and a negative"
+        raise InputError(
+            f"no training examples: no query gave {need}"
+            + (" (--loss lce needs labels or pseudo-queries)" if grouped else "")
+        )
     tune = None
     if distill.alpha is None:
         tune = alpha_tuner(collection, held, distill.rerank_depth)

@@ -11,6 +11,10 @@
 - :func:`kl_distill`: listwise KL distillation over a group of documents per query, the
   heterogeneous-ensemble loss of the inference-free encoder (Geng et al. 2024,
   arXiv 2411.04403).
+- :func:`localized_contrastive`: Localized Contrastive Estimation (Gao et al. 2021,
+  "Rethink Training of BERT Rerankers in Multi-Stage Retrieval Pipeline", arXiv
+  2101.08751): softmax cross-entropy of the known positive against hard negatives drawn
+  from the first stage the reranker will rerank, the reranker's labelled loss.
 """
 
 from __future__ import annotations
@@ -88,3 +92,20 @@ def kl_distill(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> to
     log_s = torch.log_softmax(student_scores, dim=-1)
     log_t = torch.log_softmax(teacher_scores.to(student_scores.dtype), dim=-1)
     return (log_t.exp() * (log_t - log_s)).sum(dim=-1).mean()
+
+
+def localized_contrastive(student_scores: torch.Tensor) -> torch.Tensor:
+    """``mean_q -log softmax(s_q)[0]``; a scalar tensor.
+
+    ``student_scores``: ``[batch, group]``, each row one query's group with its known
+    positive in column 0 and hard negatives after it. Unchanged by adding a constant to a
+    row; ``log(group)`` when the student cannot tell the documents apart.
+    """
+    import torch
+
+    if student_scores.dim() != 2 or student_scores.shape[1] < 2:
+        raise ValueError(
+            "localized_contrastive needs [batch, group >= 2] scores, got "
+            f"{tuple(student_scores.shape)}"
+        )
+    return -torch.log_softmax(student_scores, dim=-1)[:, 0].mean()

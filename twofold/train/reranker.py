@@ -8,6 +8,17 @@ classification head is new. The result is a directory that
 :func:`twofold.models.reranker.load_reranker` reads: config, weights, tokenizer and
 ``training_args.json`` (the parameters and the loss).
 
+Two losses (``loss``):
+
+- ``margin-mse`` (the default for queries without known positives): one
+  :class:`MarginExample` per (positive, negative) pair, the student matches the teacher's
+  margin;
+- ``lce``: Localized Contrastive Estimation (Gao et al. 2021, arXiv 2101.08751) over a
+  :class:`GroupExample` per known positive (the positive first, then hard negatives from
+  the fused first stage), plus ``kl_weight`` times the listwise KL to the teacher's
+  softmax over the same group (:func:`~twofold.train.losses.kl_distill`), so the labels
+  set the order of the positive and the teacher the order among the rest.
+
 Pairs are tokenized as the reranker scores them: query first, the document truncated
 (``only_second``) to ``max_length`` tokens.
 
@@ -45,7 +56,7 @@ from twofold.train.loop import (
     tail_mean,
     total_steps,
 )
-from twofold.train.losses import margin_mse
+from twofold.train.losses import kl_distill, localized_contrastive, margin_mse
 from twofold.train.publish import check_output, publish_model
 
 log = logging.getLogger(__name__)
@@ -63,19 +74,39 @@ class MarginExample:
 
 
 @dataclass(frozen=True)
+class GroupExample:
+    """One known positive (``texts[0]``) with hard negatives after it, and the teacher's
+    scores of the same texts (``teacher[i]`` for ``texts[i]``)."""
+
+    query: str
+    texts: tuple[str, ...]
+    teacher: tuple[float, ...]
+
+
+LOSSES = ("margin-mse", "lce")
+
+
+@dataclass(frozen=True)
 class RerankerTrainConfig(LoopConfig):
     """:class:`LoopConfig`; ``max_length``: tokens per (query, doc) pair; ``layers``:
     keep only the student's first N encoder layers (None: all); ``int8``: the model dir
-    asks for dynamic int8 inference."""
+    asks for dynamic int8 inference; ``loss``: margin-mse | lce; ``kl_weight``: of the
+    teacher KL beside LCE. With ``lce`` a batch is ``batch_size`` groups."""
 
     base: str = "minilm-l6"
     layers: int | None = None
     int8: bool = False
+    loss: str = "margin-mse"
+    kl_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.layers is not None and self.layers < 1:
             raise InputError("--layers must be >= 1")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.kl_weight < 0:
+            raise InputError("--kl-weight must be >= 0")
 
 
 MAX_PARAMETERS = 30_000_000
@@ -123,7 +154,7 @@ def _base_dir(base: str) -> str:
 
 
 def train_reranker(
-    examples: Sequence[MarginExample],
+    examples: Sequence[MarginExample] | Sequence[GroupExample],
     out: Path,
     config: RerankerTrainConfig,
     extra_args: dict[str, Any] | None = None,
@@ -139,6 +170,9 @@ def train_reranker(
     """
     if not examples:
         raise InputError("no training examples")
+    wanted = GroupExample if config.loss == "lce" else MarginExample
+    if not all(isinstance(e, wanted) for e in examples):
+        raise InputError(f"--loss {config.loss} trains on {wanted.__name__}s")
     try:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -175,15 +209,31 @@ def train_reranker(
         ).to(device)
         return model(**enc).logits[:, 0]  # [batch]
 
-    result = TrainResult(out=out, steps=0)
-    started = time.monotonic()
-    for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
+    def batch_loss(batch: list[Any]) -> Any:
+        if config.loss == "lce":
+            width = len(batch[0].texts)
+            if any(len(e.texts) != width for e in batch):
+                raise InputError("every LCE group needs the same number of documents")
+            flat = scores(
+                [e.query for e in batch for _ in e.texts], [t for e in batch for t in e.texts]
+            )
+            grid = flat.view(len(batch), width)
+            loss = localized_contrastive(grid)
+            if config.kl_weight > 0:
+                teacher = torch.tensor([e.teacher for e in batch], device=device)
+                loss = loss + config.kl_weight * kl_distill(grid, teacher)
+            return loss
         queries = [e.query for e in batch]
         s_pos = scores(queries, [e.pos_text for e in batch])
         s_neg = scores(queries, [e.neg_text for e in batch])
         t_pos = torch.tensor([e.teacher_pos for e in batch], device=device)
         t_neg = torch.tensor([e.teacher_neg for e in batch], device=device)
-        loss = margin_mse(s_pos, s_neg, t_pos, t_neg)
+        return margin_mse(s_pos, s_neg, t_pos, t_neg)
+
+    result = TrainResult(out=out, steps=0)
+    started = time.monotonic()
+    for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
+        loss = batch_loss(batch)
         optimizer_step(loss, model, optimizer, scheduler, torch)
         result.steps += 1
         result.losses.append(float(loss.detach()))
@@ -194,9 +244,12 @@ def train_reranker(
     record = {
         "trainer": "twofold train reranker",
         "title": "Distilled cross-encoder reranker",
-        "description": "Margin-MSE (Hofstaetter et al. 2020, arXiv 2010.02666) from the "
-        "collection's retrievers as a teacher. Load with `--reranker DIR`.",
-        "method": "margin-mse (arXiv 2010.02666)",
+        "description": "Cross-encoder trained on the collection's own retrievers as a "
+        "teacher (hard negatives and targets from their fusion). Load with `--reranker DIR`.",
+        "method": "margin-mse (arXiv 2010.02666)"
+        if config.loss == "margin-mse"
+        else "localized contrastive estimation (arXiv 2101.08751)"
+        + (f" + {config.kl_weight} x teacher KL" if config.kl_weight else ""),
         **asdict(config),
         "base_dir": source,
         "parameters": parameters,
