@@ -256,6 +256,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     _add_run_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_sparse)
+    from twofold.app.cli_dense import add_dense_command
     from twofold.app.cli_optimize import add_adapter_command
 
     add_adapter_command(train)
+    add_dense_command(train)
