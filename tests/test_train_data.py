@@ -94,6 +94,19 @@ def test_holdout_split_shares_no_positive() -> None:
     assert {t.query.query_id for t in train}.isdisjoint(t.query.query_id for t in held)
 
 
+def test_holdout_of_a_mix_holds_out_real_queries_only() -> None:
+    real = [TrainQuery(Query(f"q{i}", "x"), {f"d{i}": 1}) for i in range(20)]
+    pseudo = [
+        TrainQuery(Query(f"pseudo-d{i}", "s"), {f"d{i}": 1}, {f"d{i}": "s"}) for i in range(40)
+    ]
+    train, held = holdout_split(real + pseudo, 0.25, seed=2)
+    assert len(held) == 5 and all(not t.hidden for t in held)
+    held_docs = {d for t in held for d in t.positives}
+    # pseudo-queries made from a held-out positive are dropped with the real ones
+    assert not any(held_docs.intersection(t.positives) for t in train)
+    assert sum(bool(t.hidden) for t in train) == 40 - len(held_docs & {f"d{i}" for i in range(40)})
+
+
 def test_default_fusion_gives_one_vote_per_model_family() -> None:
     fusion = default_fusion(["bm25", "sparse", "splade", "dense"])
     assert fusion.method == "convex"

@@ -23,7 +23,8 @@ def add_query_flags(p: argparse.ArgumentParser) -> None:
         "--queries",
         default=None,
         help="training queries: 'split' (a BEIR split's judged queries; needs --dataset), "
-        "'pseudo' (inverse-cloze sentences of the corpus, no labels) or a file of queries "
+        "'pseudo' (inverse-cloze sentences of the corpus, no labels), 'split+pseudo' (both; "
+        "only split queries are held out) or a file of queries "
         "(one per line or {_id,text} JSON lines, no labels); default: split with --dataset, "
         "else pseudo",
     )

@@ -97,9 +97,22 @@ def _train_reranker(args: argparse.Namespace) -> int:
     pseudo = PseudoConfig(**_given(count=args.pseudo_count, seed=args.seed))  # type: ignore[arg-type]
     queries = load_queries(args.queries, collection, dataset, args.split, pseudo)
     describe = {"queries": args.queries, "dataset": str(dataset) if dataset else None}
-    if args.queries == "split":
+    if args.queries.startswith("split"):
         describe["split"] = args.split
-    result = distill_reranker(collection, queries, Path(args.out), distill, train, describe)
+    from tqdm import tqdm
+
+    bar = tqdm(desc="train reranker", unit="step", disable=args.quiet)
+
+    def step(_step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        result = distill_reranker(
+            collection, queries, Path(args.out), distill, train, describe, on_step=step
+        )
+    finally:
+        bar.close()
     summary = {
         "out": str(result.out),
         "steps": result.steps,
@@ -197,7 +210,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         "--queries",
         default="split",
         help="training queries: split (a BEIR split, needs --dataset), pseudo (from the "
-        "corpus, no labels) or a FILE of queries (default split)",
+        "corpus, no labels), split+pseudo (both; only split queries are held out) or a FILE "
+        "of queries (default split)",
     )
     p.add_argument("--dataset", help="BEIR dataset directory (for --queries split)")
     p.add_argument("--split", default="train", help="qrels split of the training queries")
@@ -231,6 +245,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--lr", type=float, help="AdamW learning rate (3e-5)")
     p.add_argument("--max-length", type=int, help="tokens per (query, doc) pair (256)")
     _add_run_flags(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_reranker)
 
     p = train.add_parser(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,7 @@ def distill_reranker(
     distill: DistillConfig,
     train: RerankerTrainConfig,
     describe: Mapping[str, Any] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Hold out part of ``queries``, build the examples of the rest, train the student,
     tune ``alpha`` on the held-out part, save it all to ``out``. ``describe``: where the
@@ -243,4 +244,4 @@ def distill_reranker(
         "holdout": distill.holdout,
         "distill_seed": distill.seed,
     }
-    return train_reranker(examples, out, train, extra_args=extra, tune=tune)
+    return train_reranker(examples, out, train, extra_args=extra, on_step=on_step, tune=tune)

@@ -161,12 +161,16 @@ def load_queries(
     split: str = "train",
     pseudo: PseudoConfig | None = None,
 ) -> list[TrainQuery]:
-    """Training queries from ``source``: ``split`` (needs ``dataset``), ``pseudo``, or a
+    """Training queries from ``source``: ``split`` (needs ``dataset``), ``pseudo``,
+    ``split+pseudo`` (both: labels plus inverse-cloze queries for more matching data), or a
     path to a file of queries."""
-    if source == "split":
+    if source in ("split", "split+pseudo"):
         if dataset is None:
-            raise InputError("--queries split needs --dataset DIR (a BEIR dataset)")
-        return split_queries(BeirDataset(dataset), split)
+            raise InputError(f"--queries {source} needs --dataset DIR (a BEIR dataset)")
+        labelled = split_queries(BeirDataset(dataset), split)
+        if source == "split":
+            return labelled
+        return labelled + pseudo_queries(collection, pseudo or PseudoConfig())
     if source == "pseudo":
         return pseudo_queries(collection, pseudo or PseudoConfig())
     return file_queries(Path(source))
@@ -186,21 +190,19 @@ def holdout_split(
     """(train, held-out) with about ``fraction`` of the queries held out, such that no
     held-out query shares a positive with a training query (the held-out queries then
     measure matching, not memorized documents, as the unseen-document test queries do).
-    Unlabelled queries are split at random."""
+    Unlabelled queries are split at random. In a mix of real and pseudo-queries
+    (``split+pseudo``) only real ones are held out: they are the ones served."""
     if not 0 < fraction < 1:
         raise InputError("the held-out fraction must be in (0, 1)")
     order = list(queries)
     random.Random(seed).shuffle(order)
-    target = max(1, round(len(order) * fraction))
-    held: list[TrainQuery] = []
-    held_docs: set[str] = set()
-    train: list[TrainQuery] = []
-    for tq in order:
-        if len(held) < target:
-            held.append(tq)
-            held_docs.update(tq.positives)
-        else:
-            train.append(tq)
+    real = [tq for tq in order if not tq.hidden]
+    pool = real if real and len(real) < len(order) else order
+    target = max(1, round(len(pool) * fraction))
+    held = pool[:target]
+    held_ids = {id(tq) for tq in held}
+    held_docs = {d for tq in held for d in tq.positives}
+    train = [tq for tq in order if id(tq) not in held_ids]
     # Training queries that share a positive with a held-out one would leak it: drop them.
     kept = [tq for tq in train if not held_docs.intersection(tq.positives)]
     return kept, held
