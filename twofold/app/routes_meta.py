@@ -70,8 +70,8 @@ def get_doc(
     doc_id: Annotated[str, Path(min_length=1, max_length=MAX_DOC_ID_CHARS)],
     collection: Annotated[str | None, Query(max_length=256)] = None,
 ) -> DocOut:
-    cs = state.collection(collection)
-    doc = cs.collection.docs.get(doc_id)
+    with state.lease(collection) as cs:
+        doc = cs.collection.docs.get(doc_id)
     return DocOut(
         collection=cs.name,
         doc_id=doc.doc_id,

@@ -1,6 +1,12 @@
 """What the service loads once, in the lifespan: collections, their opened retrievers and
 named pipelines, the reranker, and the bounded queue of pipeline threads
 (``twofold.app.work.WorkQueue``) that runs pipelines under each request's ``Deadline``.
+
+Every sub-index of a collection (the interests index too) is opened at load and at
+reload, never by a request. A request holds its collection through
+``AppState.lease``; a reload swaps the fresh collection in and retires the old one,
+which is closed (Lucene readers, memory maps, file descriptors) when its last lease
+ends.
 """
 
 from __future__ import annotations
@@ -8,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +26,7 @@ from twofold.core.errors import InputError, NotFoundError, UnknownNameError
 from twofold.core.types import Query
 from twofold.indexing.collection import Collection
 from twofold.models.threads import set_torch_threads
+from twofold.search.interests import InterestRetriever
 from twofold.search.pipeline import (
     PIPELINES,
     Pipeline,
@@ -54,6 +62,9 @@ class CollectionState:
     retrievers: dict[str, Retriever]
     pipelines: dict[str, Pipeline]
     default_pipeline: str
+    interests: InterestRetriever | None = None  # opened at load when it has the index
+    users: int = 0  # leases held (``AppState.lease``)
+    retired: bool = False  # replaced by a reload: closed when ``users`` drops to 0
 
     @property
     def name(self) -> str:
@@ -83,6 +94,43 @@ class AppState:
     ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    lease_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def lease(self, name: str | None) -> Iterator[CollectionState]:
+        """The collection ``name`` (default: the first), kept open until the block ends
+        even if a reload replaces it meanwhile."""
+        with self.lease_lock:
+            cs = self.collection(name)
+            cs.users += 1
+        try:
+            yield cs
+        finally:
+            with self.lease_lock:
+                cs.users -= 1
+                done = cs.retired and cs.users == 0
+            if done:
+                self._close_later(cs)
+
+    def replace(self, fresh: CollectionState) -> None:
+        """Swap ``fresh`` in for the collection of its name; the old one is closed once
+        no request holds it."""
+        with self.lease_lock:
+            old = self.collections.get(fresh.name)
+            self.collections[fresh.name] = fresh  # one dict store: atomic for readers
+            if old is None or old is fresh:
+                return
+            old.retired = True
+            done = old.users == 0
+        if done:
+            self._close_later(old)
+
+    def _close_later(self, cs: CollectionState) -> None:
+        """Close on a pipeline thread (Lucene's JVM calls stay off the event loop)."""
+        try:
+            self.queue.executor.submit(close_collection, cs)
+        except RuntimeError:  # the pool is shut down: close here
+            close_collection(cs)
 
     @property
     def default_collection(self) -> str:
@@ -127,7 +175,17 @@ def load_reranker(settings: Settings) -> Reranker | None:
 def open_collection(
     collection: Collection, settings: Settings, reranker: Reranker | None
 ) -> CollectionState:
-    """Open every retriever once and build every named pipeline the collection can run."""
+    """Open every sub-index (checking its doc count), every retriever once, and build
+    every named pipeline the collection can run. On failure the collection is closed."""
+    try:
+        return _open(collection, settings, reranker)
+    except BaseException:
+        collection.close()
+        raise
+
+
+def _open(collection: Collection, settings: Settings, reranker: Reranker | None) -> CollectionState:
+    collection.open_all()
     use_sparse_engine(collection, settings.sparse_engine)
     retrievers = {r: RETRIEVERS.get(r)(collection) for r in collection_retrievers(collection)}
     pipelines = {
@@ -146,7 +204,19 @@ def open_collection(
     default = settings.default_pipeline
     if default not in pipelines:
         default = next(iter(pipelines))
-    return CollectionState(collection, retrievers, pipelines, default)
+    interests = None
+    if collection.has("interests"):
+        interests = InterestRetriever.from_collection(collection)
+    return CollectionState(collection, retrievers, pipelines, default, interests)
+
+
+def close_collection(cs: CollectionState) -> None:
+    try:
+        cs.collection.close()
+    except Exception:  # closing must not take the service down; say what stayed open
+        log.exception("closing collection %s failed", cs.name)
+    else:
+        log.info("closed the replaced collection %s", cs.name)
 
 
 def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
@@ -186,9 +256,13 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
     try:
         old = state.collection(name)
         fresh = open_collection(Collection(old.collection.path), state.settings, state.reranker)
-        if state.settings.warmup:
-            warm_up(fresh)
-        state.collections[old.name] = fresh  # one dict store: atomic for readers
+        try:
+            if state.settings.warmup:
+                warm_up(fresh)
+        except BaseException:
+            fresh.collection.close()
+            raise
+        state.replace(fresh)
     finally:
         state.reload_lock.release()
     log.info(
@@ -200,3 +274,5 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
 def close_state(state: AppState) -> None:
     state.ready = False
     state.queue.shutdown()
+    for cs in state.collections.values():
+        close_collection(cs)
