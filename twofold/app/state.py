@@ -46,13 +46,37 @@ class ReloadInProgress(Exception):
     """A reload was asked for while another one runs (mapped to 409)."""
 
 
+class NotReady(Exception):
+    """The collections are still loading, or failed to load (mapped to 503)."""
+
+
+@dataclass
+class Startup:
+    """Where loading stands: ``loading`` until the loader returns, then ``ready`` (with
+    ``state``) or ``failed`` (with ``error``). The service answers ``/healthz`` and
+    ``/readyz`` from it meanwhile; every other route waits for ``state``."""
+
+    status: str = "loading"
+    state: AppState | None = None
+    error: str | None = None
+
+    def require(self) -> AppState:
+        if self.state is not None:
+            return self.state
+        if self.status == "failed":
+            raise NotReady(f"the service failed to load its collections: {self.error}")
+        raise NotReady("the service is still loading its collections; retry shortly")
+
+
 __all__ = [
     "AppState",
     "BudgetExceeded",
     "CollectionState",
     "Deadline",
+    "NotReady",
     "Overloaded",
     "ReloadInProgress",
+    "Startup",
 ]
 
 
