@@ -7,7 +7,6 @@ hits whose doc id equals the query id and repeated doc ids are dropped, and coun
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,15 +178,17 @@ class EvalReport:
 
 
 def write_trec_run(path: Path, name: str, run: Mapping[str, Sequence[tuple[str, float]]]) -> None:
-    """TREC run lines. trec_eval re-sorts by score (ties by doc id), so a score that does
-    not strictly decrease is nudged just below the previous one: the file keeps the
-    ranking's own order and trec_eval reproduces the reported metrics."""
+    """TREC run lines whose score column is rank-consistent: ``n + 1 - rank`` for a query
+    with ``n`` hits (integers).
+
+    trec_eval, pytrec_eval and Anserini's trec_eval re-sort a run by its scores and break
+    ties by doc id, each reading the scores at its own precision (Anserini's in single
+    precision: ``0.4`` and ``0.39999999999999997`` are one value there). Scores that are
+    distinct integers keep the ranking at any precision a reader uses, so every reader
+    reproduces the metrics ``twofold eval`` reports. The pipeline's own scores are in
+    the ranking (``twofold search --json``), not in the run file."""
     with path.open("w", encoding="utf-8") as fh:
         for query_id, hits in run.items():
-            previous = math.inf
-            for rank, (doc_id, score) in enumerate(hits, start=1):
-                value = float(score)
-                if value >= previous:
-                    value = math.nextafter(previous, -math.inf)
-                previous = value
-                fh.write(f"{query_id} Q0 {doc_id} {rank} {value!r} twofold-{name}\n")
+            n = len(hits)
+            for rank, (doc_id, _) in enumerate(hits, start=1):
+                fh.write(f"{query_id} Q0 {doc_id} {rank} {n + 1 - rank} twofold-{name}\n")
