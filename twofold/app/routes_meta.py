@@ -103,7 +103,10 @@ def readyz(request: Request, response: Response) -> dict[str, object]:
         if startup.status == "failed":
             return {"status": "failed", "detail": str(startup.error)}
         return {"status": "loading"}
-    return {"status": "ready", "collections": list(state.collections)}
+    out: dict[str, object] = {"status": "ready", "collections": list(state.collections)}
+    if state.refused:  # served without them; the reasons say what to fix
+        out["refused"] = dict(state.refused)
+    return out
 
 
 @ops.get("/metrics", response_class=Response)

@@ -17,14 +17,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twofold.app.metrics import Metrics
 from twofold.app.settings import Settings
 from twofold.app.work import BudgetExceeded, Deadline, Overloaded, WorkQueue
-from twofold.core.errors import InputError, NotFoundError, UnknownNameError
+from twofold.core.errors import (
+    CollectionError,
+    InputError,
+    NotFoundError,
+    TwofoldError,
+    UnknownNameError,
+)
 from twofold.core.types import Query
 from twofold.indexing.collection import Collection
+from twofold.indexing.verify import check_collection
 from twofold.models.threads import set_torch_threads
 from twofold.search.interests import InterestRetriever
 from twofold.search.pipeline import (
@@ -117,6 +125,7 @@ class AppState:
     queue: WorkQueue
     ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
+    refused: dict[str, str] = field(default_factory=dict)  # name -> why it is not served
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
     lease_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -249,12 +258,26 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
         raise InputError("no collections to serve; give at least one collection directory")
     set_torch_threads(settings.torch_threads)  # once, before any model runs
     reranker = load_reranker(settings)
-    collections = {}
+    collections: dict[str, CollectionState] = {}
+    refused: dict[str, TwofoldError] = {}
     for path in settings.collections:
-        state = open_collection(Collection(path), settings, reranker)
+        try:
+            state = open_verified(path, settings, reranker)
+        except TwofoldError as exc:  # refuse this one, serve the others
+            log.error("refusing collection %s: %s", path, exc)
+            refused[path.name] = exc
+            continue
         collections[state.name] = state
+    if not collections:
+        if len(refused) == 1:
+            raise next(iter(refused.values()))
+        raise CollectionError(
+            "no collection could be loaded: "
+            + "; ".join(f"{name}: {exc}" for name, exc in refused.items())
+        )
     queue = WorkQueue(settings.search_threads, settings.max_queue)
     app_state = AppState(settings, collections, reranker, metrics or Metrics(), queue)
+    app_state.refused = {name: str(exc) for name, exc in refused.items()}
     if settings.warmup:
         t0 = time.perf_counter()
         for cs in collections.values():
@@ -263,6 +286,13 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
         log.info("warm-up done in %.2f s", time.perf_counter() - t0)
     app_state.ready = True
     return app_state
+
+
+def open_verified(path: Path, settings: Settings, reranker: Reranker | None) -> CollectionState:
+    """The collection at ``path``, its files first checked against its manifest
+    (``settings.verify``), then opened."""
+    check_collection(path, settings.verify)
+    return open_collection(Collection(path), settings, reranker)
 
 
 def warm_up(cs: CollectionState) -> None:
@@ -279,7 +309,7 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
         raise ReloadInProgress("a reload is already running; retry when it is done")
     try:
         old = state.collection(name)
-        fresh = open_collection(Collection(old.collection.path), state.settings, state.reranker)
+        fresh = open_verified(old.collection.path, state.settings, state.reranker)
         try:
             if state.settings.warmup:
                 warm_up(fresh)

@@ -32,6 +32,7 @@ from twofold.indexing.milvus_store import (
     push_to_milvus,
 )
 from twofold.indexing.subindexes import SUBINDEXES
+from twofold.indexing.verify import file_table
 from twofold.models.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def build_collection(
             "seconds": round(time.time() - started, 3),
             "options": options.fingerprint(),
         },
+        files=file_table(staging),
     )
     write_manifest(staging, manifest)
     publish(staging, out)
