@@ -80,6 +80,20 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_verify(args: argparse.Namespace) -> int:
+    from twofold.indexing.verify import verify_collection
+
+    report = verify_collection(Path(args.dir), "sizes" if args.sizes_only else "sha256")
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    what = "sizes" if args.sizes_only else "sizes and sha256"
+    if report.ok:
+        print(f"ok: {report.checked} files match the manifest's {what}")
+        return 0
+    print(f"{args.dir}: {len(report.problems)} problems ({report.checked} files checked)")
+    return 1
+
+
 def _index_inspect(args: argparse.Namespace) -> int:
     from twofold.indexing.manifest import read_manifest
 
@@ -281,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("dir", help="collection directory")
     inspect.add_argument("--json", action="store_true", help="print the raw manifest")
     inspect.set_defaults(func=_index_inspect)
+    verify = index.add_parser(
+        "verify", help="check every file against the sizes and sha256 in the manifest"
+    )
+    verify.add_argument("dir", help="collection directory")
+    verify.add_argument("--sizes-only", action="store_true", help="sizes only (fast)")
+    verify.set_defaults(func=_index_verify)
 
     search = sub.add_parser(
         "search",

@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from twofold.app.errors import Unauthorized
-from twofold.app.state import AppState
+from twofold.app.state import AppState, Startup
 
 
 def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.twofold
-    return state
+    """The loaded state; ``NotReady`` (503) while the collections load."""
+    startup: Startup = request.app.state.startup
+    return startup.require()
 
 
 State = Annotated[AppState, Depends(get_state)]

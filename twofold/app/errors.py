@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from twofold.app.state import ReloadInProgress
+from twofold.app.state import NotReady, ReloadInProgress
 from twofold.app.work import Overloaded
 from twofold.core.errors import (
     CollectionError,
@@ -36,6 +36,7 @@ ERROR_MAP: tuple[tuple[type[Exception], int, str], ...] = (
     (Unauthorized, 401, "unauthorized"),
     (Overloaded, 429, "overloaded"),
     (ReloadInProgress, 409, "reload_in_progress"),
+    (NotReady, 503, "not_ready"),
     (DeadlineExceeded, 504, "time_budget_exceeded"),
     (NotFoundError, 404, "not_found"),
     # a name (collection, pipeline, retriever) that matches nothing here: not found
@@ -81,6 +82,8 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
             headers = None
             if isinstance(exc, Overloaded):
                 headers = {"Retry-After": str(exc.retry_after_s)}
+            elif isinstance(exc, NotReady):
+                headers = {"Retry-After": "1"}
             return error_response(request, status, code, str(exc), headers)
     raise exc  # pragma: no cover - only registered for the types above
 

@@ -1,10 +1,14 @@
-"""``create_app(settings)``: the FastAPI service. Loads collections and models once in the
-lifespan into ``app.state.twofold`` (an ``AppState``); routes reach it through
-``Depends(get_state)``. ``serve`` runs it under uvicorn in this process (one JVM)."""
+"""``create_app(settings)``: the FastAPI service. The lifespan starts loading collections
+and models once, on a thread of its own, into ``app.state.twofold`` (an ``AppState``);
+routes reach it through ``Depends(get_state)``. The server listens meanwhile:
+``/healthz`` answers 200 and ``/readyz`` 503 ``loading`` until the load is done (and
+both 503 ``failed`` if it failed), so an orchestrator's probes work during a long
+load. ``serve`` runs it under uvicorn in this process (one JVM)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +24,7 @@ from twofold.app.errors import install_error_handlers
 from twofold.app.metrics import Metrics
 from twofold.app.middleware import RequestContextMiddleware
 from twofold.app.settings import Settings
-from twofold.app.state import AppState, close_state, load_state
+from twofold.app.state import AppState, Startup, close_state, load_state
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -33,17 +37,37 @@ def create_app(settings: Settings, loader: Loader = load_state) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = loader(settings, metrics)
-        app.state.twofold = state
-        log.info(
-            "serving %s; pipelines %s",
-            ", ".join(state.collections),
-            {n: list(c.pipelines) for n, c in state.collections.items()},
-        )
+        startup = app.state.startup = Startup()
+        stopping = threading.Event()
+        lock = threading.Lock()
+
+        def load() -> None:
+            try:
+                state = loader(settings, metrics)
+            except Exception as exc:
+                log.exception("loading the collections failed")
+                startup.error, startup.status = f"{type(exc).__name__}: {exc}", "failed"
+                return
+            with lock:
+                if stopping.is_set():  # shut down while loading: nobody will serve it
+                    close_state(state)
+                    return
+                app.state.twofold = startup.state = state
+                startup.status = "ready"
+            log.info(
+                "serving %s; pipelines %s",
+                ", ".join(state.collections),
+                {n: list(c.pipelines) for n, c in state.collections.items()},
+            )
+
+        threading.Thread(target=load, name="twofold-load", daemon=True).start()
         try:
             yield
         finally:
-            close_state(state)
+            with lock:
+                stopping.set()
+                if startup.state is not None:
+                    close_state(startup.state)
 
     app = FastAPI(
         title="Twofold",

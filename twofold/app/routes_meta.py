@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from twofold.app.deps import State
@@ -17,7 +17,7 @@ from twofold.app.schemas import (
     DocOut,
     PipelineOut,
 )
-from twofold.app.state import CollectionState, ReloadInProgress, reload_collection
+from twofold.app.state import CollectionState, ReloadInProgress, Startup, reload_collection
 from twofold.search.pipeline import describe_pipeline
 
 RELOAD_BUDGET_S = 3600.0
@@ -70,8 +70,8 @@ def get_doc(
     doc_id: Annotated[str, Path(min_length=1, max_length=MAX_DOC_ID_CHARS)],
     collection: Annotated[str | None, Query(max_length=256)] = None,
 ) -> DocOut:
-    cs = state.collection(collection)
-    doc = cs.collection.docs.get(doc_id)
+    with state.lease(collection) as cs:
+        doc = cs.collection.docs.get(doc_id)
     return DocOut(
         collection=cs.name,
         doc_id=doc.doc_id,
@@ -82,18 +82,31 @@ def get_doc(
 
 
 @ops.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up (liveness)."""
+def healthz(request: Request, response: Response) -> dict[str, str]:
+    """The process is up (liveness), also while collections load; 503 ``failed`` once
+    loading has failed (a restart is what helps then)."""
+    startup: Startup = request.app.state.startup
+    if startup.status == "failed":
+        response.status_code = 503
+        return {"status": "failed", "detail": str(startup.error)}
     return {"status": "ok"}
 
 
 @ops.get("/readyz")
-def readyz(state: State, response: Response) -> dict[str, object]:
-    """Collections and models are loaded and warmed up (readiness)."""
-    if not state.ready:
+def readyz(request: Request, response: Response) -> dict[str, object]:
+    """Collections and models are loaded and warmed up (readiness): 503 ``loading``
+    until then, 503 ``failed`` when loading failed."""
+    startup: Startup = request.app.state.startup
+    state = startup.state
+    if state is None or not state.ready:
         response.status_code = 503
+        if startup.status == "failed":
+            return {"status": "failed", "detail": str(startup.error)}
         return {"status": "loading"}
-    return {"status": "ready", "collections": list(state.collections)}
+    out: dict[str, object] = {"status": "ready", "collections": list(state.collections)}
+    if state.refused:  # served without them; the reasons say what to fix
+        out["refused"] = dict(state.refused)
+    return out
 
 
 @ops.get("/metrics", response_class=Response)

@@ -2,9 +2,9 @@
 
 A thin route: the request is validated here, the work is
 ``twofold.search.interests.InterestRetriever.recommend`` on a pipeline thread under the
-service's time budget. One retriever per collection is opened on first use and kept
-in ``AppState.extras["interests"]``; it shares the collection's opened dense index
-(and so its encoder) with the dense retriever.
+service's time budget. Its retriever is opened with the collection, at load
+(``CollectionState.interests``); it shares the collection's opened dense index (and so
+its encoder) with the dense retriever.
 
 ``create_app`` includes ``router`` behind the
 API key.
@@ -12,7 +12,6 @@ API key.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Annotated, Literal
 
@@ -40,7 +39,6 @@ MAX_HISTORY = 200
 # Free-text history items are encoded per request (doc ids are looked up, not encoded):
 # their total length bounds that cost, about eight full-length queries.
 MAX_HISTORY_TEXT_CHARS = 8 * MAX_QUERY_CHARS
-_LOCK = threading.Lock()
 
 
 class HistoryDoc(BaseModel):
@@ -165,25 +163,51 @@ class RecommendResponse(BaseModel):
 
 
 def interest_retriever(state: AppState, cs: CollectionState) -> InterestRetriever:
-    """The collection's retriever, opened once and cached in ``state.extras``."""
-    with _LOCK:
-        cache: dict[str, InterestRetriever] = state.extras.setdefault("interests", {})
-        if cs.name not in cache:
-            if not cs.collection.has("interests"):
-                raise NotFoundError(
-                    f"collection {cs.name!r} has no interests index (it has "
-                    f"{', '.join(cs.collection.retrievers)}); rebuild with "
-                    "--retrievers dense,interests"
+    """The collection's interests retriever (opened with the collection), or a 404 that
+    says how to build one."""
+    if cs.interests is None:
+        raise NotFoundError(
+            f"collection {cs.name!r} has no interests index (it has "
+            f"{', '.join(cs.collection.retrievers)}); rebuild with "
+            "--retrievers dense,interests"
+        )
+    return cs.interests
+
+
+def _run(
+    state: AppState, body: RecommendRequest, request_id: str, started: float
+) -> RecommendResponse:
+    """On a pipeline thread, holding the collection: recommend, then read the documents."""
+    with state.lease(body.collection) as cs:
+        retriever = interest_retriever(state, cs)
+        ids, texts = body.split()
+        rec: Recommendation = retriever.recommend(
+            ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order
+        )
+        docs = cs.collection.docs
+        hits = []
+        for rank, h in enumerate(rec.hits, start=1):
+            doc = docs.get(h.doc_id)
+            hits.append(
+                RecommendHit(
+                    rank=rank,
+                    doc_id=h.doc_id,
+                    score=h.score,
+                    interest=h.interest,
+                    filled=h.filled,
+                    title=doc.title,
+                    text=doc.text,
                 )
-            cache[cs.name] = InterestRetriever.from_collection(cs.collection)
-        return cache[cs.name]
-
-
-def _run(retriever: InterestRetriever, body: RecommendRequest) -> Recommendation:
-    ids, texts = body.split()
-    return retriever.recommend(
-        ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order
-    )
+            )
+        return RecommendResponse(
+            request_id=request_id,
+            collection=cs.name,
+            method=rec.method,
+            k=body.k,
+            hits=hits,
+            mixture=mixture_out(rec.mixture),
+            took_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        )
 
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -203,35 +227,10 @@ async def recommend(body: RecommendRequest, request: Request, state: State) -> R
     each interest's cluster; history documents are never returned. An unknown doc id
     in the history is a 404 that names every unknown id."""
     started = time.perf_counter()
-    cs = state.collection(body.collection)
-    retriever = interest_retriever(state, cs)
+    interest_retriever(state, state.collection(body.collection))  # 404s before queueing
     deadline = state.deadline(arrived(request), state.settings.time_budget_ms / 1000.0)
-    rec = await state.run(deadline, _run, retriever, body)
-    docs = cs.collection.docs
-    hits = []
-    for rank, h in enumerate(rec.hits, start=1):
-        doc = docs.get(h.doc_id)
-        hits.append(
-            RecommendHit(
-                rank=rank,
-                doc_id=h.doc_id,
-                score=h.score,
-                interest=h.interest,
-                filled=h.filled,
-                title=doc.title,
-                text=doc.text,
-            )
-        )
-    mixture = mixture_out(rec.mixture)
-    return RecommendResponse(
-        request_id=str(request.scope.get("state", {}).get("request_id", "")),
-        collection=cs.name,
-        method=rec.method,
-        k=body.k,
-        hits=hits,
-        mixture=mixture,
-        took_ms=round((time.perf_counter() - started) * 1000.0, 3),
-    )
+    request_id = str(request.scope.get("state", {}).get("request_id", ""))
+    return await state.run(deadline, _run, state, body, request_id, started)
 
 
 def mixture_out(mixture: UserMixture | None) -> list[MixtureComponentOut]:

@@ -138,7 +138,18 @@ def search(
     started = time.perf_counter()
     deadline = deadline.within(budget_s(state, request))
     deadline.check("the search")
-    cs = state.collection(request.collection)
+    with state.lease(request.collection) as cs:
+        return _search(state, cs, request, request_id, deadline, started)
+
+
+def _search(
+    state: AppState,
+    cs: CollectionState,
+    request: SearchRequest,
+    request_id: str,
+    deadline: Deadline,
+    started: float,
+) -> SearchResponse:
     pipeline = choose_pipeline(state, cs, request)
     # before the search: a collection without interests is a 400 that says how to rebuild
     interests = interest_retriever(state, cs) if request.diversify else None

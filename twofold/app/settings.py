@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="torch intra-op threads, set once at start (default: torch's, the "
         "number of cores); never switched per request",
     )
+    verify: Literal["off", "sizes", "sha256"] = Field(
+        "sha256",
+        description="check each collection's files against the sizes (and sha256) its "
+        "manifest records before serving it; a collection that fails is refused, the "
+        "others are served (sha256 reads every file once at load: `sizes` for huge ones)",
+    )
     warmup: bool = Field(True, description="run one query per pipeline before reporting ready")
     sparse_engine: Literal["native", "lucene", "seismic"] | None = Field(
         None,

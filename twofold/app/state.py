@@ -1,6 +1,12 @@
 """What the service loads once, in the lifespan: collections, their opened retrievers and
 named pipelines, the reranker, and the bounded queue of pipeline threads
 (``twofold.app.work.WorkQueue``) that runs pipelines under each request's ``Deadline``.
+
+Every sub-index of a collection (the interests index too) is opened at load and at
+reload, never by a request. A request holds its collection through
+``AppState.lease``; a reload swaps the fresh collection in and retires the old one,
+which is closed (Lucene readers, memory maps, file descriptors) when its last lease
+ends.
 """
 
 from __future__ import annotations
@@ -8,17 +14,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twofold.app.metrics import Metrics
 from twofold.app.settings import Settings
 from twofold.app.work import BudgetExceeded, Deadline, Overloaded, WorkQueue
-from twofold.core.errors import InputError, NotFoundError, UnknownNameError
+from twofold.core.errors import (
+    CollectionError,
+    InputError,
+    NotFoundError,
+    TwofoldError,
+    UnknownNameError,
+)
 from twofold.core.types import Query
 from twofold.indexing.collection import Collection
+from twofold.indexing.verify import check_collection
 from twofold.models.threads import set_torch_threads
+from twofold.search.interests import InterestRetriever
 from twofold.search.pipeline import (
     PIPELINES,
     Pipeline,
@@ -38,13 +54,37 @@ class ReloadInProgress(Exception):
     """A reload was asked for while another one runs (mapped to 409)."""
 
 
+class NotReady(Exception):
+    """The collections are still loading, or failed to load (mapped to 503)."""
+
+
+@dataclass
+class Startup:
+    """Where loading stands: ``loading`` until the loader returns, then ``ready`` (with
+    ``state``) or ``failed`` (with ``error``). The service answers ``/healthz`` and
+    ``/readyz`` from it meanwhile; every other route waits for ``state``."""
+
+    status: str = "loading"
+    state: AppState | None = None
+    error: str | None = None
+
+    def require(self) -> AppState:
+        if self.state is not None:
+            return self.state
+        if self.status == "failed":
+            raise NotReady(f"the service failed to load its collections: {self.error}")
+        raise NotReady("the service is still loading its collections; retry shortly")
+
+
 __all__ = [
     "AppState",
     "BudgetExceeded",
     "CollectionState",
     "Deadline",
+    "NotReady",
     "Overloaded",
     "ReloadInProgress",
+    "Startup",
 ]
 
 
@@ -54,6 +94,9 @@ class CollectionState:
     retrievers: dict[str, Retriever]
     pipelines: dict[str, Pipeline]
     default_pipeline: str
+    interests: InterestRetriever | None = None  # opened at load when it has the index
+    users: int = 0  # leases held (``AppState.lease``)
+    retired: bool = False  # replaced by a reload: closed when ``users`` drops to 0
 
     @property
     def name(self) -> str:
@@ -82,7 +125,45 @@ class AppState:
     queue: WorkQueue
     ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
+    refused: dict[str, str] = field(default_factory=dict)  # name -> why it is not served
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    lease_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def lease(self, name: str | None) -> Iterator[CollectionState]:
+        """The collection ``name`` (default: the first), kept open until the block ends
+        even if a reload replaces it meanwhile."""
+        with self.lease_lock:
+            cs = self.collection(name)
+            cs.users += 1
+        try:
+            yield cs
+        finally:
+            with self.lease_lock:
+                cs.users -= 1
+                done = cs.retired and cs.users == 0
+            if done:
+                self._close_later(cs)
+
+    def replace(self, fresh: CollectionState) -> None:
+        """Swap ``fresh`` in for the collection of its name; the old one is closed once
+        no request holds it."""
+        with self.lease_lock:
+            old = self.collections.get(fresh.name)
+            self.collections[fresh.name] = fresh  # one dict store: atomic for readers
+            if old is None or old is fresh:
+                return
+            old.retired = True
+            done = old.users == 0
+        if done:
+            self._close_later(old)
+
+    def _close_later(self, cs: CollectionState) -> None:
+        """Close on a pipeline thread (Lucene's JVM calls stay off the event loop)."""
+        try:
+            self.queue.executor.submit(close_collection, cs)
+        except RuntimeError:  # the pool is shut down: close here
+            close_collection(cs)
 
     @property
     def default_collection(self) -> str:
@@ -127,7 +208,17 @@ def load_reranker(settings: Settings) -> Reranker | None:
 def open_collection(
     collection: Collection, settings: Settings, reranker: Reranker | None
 ) -> CollectionState:
-    """Open every retriever once and build every named pipeline the collection can run."""
+    """Open every sub-index (checking its doc count), every retriever once, and build
+    every named pipeline the collection can run. On failure the collection is closed."""
+    try:
+        return _open(collection, settings, reranker)
+    except BaseException:
+        collection.close()
+        raise
+
+
+def _open(collection: Collection, settings: Settings, reranker: Reranker | None) -> CollectionState:
+    collection.open_all()
     use_sparse_engine(collection, settings.sparse_engine)
     retrievers = {r: RETRIEVERS.get(r)(collection) for r in collection_retrievers(collection)}
     pipelines = {
@@ -146,7 +237,19 @@ def open_collection(
     default = settings.default_pipeline
     if default not in pipelines:
         default = next(iter(pipelines))
-    return CollectionState(collection, retrievers, pipelines, default)
+    interests = None
+    if collection.has("interests"):
+        interests = InterestRetriever.from_collection(collection)
+    return CollectionState(collection, retrievers, pipelines, default, interests)
+
+
+def close_collection(cs: CollectionState) -> None:
+    try:
+        cs.collection.close()
+    except Exception:  # closing must not take the service down; say what stayed open
+        log.exception("closing collection %s failed", cs.name)
+    else:
+        log.info("closed the replaced collection %s", cs.name)
 
 
 def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
@@ -155,12 +258,26 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
         raise InputError("no collections to serve; give at least one collection directory")
     set_torch_threads(settings.torch_threads)  # once, before any model runs
     reranker = load_reranker(settings)
-    collections = {}
+    collections: dict[str, CollectionState] = {}
+    refused: dict[str, TwofoldError] = {}
     for path in settings.collections:
-        state = open_collection(Collection(path), settings, reranker)
+        try:
+            state = open_verified(path, settings, reranker)
+        except TwofoldError as exc:  # refuse this one, serve the others
+            log.error("refusing collection %s: %s", path, exc)
+            refused[path.name] = exc
+            continue
         collections[state.name] = state
+    if not collections:
+        if len(refused) == 1:
+            raise next(iter(refused.values()))
+        raise CollectionError(
+            "no collection could be loaded: "
+            + "; ".join(f"{name}: {exc}" for name, exc in refused.items())
+        )
     queue = WorkQueue(settings.search_threads, settings.max_queue)
     app_state = AppState(settings, collections, reranker, metrics or Metrics(), queue)
+    app_state.refused = {name: str(exc) for name, exc in refused.items()}
     if settings.warmup:
         t0 = time.perf_counter()
         for cs in collections.values():
@@ -169,6 +286,13 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
         log.info("warm-up done in %.2f s", time.perf_counter() - t0)
     app_state.ready = True
     return app_state
+
+
+def open_verified(path: Path, settings: Settings, reranker: Reranker | None) -> CollectionState:
+    """The collection at ``path``, its files first checked against its manifest
+    (``settings.verify``), then opened."""
+    check_collection(path, settings.verify)
+    return open_collection(Collection(path), settings, reranker)
 
 
 def warm_up(cs: CollectionState) -> None:
@@ -185,10 +309,14 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
         raise ReloadInProgress("a reload is already running; retry when it is done")
     try:
         old = state.collection(name)
-        fresh = open_collection(Collection(old.collection.path), state.settings, state.reranker)
-        if state.settings.warmup:
-            warm_up(fresh)
-        state.collections[old.name] = fresh  # one dict store: atomic for readers
+        fresh = open_verified(old.collection.path, state.settings, state.reranker)
+        try:
+            if state.settings.warmup:
+                warm_up(fresh)
+        except BaseException:
+            fresh.collection.close()
+            raise
+        state.replace(fresh)
     finally:
         state.reload_lock.release()
     log.info(
@@ -200,3 +328,5 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
 def close_state(state: AppState) -> None:
     state.ready = False
     state.queue.shutdown()
+    for cs in state.collections.values():
+        close_collection(cs)

@@ -6,6 +6,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+SCORE_DIGITS = 12
+
+
+def settle(score: float) -> float:
+    """``score`` to ``SCORE_DIGITS`` significant digits: sums that are equal in exact
+    arithmetic but differ in their last bits (``0.4`` and ``0.39999999999999997``, from
+    adding the same terms in another order) become equal, so ties among computed scores
+    (fusion, interpolation) are exact and broken by doc id, whatever the summation order."""
+    return float(f"{score:.{SCORE_DIGITS}g}")
+
 
 @dataclass(frozen=True, slots=True)
 class Doc:

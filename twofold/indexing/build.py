@@ -6,15 +6,24 @@ sub-indexes are kept (each marks itself complete) and builders that shard their
 work keep finished shards. Bad input removes the partial directory: a failed build
 changes nothing at the output path. Publishing renames the partial directory into
 place, so a collection is either whole (with its manifest) or absent.
+
+One build at a time per output: a build holds an exclusive ``fcntl`` lock on
+``.NAME.lock`` beside the partial directory from before it touches anything until it
+has published, and a second build into the same ``--out`` is refused at once. The
+kernel drops the lock when its process dies (``kill -9`` included), so a crash never
+leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,7 @@ from twofold.indexing.milvus_store import (
     push_to_milvus,
 )
 from twofold.indexing.subindexes import SUBINDEXES
+from twofold.indexing.verify import file_table
 from twofold.models.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -41,6 +51,53 @@ COMPLETE = ".complete.json"
 
 def partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
+
+
+def lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+class BuildLocked(InputError):
+    """Another build into the same output directory is running."""
+
+
+def _lock(path: Path, out: Path) -> int:
+    """An fd holding ``flock(LOCK_EX)`` on the file now at ``path``. A holder unlinks
+    the file before it lets go, so a lock won on an unlinked file is retried."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise BuildLocked(
+                f"another build into {out} is running (process {holder} holds {path}); "
+                "wait for it to finish, or build into another --out"
+            ) from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)  # won the lock of a file its holder just removed: try again
+
+
+@contextmanager
+def build_lock(out: Path) -> Iterator[Path]:
+    """Hold the exclusive lock of builds into ``out``, or raise ``BuildLocked``; the
+    lock file is removed when the build ends."""
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock(path, out)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: see ``_lock``
+        os.close(fd)
 
 
 def ordered_retrievers(names: tuple[str, ...]) -> list[str]:
@@ -165,6 +222,17 @@ def build_collection(
     what the query side needs (see ``milvus_store``)."""
     corpus = resolve_corpus_path(corpus)
     names = ordered_retrievers(options.retrievers)
+    with build_lock(out):
+        return _build_locked(corpus, out, names, options, milvus)
+
+
+def _build_locked(
+    corpus: Path,
+    out: Path,
+    names: list[str],
+    options: BuildOptions,
+    milvus: MilvusTarget | None,
+) -> Manifest:
     recover_interrupted_publish(out)
     _check_output(out)
     if milvus is not None:
@@ -197,6 +265,7 @@ def build_collection(
             "seconds": round(time.time() - started, 3),
             "options": options.fingerprint(),
         },
+        files=file_table(staging),
     )
     write_manifest(staging, manifest)
     publish(staging, out)

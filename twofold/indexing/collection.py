@@ -1,4 +1,12 @@
-"""Open a published collection: manifest, doc store and lazily opened sub-indexes."""
+"""Open a published collection: manifest, doc store and its sub-indexes.
+
+``Collection(path)`` reads the manifest and the doc store; ``index(name)`` opens one
+sub-index on first use. The service calls ``open_all`` at load and reload, so that
+every sub-index is opened (and its document count checked against the doc store)
+before the collection answers a request, and ``close`` when a reload replaces it:
+Lucene readers, file descriptors and memory maps are released then, not at some
+later garbage collection.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ class Collection:
                 f"manifest says {self.manifest.doc_count}"
             )
         self._opened: dict[str, Any] = {}
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -40,9 +49,41 @@ class Collection:
     def has(self, name: str) -> bool:
         return name in self.manifest.sub_indexes
 
+    def opened(self) -> list[str]:
+        """The sub-indexes opened so far."""
+        with self._lock:
+            return list(self._opened)
+
+    def open_all(self) -> None:
+        """Open every sub-index of the manifest now and check that each holds as many
+        documents as the doc store (a sub-index from another build is refused here,
+        naming it, rather than answering with the wrong documents)."""
+        for name in self.retrievers:
+            count = doc_count(self.index(name))
+            if count is not None and count != len(self.docs):
+                raise CollectionError(
+                    f"collection {self.name!r}: its {name!r} index holds {count} documents, "
+                    f"the doc store {len(self.docs)}; the sub-indexes come from different "
+                    "builds: rebuild the collection"
+                )
+
+    def close(self) -> None:
+        """Close every opened sub-index (Lucene readers, memory maps) and the doc store.
+        Nothing may search the collection afterwards."""
+        with self._lock:
+            opened, self._opened = self._opened, {}
+            self._closed = True
+        for index in opened.values():
+            close = getattr(index, "close", None)
+            if callable(close):
+                close()
+        self.docs.close()
+
     def index(self, name: str) -> Any:
         """The opened sub-index ``name`` (opened once, then shared)."""
         with self._lock:
+            if self._closed:
+                raise CollectionError(f"collection {self.name!r} was closed (reloaded)")
             if name not in self._opened:
                 if not self.has(name):
                     raise CollectionError(
@@ -61,6 +102,13 @@ class Collection:
                         f"({type(exc).__name__}: {str(exc)[:300]}); rebuild the collection"
                     ) from exc
             return self._opened[name]
+
+
+def doc_count(index: Any) -> int | None:
+    """How many documents an opened sub-index holds (its ``doc_count``), or None for a
+    sub-index that cannot say."""
+    count = getattr(index, "doc_count", None)
+    return None if count is None else int(count)
 
 
 def _backend(entry: dict[str, Any]) -> ModuleType | None:

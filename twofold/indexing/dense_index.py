@@ -427,6 +427,15 @@ class DenseIndex:
             )
         return encoder
 
+    @property
+    def doc_count(self) -> int:
+        return self.count
+
+    def close(self) -> None:
+        """Drop the vectors' memory map and the FAISS index."""
+        self.vectors = np.zeros((0, self.dim), dtype=np.float32)
+        self.index = None
+
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         result: np.ndarray = self.encoder.encode_queries(texts)
         return result

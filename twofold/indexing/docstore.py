@@ -117,6 +117,7 @@ class DocStore:
         if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
+            self._offsets = np.zeros(1, dtype=np.int64)  # drop the memory map
 
     def __del__(self) -> None:
         self.close()

@@ -220,6 +220,10 @@ class InterestIndex:
     def __len__(self) -> int:
         return int(self.ivf.ntotal)
 
+    @property
+    def doc_count(self) -> int:
+        return len(self)
+
     def vectors(self, ordinals: npt.ArrayLike) -> FloatArray:
         """Stored document embeddings (len(ordinals), d) for doc-store ordinals."""
         idx = np.ascontiguousarray(np.asarray(ordinals, dtype=np.int64).reshape(-1))

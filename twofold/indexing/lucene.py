@@ -118,7 +118,13 @@ class LuceneSearcher:
         hits = self._scored(top_docs, self._searcher)
         return list(zip(hits.docids, hits.scores, strict=True))
 
+    @property
+    def doc_count(self) -> int:
+        """Live documents in the index (``IndexReader.numDocs``)."""
+        return int(self._reader.numDocs())
+
     def close(self) -> None:
+        """Close the reader: Lucene unmaps its files and closes their descriptors."""
         self._reader.close()
 
 
@@ -135,6 +141,10 @@ class BM25Searcher:
     def search(self, text: str, k: int) -> list[tuple[str, float]]:
         query = self._generator.buildQuery(FIELD, self._analyzer, text)
         return self._lucene.top_k(query, k)
+
+    @property
+    def doc_count(self) -> int:
+        return self._lucene.doc_count
 
     def close(self) -> None:
         self._lucene.close()

@@ -24,6 +24,8 @@ class Manifest:
     corpus: dict[str, Any]
     build: dict[str, Any]
     pipelines: dict[str, Any] = field(default_factory=dict)
+    # path -> {"size", "sha256"} of every file at build time (``indexing.verify``)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -47,6 +49,7 @@ class Manifest:
                 corpus=dict(obj["corpus"]),
                 build=dict(obj["build"]),
                 pipelines=dict(obj.get("pipelines", {})),
+                files=dict(obj.get("files", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"{where}: malformed manifest ({exc})") from None

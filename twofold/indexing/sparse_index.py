@@ -247,6 +247,10 @@ class NativeEngine:
         self.weights = np.load(post / "weights.npy", mmap_mode="r")
         self.doc_ids = doc_ids
 
+    def close(self) -> None:
+        """Drop the memory maps (unmapped once no search holds a slice of them)."""
+        self.indptr = self.docs = self.weights = np.zeros(1, dtype=np.int64)
+
     def scores(self, term_ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """(N,) float32 scores ``sum_j q_j * w_d[j]`` for every document."""
         acc = np.zeros(len(self.doc_ids), dtype=np.float32)
@@ -340,6 +344,20 @@ class SparseIndex:
         self._encoders: dict[float, QueryEncoder] = {}
         self._lock = threading.Lock()
         self._forward: ForwardIndex | None = None
+
+    @property
+    def doc_count(self) -> int:
+        return len(self.doc_ids)
+
+    def close(self) -> None:
+        """Close every opened engine (a Lucene reader, memory maps)."""
+        with self._lock:
+            engines = list(self._engines.values())
+            forward, self._forward = self._forward, None
+        for engine in [*engines, forward]:
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()
 
     def doc_weights(self, ordinal: int, term_ids: np.ndarray) -> np.ndarray:
         """w_d[j] for one document and the given terms (0 where absent): from the CSR

@@ -130,6 +130,10 @@ class ForwardIndex:
         self.terms = np.load(fwd / "terms.npy", mmap_mode="r")
         self.weights = np.load(fwd / "weights.npy", mmap_mode="r")
 
+    def close(self) -> None:
+        """Drop the memory maps (unmapped once no search holds a slice of them)."""
+        self.indptr = self.terms = self.weights = np.zeros(1, dtype=np.int64)
+
     def doc_weights(self, ordinal: int, term_ids: np.ndarray) -> np.ndarray:
         """(len(term_ids),) float32 w_d[j] of one document (0 where absent)."""
         s, e = int(self.indptr[ordinal]), int(self.indptr[ordinal + 1])
@@ -187,6 +191,10 @@ class SeismicEngine:
                 )
             self._string = _seismic().get_seismic_string()
             self._index = _seismic().SeismicIndex.load(str(file))
+
+    def close(self) -> None:
+        self.forward.close()
+        self._index = None
 
     def candidates(self, k: int) -> int:
         return max(self.params.candidate_factor * k, self.params.min_candidates)

@@ -3,11 +3,15 @@
 Metrics (as BEIR reports them): nDCG@10 with linear gains, recall@100 and MRR@10,
 averaged over every judged query (a query with no hits scores 0). Before scoring,
 hits whose doc id equals the query id and repeated doc ids are dropped, and counted.
+
+A pipeline that ran degraded on some queries (a retriever or the reranker failed and
+the rest of the pipeline answered) is marked so in the report, with its reasons, and a
+metric whose cutoff is deeper than the hits asked for (recall@100 at ``--k 10``) is
+reported with a warning.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +25,19 @@ from twofold.core.types import Qrels, Query, Ranking
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
+def cutoff_warnings(k: int) -> list[str]:
+    """What a run of ``k`` hits per query cannot measure fully."""
+    out = []
+    for metric in METRICS:
+        cutoff = int(metric.split("@")[1])
+        if k < cutoff:
+            out.append(
+                f"--k {k} is below {metric}'s cutoff {cutoff}: {metric} counts only the top "
+                f"{k} hits of each query (use --k {cutoff} or more to measure it)"
+            )
+    return out
+
+
 @dataclass
 class PipelineResult:
     name: str
@@ -30,6 +47,8 @@ class PipelineResult:
     run: dict[str, list[tuple[str, float]]]
     dropped_self: int = 0
     dropped_duplicates: int = 0
+    degraded: dict[str, int] = field(default_factory=dict)  # reason -> queries
+    degraded_queries: int = 0
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms or [0.0])
@@ -41,6 +60,7 @@ class PipelineResult:
                 "p99": round(float(np.percentile(lat, 99)), 3),
             },
             "dropped": {"self_hits": self.dropped_self, "duplicates": self.dropped_duplicates},
+            "degraded": {"queries": self.degraded_queries, "reasons": dict(self.degraded)},
         }
 
 
@@ -133,6 +153,7 @@ class EvalReport:
     split: str
     results: list[PipelineResult] = field(default_factory=list)
     subsets: dict[str, set[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def subset_summary(self, result: PipelineResult) -> dict[str, dict[str, float]]:
         from twofold.search.unseen import subset_means
@@ -148,6 +169,7 @@ class EvalReport:
             "split": self.split,
             "pipelines": {r.name: {**r.summary(), **self.subset_summary(r)} for r in self.results},
             "subsets": {name: sorted(ids) for name, ids in self.subsets.items()},
+            "warnings": list(self.warnings),
             "per_query": {r.name: r.per_query for r in self.results},
         }
 
@@ -170,24 +192,32 @@ class EvalReport:
                         f"  {subset:<14}{means['ndcg@10']:>9.4f}{means['recall@100']:>8.4f}"
                         f"{means['mrr@10']:>8.4f}{int(means['queries']):>9}"
                     )
+            if r.degraded_queries:
+                reasons = "; ".join(f"{why} ({n})" for why, n in r.degraded.items())
+                lines.append(
+                    f"  DEGRADED on {r.degraded_queries} of {s['queries']} queries: {reasons}"
+                )
             if r.dropped_self or r.dropped_duplicates:
                 lines.append(
                     f"  dropped {r.dropped_self} self-hits and "
                     f"{r.dropped_duplicates} duplicate hits"
                 )
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
 def write_trec_run(path: Path, name: str, run: Mapping[str, Sequence[tuple[str, float]]]) -> None:
-    """TREC run lines. trec_eval re-sorts by score (ties by doc id), so a score that does
-    not strictly decrease is nudged just below the previous one: the file keeps the
-    ranking's own order and trec_eval reproduces the reported metrics."""
+    """TREC run lines whose score column is rank-consistent: ``n + 1 - rank`` for a query
+    with ``n`` hits (integers).
+
+    trec_eval, pytrec_eval and Anserini's trec_eval re-sort a run by its scores and break
+    ties by doc id, each reading the scores at its own precision (Anserini's in single
+    precision: ``0.4`` and ``0.39999999999999997`` are one value there). Scores that are
+    distinct integers keep the ranking at any precision a reader uses, so every reader
+    reproduces the metrics ``twofold eval`` reports. The pipeline's own scores are in
+    the ranking (``twofold search --json``), not in the run file."""
     with path.open("w", encoding="utf-8") as fh:
         for query_id, hits in run.items():
-            previous = math.inf
-            for rank, (doc_id, score) in enumerate(hits, start=1):
-                value = float(score)
-                if value >= previous:
-                    value = math.nextafter(previous, -math.inf)
-                previous = value
-                fh.write(f"{query_id} Q0 {doc_id} {rank} {value!r} twofold-{name}\n")
+            n = len(hits)
+            for rank, (doc_id, _) in enumerate(hits, start=1):
+                fh.write(f"{query_id} Q0 {doc_id} {rank} {n + 1 - rank} twofold-{name}\n")

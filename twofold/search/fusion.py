@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from twofold.core.errors import InputError
-from twofold.core.types import Hit, Ranking
+from twofold.core.types import Hit, Ranking, settle
 
 Normalization = Literal["min_max", "z_score", "l2"]
 Combination = Literal["arithmetic", "geometric", "harmonic"]
@@ -75,7 +75,10 @@ def _ranked(
     sources: Mapping[str, Mapping[str, tuple[int, float]]],
     depth: int,
 ) -> Ranking:
-    ordered = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:depth]
+    """Best first; a fused score is settled (``core.types.settle``) first, so near-ties
+    from summation order are ties, ordered by doc id."""
+    settled = [(d, settle(s)) for d, s in scores.items()]
+    ordered = sorted(settled, key=lambda p: (-p[1], p[0]))[:depth]
     return Ranking(query_id, tuple(Hit(d, s, dict(sources[d])) for d, s in ordered))
 
 

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from twofold.core.errors import InputError
 from twofold.core.types import Qrels, Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.search.evaluate import EvalReport, evaluate, write_trec_run
-from twofold.search.pipeline import Reranker, build_pipeline
+from twofold.search.evaluate import (
+    EvalReport,
+    PipelineResult,
+    cutoff_warnings,
+    evaluate,
+    write_trec_run,
+)
+from twofold.search.pipeline import Pipeline, Reranker, build_pipeline
 from twofold.search.sparse import use_sparse_engine
 from twofold.search.unseen import REFERENCE_SPLIT, SUBSET_NAME, unseen_document_queries
 
 MAX_K = 1000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,13 @@ def run_eval(job: EvalJob) -> EvalReport:
     report = EvalReport(
         job.dataset.name, job.split, subsets=leak_subsets(dataset, job.split, qrels)
     )
+    report.warnings = cutoff_warnings(job.k)
+    for warning in report.warnings:
+        log.warning("%s", warning)
     reranker = open_reranker(job.reranker)
     for name in job.pipelines:
         pipeline = build_pipeline(collection, name, depth=max(job.k, 100), reranker=reranker)
-        search = partial(pipeline.search, k=job.k)
-        report.results.append(evaluate(name, search, queries, qrels, progress=job.progress))
+        report.results.append(_evaluate(name, pipeline, job, queries, qrels))
     if job.out is not None:
         job.out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     if job.runs is not None:
@@ -97,6 +107,30 @@ def run_eval(job: EvalJob) -> EvalReport:
         for result in report.results:
             write_trec_run(job.runs / f"{result.name}.trec", result.name, result.run)
     return report
+
+
+def _evaluate(
+    name: str, pipeline: Pipeline, job: EvalJob, queries: Sequence[Query], qrels: Qrels
+) -> PipelineResult:
+    """``evaluate`` of one pipeline, counting the queries it answered degraded (and why:
+    each reason up to its first colon, e.g. ``rerank skipped``)."""
+    reasons: Counter[str] = Counter()
+    degraded = 0
+
+    def search(query: Query) -> Ranking:
+        nonlocal degraded
+        outcome = pipeline.run(query, job.k)
+        if outcome.degraded:
+            degraded += 1
+            reasons.update({r.split(":")[0].strip() for r in outcome.degraded})
+        return outcome.ranking
+
+    watched: Callable[[Query], Ranking] = search
+    result = evaluate(name, watched, queries, qrels, progress=job.progress)
+    result.degraded_queries, result.degraded = degraded, dict(reasons.most_common())
+    if degraded:
+        log.warning("pipeline %s ran degraded on %d queries: %s", name, degraded, result.degraded)
+    return result
 
 
 def search_text(

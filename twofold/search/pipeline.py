@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from twofold.core.errors import InputError, TwofoldError
 from twofold.core.registry import Registry
-from twofold.core.types import Hit, Query, Ranking
+from twofold.core.types import Hit, Query, Ranking, settle
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
 from twofold.search.retrievers import RETRIEVERS, Retriever
@@ -214,8 +214,8 @@ class Pipeline:
         rescored = sorted(
             (
                 (
-                    float(s),
-                    Hit(h.doc_id, float(s), {**h.sources, FUSED: (rank, h.score)}),
+                    settle(float(s)),
+                    Hit(h.doc_id, settle(float(s)), {**h.sources, FUSED: (rank, h.score)}),
                 )
                 for rank, (h, s) in enumerate(zip(head, scores, strict=True), start=1)
             ),
