@@ -42,6 +42,7 @@ import numpy as np
 
 from twofold.core.errors import CollectionError, InputError
 from twofold.indexing.buildctx import BuildContext
+from twofold.indexing.bundle import bundle_model, bundled_model, model_reference
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +314,9 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     state_file.unlink()
     return {
         "format_version": FORMAT_VERSION,
-        "model": opts.dense_model,
+        "model": model_reference(opts.dense_model),
         "encoder": encoder.fingerprint(),
+        "model_files": bundle_model(opts.dense_model, out),  # the query side loads this
         **encoder.config(),
         "metric": "inner_product",
         "normalized": True,
@@ -412,7 +414,7 @@ class DenseIndex:
 
         e = self.entry
         encoder = DenseEncoder(
-            str(e["model"]),
+            bundled_model(self.path, e, str(e["model"])),
             device=resolve_device(self._device),
             max_length=int(e["max_length"]),
             pooling=str(e["pooling"]),

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from twofold.core.errors import InputError
 from twofold.core.types import Doc
 from twofold.indexing.buildctx import BuildContext
+from twofold.indexing.bundle import bundle_model
 from twofold.indexing.sparse_index import (
     DEFAULT_SCALE,
     ENGINES,
@@ -153,6 +154,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
     pruning = Pruning(params["top_k"], params["max_ratio"])
     reused = _reuse_sparse_docs(out, params, model_fingerprint(params["model"]), pruning)
     if reused is not None:
+        reused["model_files"] = bundle_model(params["model"], out)
         return reused
     if ctx.device == "cpu":
         import torch
@@ -252,6 +254,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
     else:
         entry["query_encoder"] = "siamese: the document activation on the query"
         entry["query_max_length"] = params["max_length"]
+        entry["model_files"] = bundle_model(params["model"], out)  # the query side loads it
     if "lucene" in params["engines"]:
         write_lucene(out, n_shards, ctx.docs.ids, vocab, params["scale"])
     if "seismic" in params["engines"]:

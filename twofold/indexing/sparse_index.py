@@ -387,6 +387,7 @@ class SparseIndex:
             return self._encoders[key]
 
     def _load_encoder(self, min_idf: float) -> QueryEncoder:
+        from twofold.indexing.bundle import bundled_model
         from twofold.models.echo import load_sparse_encoder
         from twofold.models.registry import model_fingerprint
         from twofold.models.sparse import IdfQueryEncoder, load_tokenizer
@@ -394,7 +395,7 @@ class SparseIndex:
         if self.kind == "inference-free":
             return IdfQueryEncoder(load_tokenizer(self.path / "tokenizer"), self.idf(), min_idf)
         recorded = dict(self.entry.get("encoder", {}))
-        name = str(recorded.get("name"))
+        name = bundled_model(self.path, self.entry, str(recorded.get("name")))
         current = model_fingerprint(name)
         if (
             recorded.get("sha256") not in (None, "unknown")

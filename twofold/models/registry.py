@@ -206,8 +206,8 @@ def model_fingerprint(name_or_path: str) -> dict[str, str]:
     """What a manifest records about an encoder: its name and the sha256 of its weights."""
     if name_or_path in MODELS:
         return {"name": name_or_path, "sha256": MODELS.get(name_or_path).weights_sha256()}
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     for candidate in ("model.safetensors", "pytorch_model.bin"):
         if (path / candidate).is_file():
-            return {"name": str(path), "sha256": sha256_file(path / candidate)}
+            return {"name": str(path.resolve()), "sha256": sha256_file(path / candidate)}
     return {"name": name_or_path, "sha256": "unknown"}
