@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from twofold import __version__
-from twofold.core.errors import InputError
+from twofold.core.errors import InputError, TwofoldError
 from twofold.indexing.buildctx import BuildContext, BuildOptions
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
@@ -196,12 +196,18 @@ def _build_subindexes(
     """Build each sub-index not yet marked complete in ``staging``; their manifest entries."""
     ctx = BuildContext(DocStore(staging / "docs"), options, device)
     entries: dict[str, dict[str, Any]] = {}
+    rebuilt: set[str] = set()  # built in this run: what requires them is built again
     for name in names:
         sub = staging / name
         marker = sub / COMPLETE
         if marker.is_file():
-            entries[name] = json.loads(marker.read_text())
-            continue
+            entry = json.loads(marker.read_text())
+            stale = rebuilt.intersection(SUBINDEXES.get(name).requires)
+            if not stale and not _weights_changed(name, entry):
+                entries[name] = entry
+                continue
+            shutil.rmtree(sub)
+        rebuilt.add(name)
         log.info("building %s", name)
         t0 = time.time()
         entry = SUBINDEXES.get(name).load().build(ctx, sub)
@@ -210,6 +216,29 @@ def _build_subindexes(
         entries[name] = entry
     ctx.docs.close()
     return entries
+
+
+def _weights_changed(name: str, entry: dict[str, Any]) -> bool:
+    """Whether a finished sub-index of a partial build was encoded with weights other
+    than those now on disk under its encoder's name (a model retrained between the
+    crash and the resume): it is then built again, never published beside the rest."""
+    from twofold.models.registry import model_fingerprint
+
+    recorded = entry.get("encoder") or {}
+    if recorded.get("sha256") in (None, "unknown"):
+        return False
+    try:
+        current = model_fingerprint(str(recorded["name"]))["sha256"]
+    except TwofoldError:
+        return True
+    if current != recorded["sha256"]:
+        log.warning(
+            "%s: the weights of %s changed since it was built; rebuilding it",
+            name,
+            recorded["name"],
+        )
+        return True
+    return False
 
 
 def build_collection(

@@ -106,9 +106,13 @@ def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
         raise InputError(f"{prefix}: default engine {engine!r} is not among the built {built}")
     top_k = extra.get(f"{prefix}_top_k")
     ratio = extra.get(f"{prefix}_max_ratio")
+    from twofold.models.registry import model_fingerprint
+
     return {
         "kind": KINDS[prefix],
         "model": model,
+        # the weights read, so that a resume never mixes shards of retrained weights
+        "weights_sha256": model_fingerprint(model)["sha256"],
         "max_length": o.max_length,
         "top_k": int(top_k) if top_k is not None else None,
         "max_ratio": float(ratio) if ratio is not None else None,
@@ -130,7 +134,8 @@ def _prepare(out: Path, params: dict[str, Any]) -> None:
             same = json.loads(file.read_text()) == params
         except (OSError, json.JSONDecodeError):
             same = False
-        if not same:
+        if not same:  # other parameters, or other weights under the same model name
+            log.info("%s: finished shards were made otherwise; encoding again", out.name)
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(params, sort_keys=True))

@@ -202,12 +202,35 @@ def resolve(name_or_path: str) -> Path | str:
     raise UnknownNameError("model", name_or_path, MODELS.names())
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_HASHED: dict[tuple[str, int, int, int], str] = {}
+
+
+def weights_sha256(directory: Path) -> str:
+    """The sha256 of the weights transformers reads from ``directory`` (the file it loads
+    first: ``model.safetensors``, else ``pytorch_model.bin``), or ``"unknown"`` (no such
+    file: sharded or hub weights). Hashed once per file version (path, inode, size,
+    mtime), so the build's several checks read a large file once."""
+    for candidate in WEIGHT_FILES:
+        file = directory / candidate
+        try:
+            st = file.stat()
+        except FileNotFoundError:
+            continue
+        key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in _HASHED:
+            _HASHED[key] = sha256_file(file)
+        return _HASHED[key]
+    return "unknown"
+
+
 def model_fingerprint(name_or_path: str) -> dict[str, str]:
-    """What a manifest records about an encoder: its name and the sha256 of its weights."""
-    if name_or_path in MODELS:
-        return {"name": name_or_path, "sha256": MODELS.get(name_or_path).weights_sha256()}
-    path = Path(name_or_path).expanduser()
-    for candidate in ("model.safetensors", "pytorch_model.bin"):
-        if (path / candidate).is_file():
-            return {"name": str(path.resolve()), "sha256": sha256_file(path / candidate)}
-    return {"name": name_or_path, "sha256": "unknown"}
+    """What a manifest records about an encoder: its name (a registry name, a hub id, or
+    a directory's absolute path) and the sha256 of the weights on disk, the file that is
+    loaded (never the registry's expected digest: a weights file changed after ``fetch``
+    must show)."""
+    where = resolve(name_or_path)
+    if not isinstance(where, Path):
+        return {"name": name_or_path, "sha256": "unknown"}
+    name = name_or_path if name_or_path in MODELS else str(where.resolve())
+    return {"name": name, "sha256": weights_sha256(where)}
