@@ -104,10 +104,11 @@ def recover_interrupted_publish(out: Path) -> None:
 def publish(staging: Path, out: Path) -> Path:
     """Make the finished build in ``staging`` the collection at ``out`` (a link swapped
     atomically, see the module docstring); returns the new version directory."""
-    fsync_tree(staging)
     parent = out.parent
     number = max(versions(out), default=0) + 1
     version = parent / f".{out.name}.v{number}"
+    log.info("publishing %s as %s", out, version.name)
+    fsync_tree(staging)
     staging.rename(version)
     _fsync(parent)
     previous = current_version(out)
