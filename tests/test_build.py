@@ -67,7 +67,12 @@ def test_bad_corpus_changes_nothing(tmp_path: Path, tiny_corpus: Path) -> None:
         build_collection(bad, out, OPTS)
     assert (out / "manifest.json").read_bytes() == before
     assert not partial_dir(out).exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "col", "corpus.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".col.v1",  # the version the link ``col`` points at
+        "bad.jsonl",
+        "col",
+        "corpus.jsonl",
+    ]
 
 
 def test_skip_invalid_is_reported_in_manifest(tmp_path: Path, tiny_corpus: Path) -> None:
@@ -85,7 +90,8 @@ def test_rebuild_replaces_collection(tmp_path: Path, tiny_corpus: Path) -> None:
     build_collection(tiny_corpus, out, opts)
     col = Collection(out)
     assert len(col.docs) == 2 and col.index("bm25").search("wings", 5) == []
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # the first version was removed after the swap
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".col.v2"]
 
 
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path: Path, tiny_corpus: Path) -> None:

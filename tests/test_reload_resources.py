@@ -91,10 +91,10 @@ def test_reload_opens_everything_and_closes_the_replaced_collection(
         assert sorted(old.collection.opened()) == sorted(ALL)
         assert old.interests is not None
         state.queue.submit(warm_up, old).result()  # the JVM reads the index on a thread
-        assert held_deleted(".cranfield.old-") == []
+        assert held_deleted(".cranfield.v1/") == []
 
         build_collection(tiny_corpus, out, options(max_docs=4))  # published over it
-        held_before = held_deleted(".cranfield.old-")
+        held_before = held_deleted(".cranfield.v1/")
         # the old files are gone from disk but the served collection still holds them
         assert any("/bm25/lucene/" in p for p in held_before), held_before
         assert any(p.endswith(".npy (deleted)") for p in held_before), held_before
@@ -105,8 +105,8 @@ def test_reload_opens_everything_and_closes_the_replaced_collection(
             assert leased.retired
             # the old collection stays open (and answers) while a request holds it
             assert leased.pipeline("bm25").search(Query("q", "boundary layer"), 5).hits
-            assert held_deleted(".cranfield.old-")
-        assert wait_until_released(".cranfield.old-") == []
+            assert held_deleted(".cranfield.v1/")
+        assert wait_until_released(".cranfield.v1/") == []
         with pytest.raises(CollectionError, match="closed"):
             old.collection.index("bm25")
 

@@ -291,8 +291,9 @@ def load_state(settings: Settings, metrics: Metrics | None = None) -> AppState:
 def open_verified(path: Path, settings: Settings, reranker: Reranker | None) -> CollectionState:
     """The collection at ``path``, its files first checked against its manifest
     (``settings.verify``), then opened."""
-    check_collection(path, settings.verify)
-    return open_collection(Collection(path), settings, reranker)
+    root = path.resolve()  # one version: the one verified is the one opened
+    check_collection(root, settings.verify, shown=path)
+    return open_collection(Collection(path, root), settings, reranker)
 
 
 def warm_up(cs: CollectionState) -> None:

@@ -4,8 +4,9 @@ The build happens in a hidden sibling ``.NAME.partial`` of the output directory.
 crash leaves it there and the next run with the same options resumes: finished
 sub-indexes are kept (each marks itself complete) and builders that shard their
 work keep finished shards. Bad input removes the partial directory: a failed build
-changes nothing at the output path. Publishing renames the partial directory into
-place, so a collection is either whole (with its manifest) or absent.
+changes nothing at the output path. Publishing (``indexing.publish``) fsyncs the
+partial directory, renames it to a version ``.NAME.vN`` and swaps the link ``NAME``
+over to it atomically: the name always resolves, to a whole collection.
 
 One build at a time per output: a build holds an exclusive ``fcntl`` lock on
 ``.NAME.lock`` beside the partial directory from before it touches anything until it
@@ -33,13 +34,15 @@ from twofold.core.errors import InputError, TwofoldError
 from twofold.indexing.buildctx import BuildContext, BuildOptions
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
-from twofold.indexing.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from twofold.indexing.manifest import MANIFEST, Manifest, write_manifest
 from twofold.indexing.milvus_store import (
     MilvusTarget,
     check_milvus_target,
     drop_local_vectors,
     push_to_milvus,
 )
+from twofold.indexing.publish import publish as publish_version
+from twofold.indexing.publish import recover_interrupted_publish
 from twofold.indexing.subindexes import SUBINDEXES
 from twofold.indexing.verify import file_table
 from twofold.models.device import resolve_device
@@ -115,6 +118,9 @@ def ordered_retrievers(names: tuple[str, ...]) -> list[str]:
             if name not in order and all(r in order for r in SUBINDEXES.get(name).requires):
                 order.append(name)
     return order
+
+
+__all__ = ["build_collection", "publish", "recover_interrupted_publish"]
 
 
 def _check_output(out: Path) -> None:
@@ -303,26 +309,8 @@ def _build_locked(
     return manifest
 
 
-def recover_interrupted_publish(out: Path) -> None:
-    """Finish what a crash between the two renames of :func:`publish` left: the old
-    collection parked as ``.NAME.old-PID`` goes back into place if nothing was published
-    at ``out``, and is deleted if something was."""
-    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
-        if not out.exists() and (old / MANIFEST).is_file():
-            log.warning("restoring %s, parked by an interrupted publish", out)
-            old.rename(out)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def publish(staging: Path, out: Path) -> None:
-    """Move a finished build into place; an older collection at ``out`` is replaced."""
+    """Move a finished build into place (``indexing.publish``: fsync, then an atomic
+    swap of the link ``out``); an older collection at ``out`` is replaced."""
     (staging / STATE).unlink(missing_ok=True)
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
-    read_manifest(out)  # the published tree must open
+    publish_version(staging, out)

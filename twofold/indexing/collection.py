@@ -25,10 +25,14 @@ from twofold.indexing.subindexes import SUBINDEXES
 class Collection:
     """A collection directory opened for reading. Sub-indexes open on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, root: Path | None = None) -> None:
+        # ``path`` is the collection's name on disk (a link swapped at each publish);
+        # ``root`` the version it resolved to when opened, which every read goes to, so
+        # that a collection opened before a republish never mixes two versions
         self.path = path
-        self.manifest: Manifest = read_manifest(path)
-        self.docs = DocStore(path / "docs")
+        self.root = (root or path).resolve()
+        self.manifest: Manifest = read_manifest(self.root)
+        self.docs = DocStore(self.root / "docs")
         if len(self.docs) != self.manifest.doc_count:
             raise CollectionError(
                 f"{path}: doc store holds {len(self.docs)} documents, the "
@@ -93,7 +97,7 @@ class Collection:
                 entry = self.manifest.sub_indexes[name]
                 module = _backend(entry) or SUBINDEXES.get(name).load()
                 try:
-                    self._opened[name] = module.open_index(self.path / name, entry)
+                    self._opened[name] = module.open_index(self.root / name, entry)
                 except TwofoldError:
                     raise
                 except Exception as exc:  # a damaged index: say which, not a Java trace

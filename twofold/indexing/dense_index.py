@@ -434,9 +434,12 @@ class DenseIndex:
         return self.count
 
     def close(self) -> None:
-        """Drop the vectors' memory map and the FAISS index."""
+        """Drop the vectors' memory map, the FAISS index and the encoder (its weights are
+        memory-mapped from the collection's ``model/``)."""
         self.vectors = np.zeros((0, self.dim), dtype=np.float32)
         self.index = None
+        with self._lock:
+            self._encoder = None
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         result: np.ndarray = self.encoder.encode_queries(texts)

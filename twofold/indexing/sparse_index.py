@@ -350,10 +350,12 @@ class SparseIndex:
         return len(self.doc_ids)
 
     def close(self) -> None:
-        """Close every opened engine (a Lucene reader, memory maps)."""
+        """Close every opened engine (a Lucene reader, memory maps) and drop the query
+        encoders (a siamese model's weights are mapped from the collection's ``model/``)."""
         with self._lock:
             engines = list(self._engines.values())
             forward, self._forward = self._forward, None
+            self._encoders = {}
         for engine in [*engines, forward]:
             close = getattr(engine, "close", None)
             if callable(close):

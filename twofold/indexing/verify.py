@@ -108,18 +108,19 @@ def verify_collection(root: Path, depth: Depth = "sha256") -> VerifyReport:
     return report
 
 
-def check_collection(root: Path, depth: Depth = "sha256") -> None:
+def check_collection(root: Path, depth: Depth = "sha256", shown: Path | None = None) -> None:
     """Raise ``CollectionError`` naming every problem when ``root`` fails verification.
     A collection built before files were recorded is served with a warning (it cannot
     be checked, which is not evidence of damage)."""
     report = verify_collection(root, depth)
     if report.unrecorded:
-        log.warning("collection %s cannot be verified: %s", root, report.problems[0])
+        log.warning("collection %s cannot be verified: %s", shown or root, report.problems[0])
         return
     if not report.ok:
-        shown = "; ".join(report.problems[:10])
+        name = shown or root  # the name served, where ``root`` is the version it links to
+        listed = "; ".join(report.problems[:10])
         more = f" (and {len(report.problems) - 10} more)" if len(report.problems) > 10 else ""
         raise CollectionError(
-            f"collection {root} failed verification: {shown}{more}; rebuild it or restore "
+            f"collection {name} failed verification: {listed}{more}; rebuild it or restore "
             "its files (`twofold index verify` lists them)"
         )

@@ -30,7 +30,7 @@ class DenseRetriever:
         self.adapter: Adapter | None = None
         if use_adapter:
             sha = self.index.entry.get("encoder", {}).get("sha256")
-            self.adapter = read_adapter(collection.path, self.index.dim, self.index.count, sha)
+            self.adapter = read_adapter(collection.root, self.index.dim, self.index.count, sha)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors (len(texts), dim), float32, unit norm; mapped by the collection's

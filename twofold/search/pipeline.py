@@ -307,7 +307,7 @@ def family_fusion(retrievers: Sequence[str]) -> FusionConfig:
 
 def open_collection_reranker(collection: Collection) -> Reranker | None:
     """The reranker stored in the collection (``COLLECTION/reranker``), if it has one."""
-    folder = collection.path / RERANKER_FOLDER
+    folder = collection.root / RERANKER_FOLDER
     if not (folder / "config.json").is_file():
         return None
     from twofold.models.reranker import RerankerConfig, load_reranker
