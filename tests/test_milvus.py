@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,20 @@ QUERIES = [
 ]
 
 
+def connect(uri: str) -> MilvusClient:
+    """A client of the loopback server; retried, because pymilvus reuses a cached channel
+    that milvus-lite may have closed with GOAWAY "too many pings" after a long idle spell
+    (seen once on a loaded machine); gRPC reconnects on the next call."""
+    for attempt in range(3):
+        try:
+            return MilvusClient(uri=uri)
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def test_the_milvus_collection_holds_vectors_and_doc_fields(
     backend_collections: dict[str, Path], milvus_uri: str
 ) -> None:
@@ -51,7 +66,7 @@ def test_the_milvus_collection_holds_vectors_and_doc_fields(
     assert (path / "sparse" / "idf.npy").is_file() and (path / "sparse" / "tokenizer").is_dir()
     for gone in ("sparse/postings", "sparse/lucene", "dense/vectors.npy", "splade/postings"):
         assert not (path / gone).exists(), gone
-    client = MilvusClient(uri=milvus_uri)
+    client = connect(milvus_uri)
     described = client.describe_collection("api_cranfield")
     types = {f["name"]: f["type"] for f in described["fields"]}
     assert types["sparse"] == DataType.SPARSE_FLOAT_VECTOR
@@ -143,7 +158,7 @@ def test_an_interrupted_write_resumes_after_the_last_batch(
     assert state["done"] == 2  # the first batch is in, the second failed
     entries = push_to_milvus(out, manifest["sub_indexes"], docs, target, out, False)
     assert entries["sparse"]["backend"] == "milvus"
-    client = MilvusClient(uri=milvus_uri)
+    client = connect(milvus_uri)
     assert client.query("resume_tiny", filter="", output_fields=["count(*)"])[0]["count(*)"] == 5
     ids = sorted(r["id"] for r in client.query("resume_tiny", filter="", output_fields=["id"]))
     assert ids == [0, 1, 2, 3, 4]  # upserts: no duplicates from the retried batch
@@ -152,7 +167,7 @@ def test_an_interrupted_write_resumes_after_the_last_batch(
 def test_a_foreign_milvus_collection_is_never_dropped(
     tiny_corpus: Path, tmp_path: Path, milvus_uri: str
 ) -> None:
-    client = MilvusClient(uri=milvus_uri)
+    client = connect(milvus_uri)
     client.create_collection("someone_elses", dimension=4)
     out = tmp_path / "tiny"
     target = MilvusTarget(milvus_uri, "someone_elses")
