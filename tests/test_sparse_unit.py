@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +279,6 @@ def test_resume_keeps_finished_shards(
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", real)
     fresh = _build(tiny_corpus, tmp_path / "fresh", model, sparse_shard_size=2)
     assert np.allclose(_dense(resumed.index("sparse")), _dense(fresh.index("sparse")))
-    shutil.rmtree(tmp_path / "fresh")
 
 
 def test_cli_build_flags_reach_the_manifest(
