@@ -7,13 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from twofold.app.cli_optimize import add_query_flags, load_training_queries
+from twofold.app.cli_optimize import add_query_flags, load_training_queries, step_progress
 from twofold.core.errors import InputError
 
 
 def _train_dense(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from twofold.indexing.collection import Collection
     from twofold.train.dense import DenseTrainConfig, train_dense
 
@@ -24,23 +22,8 @@ def _train_dense(args: argparse.Namespace) -> int:
         raise InputError(f"collection {collection.name!r} has no dense index to start from")
     source, queries = load_training_queries(args, collection)
     describe = {"queries": source, "dataset": args.dataset, "split": args.split}
-    bar = tqdm(desc="train dense", unit="step", disable=args.quiet)
-
-    def step(_step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-
-    try:
-        result = train_dense(
-            collection,
-            queries,
-            Path(args.out),
-            config,
-            describe,
-            on_step=step,
-        )
-    finally:
-        bar.close()
+    with step_progress("train dense", args.quiet) as step:
+        result = train_dense(collection, queries, Path(args.out), config, describe, step)
     summary = {
         "out": str(result.out),
         "steps": result.steps,

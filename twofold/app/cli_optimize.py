@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,23 @@ from twofold.core.errors import InputError
 
 def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+@contextmanager
+def step_progress(desc: str, quiet: bool) -> Iterator[Callable[[int, float], None]]:
+    """A trainer's ``on_step(step, loss)`` that advances a progress bar showing the loss."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="step", disable=quiet)
+
+    def step(_step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        yield step
+    finally:
+        bar.close()
 
 
 def add_query_flags(p: argparse.ArgumentParser) -> None:

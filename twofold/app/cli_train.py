@@ -99,20 +99,12 @@ def _train_reranker(args: argparse.Namespace) -> int:
     describe = {"queries": args.queries, "dataset": str(dataset) if dataset else None}
     if args.queries.startswith("split"):
         describe["split"] = args.split
-    from tqdm import tqdm
+    from twofold.app.cli_optimize import step_progress
 
-    bar = tqdm(desc="train reranker", unit="step", disable=args.quiet)
-
-    def step(_step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-
-    try:
+    with step_progress("train reranker", args.quiet) as step:
         result = distill_reranker(
             collection, queries, Path(args.out), distill, train, describe, on_step=step
         )
-    finally:
-        bar.close()
     summary = {
         "out": str(result.out),
         "steps": result.steps,

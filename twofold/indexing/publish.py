@@ -36,7 +36,8 @@ from twofold.indexing.manifest import MANIFEST, read_manifest
 log = logging.getLogger(__name__)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by path (a directory: its entries, e.g. after a rename)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -52,10 +53,10 @@ def fsync_tree(root: Path) -> None:
         for name in filenames:
             path = Path(dirpath) / name
             if path.is_file() and not path.is_symlink():
-                _fsync(path)
+                fsync_path(path)
         dirs.extend(Path(dirpath) / d for d in dirnames)
     for directory in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        _fsync(directory)
+        fsync_path(directory)
 
 
 def _version_re(out: Path) -> re.Pattern[str]:
@@ -110,20 +111,20 @@ def publish(staging: Path, out: Path) -> Path:
     log.info("publishing %s as %s", out, version.name)
     fsync_tree(staging)
     staging.rename(version)
-    _fsync(parent)
+    fsync_path(parent)
     previous = current_version(out)
     if out.exists() and not out.is_symlink():  # a collection from before links
         parked = parent / f".{out.name}.old-{os.getpid()}"
         out.rename(parked)
         os.symlink(version.name, out)
-        _fsync(parent)
+        fsync_path(parent)
         shutil.rmtree(parked, ignore_errors=True)
     else:
         link = parent / f".{out.name}.link-{os.getpid()}"
         link.unlink(missing_ok=True)
         os.symlink(version.name, link)  # relative: the pair can move together
         os.replace(link, out)
-        _fsync(parent)
+        fsync_path(parent)
         if previous is not None and previous != version:
             shutil.rmtree(previous, ignore_errors=True)
     read_manifest(out)  # the published tree must open

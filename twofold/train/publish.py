@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from twofold.core.errors import InputError
+from twofold.indexing.publish import fsync_path
 from twofold.models.registry import model_cache
 
 ARGS_FILE = "training_args.json"
@@ -66,14 +67,6 @@ def check_output(out: Path, base_dir: Path | str | None = None) -> Path:
             f"{ARGS_FILE} of ours); pick a new or empty directory"
         )
     return resolved
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def command_line() -> str:
@@ -144,7 +137,7 @@ def staged_output(out: Path, base_dir: Path | str | None = None) -> Iterator[Pat
                 shutil.rmtree(old)
             target.rename(old)
         staging.rename(target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         if staging.exists():
