@@ -185,13 +185,14 @@ class DenseEncoder:
             "dim": self.dim,
         }
 
-    def embed(self, texts: Sequence[str]) -> Any:
-        """Training path: (len(texts), dim) torch tensor, L2-normalized, with grad."""
+    def embed(self, texts: Sequence[str], max_length: int | None = None) -> Any:
+        """Training path: (len(texts), dim) torch tensor, L2-normalized, with grad;
+        ``max_length``: tokens per text (default: the encoder's)."""
         batch = self.tokenizer(
             list(texts),
             padding=True,
             truncation=True,
-            max_length=self.max_length,
+            max_length=min(max_length or self.max_length, self.max_length),
             return_tensors="pt",
         ).to(self.device)
         out = self.model(**batch)

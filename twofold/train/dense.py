@@ -196,8 +196,6 @@ def train_dense(
     seed_all(config.seed, torch)
     device = resolve_device(config.device)
     student = DenseEncoder(config.base, device=device, max_length=config.max_length)
-    queries_side = DenseEncoder(config.base, device=device, max_length=config.query_length)
-    queries_side.model = student.model  # one model, a shorter query length
     student.model.train()
     total = total_steps(len(examples), config)
     optimizer, scheduler = adamw_linear_decay(student.model, config, total, torch)
@@ -206,7 +204,7 @@ def train_dense(
     for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
         if len(batch) < 2:
             continue  # one pair has no in-batch negative
-        q = queries_side.embed([e.query for e in batch])
+        q = student.embed([e.query for e in batch], config.query_length)
         docs = student.embed([t for e in batch for t in e.texts])
         loss = contrastive_loss(q, docs, group, config.tau)
         if config.kl_weight > 0:
@@ -224,9 +222,10 @@ def train_dense(
     doc_vecs = np.concatenate(
         [student.encode_docs(texts[i : i + 256]) for i in range(0, len(texts), 256)]
     )
-    result.heldout_trained = heldout_ndcg(
-        held_q, queries_side.encode_queries(held_text), doc_vecs, collection.docs.ids
-    )
+    with torch.inference_mode():
+        prefixed = [student.query_prefix + t for t in held_text]  # as encode_queries does
+        held_vectors = student.embed(prefixed, config.query_length).cpu().numpy()
+    result.heldout_trained = heldout_ndcg(held_q, held_vectors, doc_vecs, collection.docs.ids)
     result.seconds = time.monotonic() - started
     log.info(
         "dense: held-out nDCG@10 %.4f (collection) -> %.4f (student), %d steps in %.0fs",
