@@ -58,7 +58,6 @@ from twofold.train.queries import (
     TrainQuery,
     holdout_split,
     load_queries,
-    shown_text,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,8 @@ PSEUDO_FUSION = (
     "not tuned on pseudo-queries (lexical retrievers win by copying their words); "
     "one vote per model family kept"
 )
-NEGATIVES = 4  # teacher negatives per positive for the reranker step
+RERANKER_BASE = "splade-tiny"  # BERT-tiny: the student that reranks 50 candidates in time
+RERANKER_LR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class OptimizeJob:
     seed: int = 0
     pseudo_count: int = 800
     reranker_epochs: int = 1
-    reranker_base: str = "minilm-l6"
+    reranker_base: str = RERANKER_BASE
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.steps if s not in STEPS]
@@ -271,32 +271,23 @@ def train_collection_reranker(
     out: Path,
     seed: int,
     epochs: int,
-    base: str = "minilm-l6",
+    base: str = RERANKER_BASE,
 ) -> str:
-    """Margin-MSE from the fused, anchored teacher: each known positive paired with the
-    teacher's best ``NEGATIVES`` negatives; the interpolation weight with the fused score
-    is tuned on 15% of ``queries`` kept out of training. Returns a one-line description."""
-    from twofold.train.interpolation import alpha_tuner
-    from twofold.train.reranker import MarginExample, RerankerTrainConfig, train_reranker
-    from twofold.train.teacher import Teacher, TeacherConfig
+    """The ``train reranker --loss lce`` recipe (:func:`distill_reranker`): each known
+    positive (a label or a pseudo-query's source) first in a group with hard negatives
+    from the fused teacher; the interpolation weight with the fused score is tuned on 15%
+    of ``queries`` kept out of training. Returns a one-line description."""
+    from twofold.train.distill import DistillConfig, distill_reranker
+    from twofold.train.reranker import RerankerTrainConfig
 
-    train_q, alpha_q = holdout_split(queries, 0.15, seed)  # alpha: tuned apart from the check
-    teacher = Teacher(collection, TeacherConfig(depth=50))
-    examples = []
-    for tq in train_q:
-        judged = teacher.judge(tq)
-        for p in judged.positives:
-            pos = shown_text(collection.docs.get(p), tq.hidden)
-            for n in judged.negatives[:NEGATIVES]:
-                neg = collection.docs.get(n).contents
-                s_p, s_n = judged.scores[p], judged.scores[n]
-                examples.append(MarginExample(tq.query.text, pos, neg, 10 * s_p, 10 * s_n))
-    if not examples:
-        raise InputError("no reranker examples: no query has a positive and a negative")
-    config = RerankerTrainConfig(base=base, epochs=epochs, seed=seed, max_length=192)
-    tune = alpha_tuner(collection, alpha_q, 50)
-    result = train_reranker(examples, out, config, extra_args={"data": "optimize"}, tune=tune)
-    return f"{len(examples)} pairs, {result.steps} steps, loss {result.final_loss:.3f}"
+    distill = DistillConfig(negatives=7, hard=3, holdout=0.15, seed=seed)
+    train = RerankerTrainConfig(
+        base=base, loss="lce", epochs=epochs, lr=RERANKER_LR, batch_size=16, seed=seed
+    )
+    result = distill_reranker(
+        collection, queries, out, distill, train, describe={"data": "optimize"}
+    )
+    return f"{result.steps} steps, loss {result.final_loss:.3f}"
 
 
 def optimize(job: OptimizeJob) -> OptimizeReport:
