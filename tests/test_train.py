@@ -4,6 +4,7 @@ and the CLI end to end (alpha tuned on held-out queries, stored, read back)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -152,6 +153,41 @@ def test_lce_loop_learns_the_positive(base_dir: Path, tmp_path: Path) -> None:
     # the loss and the examples must match
     with pytest.raises(InputError, match="GroupExample"):
         train_reranker(EXAMPLES, tmp_path / "mismatch", config)
+
+
+def test_bf16_autocast_loop_learns_and_keeps_float32_weights(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    """The mixed-precision path (bfloat16 autocast, as CUDA training uses it) run on the CPU:
+    the loss falls as in float32 and the saved weights are float32."""
+    import torch
+
+    from twofold.train.loop import mixed_precision
+
+    assert isinstance(mixed_precision("cpu", "auto", torch), contextlib.nullcontext)
+    assert isinstance(mixed_precision("cuda", "fp32", torch), contextlib.nullcontext)
+    with mixed_precision("cpu", "bf16", torch):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    config = RerankerTrainConfig(
+        base=str(base_dir),
+        loss="lce",
+        epochs=30,
+        batch_size=3,
+        lr=5e-3,
+        max_length=32,
+        device="cpu",
+        precision="bf16",
+    )
+    result = train_reranker(GROUPS, tmp_path / "bf16", config)
+    first, last = result.losses[:5], result.losses[-5:]
+    assert sum(last) / 5 < 0.5 * (sum(first) / 5), result.losses
+    assert json.loads((tmp_path / "bf16" / ARGS_FILE).read_text())["precision"] == "bf16"
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "bf16" / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    with pytest.raises(InputError, match="--precision"):
+        RerankerTrainConfig(base=str(base_dir), precision="fp16")
 
 
 def test_loop_refuses_bad_input(base_dir: Path, tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ FIELDS = (
     "kl_weight",
     "holdout",
     "device",
+    "precision",
 )
 
 
@@ -82,5 +83,10 @@ def add_dense_command(train: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--kl-weight", type=float, help="weight of the teacher KL (0)")
     p.add_argument("--holdout", type=float, help="fraction of queries held out (0.2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bfloat16 autocast on CUDA, float32 on the CPU (auto)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_dense)

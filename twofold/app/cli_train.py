@@ -87,6 +87,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
             lr=args.lr,
             max_length=args.max_length,
             device=args.device,
+            precision=args.precision,
             seed=args.seed,
         )
     )
@@ -139,6 +140,7 @@ def _train_sparse(args: argparse.Namespace) -> int:
             lambda_max=args.flops_lambda,
             warmup_steps=args.warmup_steps,
             device=args.device,
+            precision=args.precision,
             seed=args.seed,
         )
     )
@@ -180,6 +182,11 @@ def _add_job_flags(p: argparse.ArgumentParser, base_help: str) -> None:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bfloat16 autocast on CUDA, float32 on the CPU (auto)",
+    )
     p.add_argument("--seed", type=int, help="(0)")
 
 

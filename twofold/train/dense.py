@@ -47,6 +47,7 @@ from twofold.train.adapter import heldout_ndcg
 from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
+    mixed_precision,
     optimizer_step,
     seed_all,
     shuffled_batches,
@@ -204,13 +205,14 @@ def train_dense(
     for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
         if len(batch) < 2:
             continue  # one pair has no in-batch negative
-        q = student.embed([e.query for e in batch], config.query_length)
-        docs = student.embed([t for e in batch for t in e.texts])
-        loss = contrastive_loss(q, docs, group, config.tau)
-        if config.kl_weight > 0:
-            own = torch.einsum("bd,bgd->bg", q, docs.view(len(batch), group, -1)) / config.tau
-            teacher_scores = torch.tensor([e.teacher for e in batch], device=device)
-            loss = loss + config.kl_weight * kl_distill(own, config.scale * teacher_scores)
+        with mixed_precision(device, config.precision, torch):
+            q = student.embed([e.query for e in batch], config.query_length).float()
+            docs = student.embed([t for e in batch for t in e.texts]).float()
+            loss = contrastive_loss(q, docs, group, config.tau)
+            if config.kl_weight > 0:
+                own = torch.einsum("bd,bgd->bg", q, docs.view(len(batch), group, -1)) / config.tau
+                teacher_scores = torch.tensor([e.teacher for e in batch], device=device)
+                loss = loss + config.kl_weight * kl_distill(own, config.scale * teacher_scores)
         optimizer_step(loss, student.model, optimizer, scheduler, torch)
         result.steps += 1
         result.losses.append(float(loss.detach()))

@@ -1,8 +1,15 @@
-"""What the two training loops (reranker, sparse doc encoder) share: the config fields
-and their checks, seeding, the optimizer with its schedule, the batches, one step."""
+"""What the training loops (reranker, sparse doc encoder, dense bi-encoder) share: the
+config fields and their checks, seeding, the optimizer with its schedule, the batches,
+mixed precision, one step.
+
+Precision (``precision``): ``auto`` trains in bfloat16 autocast on CUDA (no loss scaling
+needed: bfloat16 has float32's exponent range) and in float32 on the CPU, where autocast
+buys nothing on these machines; ``fp32`` never autocasts; ``bf16`` autocasts on any
+device. Weights and optimizer state stay float32 either way."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -12,14 +19,16 @@ from twofold.core.errors import InputError
 from twofold.models.device import DEVICES
 
 T = TypeVar("T")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
 class LoopConfig:
     """``base``: registry name or directory of the student's initial weights; ``lr``:
     AdamW learning rate (linear decay to 0); ``max_length``: tokens per training input
-    (capped by the model's positions); ``device``: auto | cpu | cuda. Each loop's config
-    subclasses this with its own defaults."""
+    (capped by the model's positions); ``device``: auto | cpu | cuda; ``precision``: auto
+    | fp32 | bf16 (see the module doc). Each loop's config subclasses this with its own
+    defaults."""
 
     base: str = ""
     epochs: int = 1
@@ -29,12 +38,27 @@ class LoopConfig:
     device: str = "auto"
     seed: int = 0
     weight_decay: float = 0.01
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
             raise InputError("epochs >= 1, batch_size >= 1, max_length >= 8 and lr > 0")
         if self.device not in DEVICES:
             raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
+
+
+def mixed_precision(
+    device: str, precision: str, torch: Any
+) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of one forward pass and loss (see the module doc)."""
+    if precision == "bf16" or (precision == "auto" and device == "cuda"):
+        context: contextlib.AbstractContextManager[Any] = torch.autocast(
+            device_type=device, dtype=torch.bfloat16
+        )
+        return context
+    return contextlib.nullcontext()
 
 
 def tail_mean(values: Sequence[float]) -> float:
@@ -85,7 +109,7 @@ def shuffled_batches(
 def optimizer_step(loss: Any, model: Any, optimizer: Any, scheduler: Any, torch: Any) -> None:
     """Backpropagate ``loss``, clip the gradient norm to 1, step optimizer and schedule."""
     optimizer.zero_grad()
-    loss.backward()
+    loss.float().backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     scheduler.step()

@@ -50,6 +50,7 @@ from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
     fit_length,
+    mixed_precision,
     optimizer_step,
     seed_all,
     shuffled_batches,
@@ -233,7 +234,8 @@ def train_reranker(
     result = TrainResult(out=out, steps=0)
     started = time.monotonic()
     for batch in shuffled_batches(examples, config.batch_size, config.epochs, config.seed):
-        loss = batch_loss(batch)
+        with mixed_precision(device, config.precision, torch):
+            loss = batch_loss(batch)
         optimizer_step(loss, model, optimizer, scheduler, torch)
         result.steps += 1
         result.losses.append(float(loss.detach()))

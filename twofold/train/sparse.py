@@ -39,6 +39,7 @@ from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
     fit_length,
+    mixed_precision,
     optimizer_step,
     seed_all,
     shuffled_batches,
@@ -226,7 +227,8 @@ def train_sparse(
         enc = tokenizer(
             docs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         ).to(device)
-        w = student.forward(enc["input_ids"], enc["attention_mask"])  # [B*G, V]
+        with mixed_precision(device, config.precision, torch):
+            w = student.forward(enc["input_ids"], enc["attention_mask"]).float()  # [B*G, V]
         q_np = queries.encode_queries([e.query for e in batch]).toarray()
         q = torch.from_numpy(q_np).to(device)  # [B, V], relu(idf) on query tokens
         s = torch.einsum("bv,bgv->bg", q, w.view(len(batch), group, -1))  # [B, G]
