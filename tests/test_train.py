@@ -279,7 +279,7 @@ def test_cli_train_reranker(
     argv = ["train", "reranker", str(collection.path), "--dataset", str(dataset.root)]
     argv += ["--out", str(out), "--base", str(base_dir), "--teachers", "bm25"]
     argv += ["--epochs", "2", "--batch-size", "2", "--max-length", "32", "--device", "cpu"]
-    argv += ["--holdout", "0.34", "--layers", "1"]
+    argv += ["--holdout", "0.34", "--layers", "1", "--loss", "margin-mse"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] >= 1
@@ -294,7 +294,22 @@ def test_cli_train_reranker(
     assert reranker.score("heat", ["heat transfer"])
 
     # a fixed alpha is stored as given; the test split is refused
-    argv2 = [*argv[: argv.index("--holdout")], "--holdout", "0", "--alpha", "0.3"]
+    argv2 = [
+        *argv[: argv.index("--holdout")],
+        "--holdout",
+        "0",
+        "--alpha",
+        "0.3",
+        "--loss",
+        "margin-mse",
+    ]
     assert main(argv2) == 0
     assert json.loads((out / SETTINGS_FILE).read_text())["alpha"] == 0.3
     assert main([*argv, "--split", "test"]) != 0
+
+    # labelled queries train with LCE unless told otherwise; groups need enough negatives
+    lce = [*argv[: argv.index("--loss")], "--negatives", "1", "--hard-negatives", "1"]
+    assert main(lce) == 0
+    assert json.loads((out / ARGS_FILE).read_text())["loss"] == "lce"
+    assert main([*lce[: lce.index("--negatives")], "--negatives", "50"]) != 0
+    assert "--negatives" in capsys.readouterr().err

@@ -54,6 +54,12 @@ def _inputs(args: argparse.Namespace) -> tuple[Collection, BeirDataset]:
     return Collection(Path(args.dir)), BeirDataset(dataset)
 
 
+def _default_loss(queries: str) -> str:
+    """LCE where every query has a known positive (labels or a pseudo-query's source),
+    Margin-MSE for a plain file of queries, which has only the teacher's order."""
+    return "lce" if queries in ("split", "pseudo", "split+pseudo") else "margin-mse"
+
+
 def _train_reranker(args: argparse.Namespace) -> int:
     from twofold.indexing.collection import Collection
     from twofold.train.distill import DistillConfig, distill_reranker
@@ -80,7 +86,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
             base=args.base,
             layers=args.layers,
             int8=args.int8 or None,
-            loss=args.loss,
+            loss=args.loss or _default_loss(args.queries),
             kl_weight=args.kl_weight,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -197,9 +203,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     )
     p = train.add_parser(
         "reranker",
-        help="distil a cross-encoder reranker (Margin-MSE) from the fused retrievers",
-        description="Margin-MSE distillation (arXiv 2010.02666) of a cross-encoder from the "
-        "collection's fused, anchored retrievers, on training queries from a BEIR split, "
+        help="distil a cross-encoder reranker from the fused retrievers",
+        description="Trains a cross-encoder (default: BERT-tiny, 4.4M parameters) from the "
+        "collection's fused, anchored retrievers, with LCE (arXiv 2101.08751) where queries "
+        "have known positives and Margin-MSE (arXiv 2010.02666) otherwise, on training "
+        "queries from a BEIR split, "
         "pseudo-queries (no labels) or a file of queries. The weight of its score against "
         "the fused score is tuned on held-out training queries and stored with the model. "
         "Writes a model directory for `twofold eval --reranker DIR`.",
@@ -217,7 +225,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--pseudo-count", type=int, help="pseudo-queries to make (800)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument(
-        "--base", help="student: minilm-l6, splade-tiny (its BERT-tiny) or a dir (minilm-l6)"
+        "--base", help="student: splade-tiny (its BERT-tiny), minilm-l6 or a dir (splade-tiny)"
     )
     p.add_argument("--layers", type=int, help="keep the student's first N encoder layers (all)")
     p.add_argument("--int8", action="store_true", help="serve with dynamic int8 quantization")
@@ -228,7 +236,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         choices=["margin-mse", "lce"],
         help="margin-mse: match the teacher's margins (any queries); lce: softmax "
         "cross-entropy of the known positive against its hard negatives, arXiv 2101.08751 "
-        "(needs labels or pseudo-queries) (margin-mse)",
+        "(needs labels or pseudo-queries) (lce for split/pseudo queries, margin-mse for a file)",
     )
     p.add_argument("--kl-weight", type=float, help="lce: weight of the teacher KL (0)")
     p.add_argument("--negatives", type=int, help="negatives per positive (6)")
@@ -241,7 +249,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--rerank-depth", type=int, help="candidates reranked when tuning (50)")
     p.add_argument("--epochs", type=int, help="passes over the examples (1)")
     p.add_argument("--batch-size", type=int, help="triples (lce: groups) per step (16)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (3e-5)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (1e-4)")
     p.add_argument("--max-length", type=int, help="tokens per (query, doc) pair (256)")
     _add_run_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -220,7 +220,12 @@ def distill_reranker(
         need = "a known positive and enough negatives" if grouped else "a positive and a negative"
         raise InputError(
             f"no training examples: no query gave {need}"
-            + (" (--loss lce needs labels or pseudo-queries)" if grouped else "")
+            + (
+                f" (--loss lce needs labels or pseudo-queries, and {distill.negatives} "
+                "negatives per group: lower --negatives, or use --loss margin-mse)"
+                if grouped
+                else ""
+            )
         )
     tune = None
     if distill.alpha is None:

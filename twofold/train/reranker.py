@@ -92,9 +92,12 @@ class RerankerTrainConfig(LoopConfig):
     """:class:`LoopConfig`; ``max_length``: tokens per (query, doc) pair; ``layers``:
     keep only the student's first N encoder layers (None: all); ``int8``: the model dir
     asks for dynamic int8 inference; ``loss``: margin-mse | lce; ``kl_weight``: of the
-    teacher KL beside LCE. With ``lce`` a batch is ``batch_size`` groups."""
+    teacher KL beside LCE. With ``lce`` a batch is ``batch_size`` groups. Defaults: the
+    student and rate that measured best on SciFact's held-out train queries (BERT-tiny,
+    1e-4; BENCHMARKS.md, "Training: the LCE reranker over 3 seeds")."""
 
-    base: str = "minilm-l6"
+    base: str = "splade-tiny"
+    lr: float = 1e-4
     layers: int | None = None
     int8: bool = False
     loss: str = "margin-mse"
