@@ -18,7 +18,7 @@ from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.search.pipeline import build_pipeline
-from twofold.train.optimize import OptimizeJob, optimize
+from twofold.train.optimize import OptimizeJob, optimize, paired_p_value
 
 
 def sentence(rng: random.Random) -> str:
@@ -58,8 +58,9 @@ def test_optimize_keeps_only_what_helps_held_out(setup: tuple[Path, Path], tmp_p
     assert report.heldout == 10 and report.tuning > 0
     table = report.table()
     assert all(step in table for step in ("fusion", "adapter", "reranker"))
-    for step in report.steps:
-        assert step.kept == (step.after > step.before)
+    for step in report.steps:  # kept: a gain beyond chance on the held-out queries
+        assert step.p_value is not None and f"p={step.p_value:.3f}" in step.detail
+        assert step.kept == (step.after > step.before and step.p_value < job.significance)
     kept = {s.step: s.kept for s in report.steps}
     reopened = Collection(collection)
     assert ("hybrid" in reopened.manifest.pipelines) == kept["fusion"]
@@ -88,3 +89,15 @@ def test_optimize_cli_pseudo_fusion_only(
     assert code == 0
     out = capsys.readouterr().out
     assert "pseudo" in out and "fusion" in out
+
+
+def test_paired_p_value_by_hand() -> None:
+    # two queries, both +1: of the 4 sign flips only (+, +) reaches the observed sum
+    assert paired_p_value([0.0, 0.0], [1.0, 1.0]) == 0.25
+    # +1 and -1: sums 0, 2, -2, 0 -> 3 of 4 reach the observed 0
+    assert paired_p_value([0.0, 1.0], [1.0, 0.0]) == 0.75
+    assert paired_p_value([0.5, 0.5], [0.5, 0.5]) == 1.0  # nothing changed
+    # 40 queries all up by 0.1: only the all-plus flip reaches it -> (0 + 1) / 10,001 level
+    assert paired_p_value([0.0] * 40, [0.1] * 40) < 0.001
+    # 40 queries, one up: exact over the one changed query -> 1/2, never significant
+    assert paired_p_value([0.0] * 40, [0.0] * 39 + [0.1]) == 0.5

@@ -123,6 +123,13 @@ def add_adapter_command(train: argparse._SubParsersAction) -> None:  # type: ign
     p.set_defaults(func=_train_adapter)
 
 
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 < number <= 1.0:
+        raise argparse.ArgumentTypeError("must be in (0, 1]")
+    return number
+
+
 def _optimize(args: argparse.Namespace) -> int:
     from twofold.train.optimize import STEPS, OptimizeJob, optimize
 
@@ -136,6 +143,7 @@ def _optimize(args: argparse.Namespace) -> int:
         steps=steps,
         seed=args.seed,
         pseudo_count=args.pseudo_count,
+        significance=args.significance,
     )
     report = optimize(job)
     _out(report.table())
@@ -151,12 +159,20 @@ def add_optimize_command(sub: argparse._SubParsersAction) -> None:  # type: igno
         description="Splits the training queries into tuning and held-out parts (no held-out "
         "query shares a positive with a tuning one), then runs each step: fusion weights for "
         "`hybrid`, a dense query adapter, a distilled reranker for `hybrid+rerank`. A step is "
-        "kept only if held-out nDCG@10 improves; what is kept is written into the collection, "
+        "kept only if held-out nDCG@10 improves beyond chance (a paired randomization test, "
+        "p < --significance); what is kept is written into the collection, "
         "so `twofold eval|search|serve DIR` use it with no extra flags. With --queries pseudo "
         "no label is read.",
     )
     p.add_argument("dir", help="collection directory")
     add_query_flags(p)
     p.add_argument("--steps", help="comma list of steps to try (fusion,adapter,reranker)")
+    p.add_argument(
+        "--significance",
+        type=_fraction,
+        default=0.05,
+        help="keep a step only if its held-out gain has a paired randomization p-value "
+        "below this (default 0.05; 1 keeps any gain)",
+    )
     p.add_argument("--out", help="write the report as JSON here")
     p.set_defaults(func=_optimize)
