@@ -168,6 +168,7 @@ def _eval(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         reranker=args.reranker,
         sparse_engine=args.sparse_engine,
+        no_hits=args.no_hits,
     )
     print(run_eval(job).table())
     return 0
@@ -329,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate pipelines on a BEIR dataset",
         description="Run named pipelines over a BEIR split and report nDCG@10, "
-        "recall@100, MRR@10 and per-query latency.",
+        "recall@100, MRR@10 and per-query latency. A judged query with no hits scores 0 "
+        "and counts in the means (--no-hits zero), or is left out of them as BEIR does "
+        "(--no-hits skip); the report says which, and how many such queries there were.",
     )
     ev.add_argument("dir", help="collection directory")
     ev.add_argument("--dataset", required=True, help="BEIR dataset directory")
@@ -344,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--sparse-engine",
         choices=["native", "lucene", "seismic"],
         help="engine of the sparse/splade retrievers (default: the collection's build choice)",
+    )
+    ev.add_argument(
+        "--no-hits",
+        default="zero",
+        choices=["zero", "skip"],
+        help="judged queries with no hits: zero = score 0, averaged over every judged query "
+        "(default); skip = left out of the means (BEIR's convention: pytrec_eval scores only "
+        "the queries in the run)",
     )
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_eval)

@@ -1,8 +1,12 @@
 """BEIR evaluation: run a pipeline over a split's queries and score it with pytrec_eval.
 
-Metrics (as BEIR reports them): nDCG@10 with linear gains, recall@100 and MRR@10,
-averaged over every judged query (a query with no hits scores 0). Before scoring,
-hits whose doc id equals the query id and repeated doc ids are dropped, and counted.
+Metrics (as BEIR reports them): nDCG@10 with linear gains, recall@100 and MRR@10.
+Before scoring, hits whose doc id equals the query id and repeated doc ids are dropped,
+and counted. A judged query left with no hits is averaged in one of two ways
+(``no_hits``): ``zero`` (the default) scores it 0 and averages over every judged
+query; ``skip`` leaves it out of the means, as BEIR does (pytrec_eval scores only the
+queries present in the run, and BEIR averages what it returns). The report says which
+convention was used and how many judged queries had no hits.
 
 A pipeline that ran degraded on some queries (a retriever or the reranker failed and
 the rest of the pipeline answered) is marked so in the report, with its reasons, and a
@@ -20,9 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from twofold.core.errors import InputError
 from twofold.core.types import Qrels, Query, Ranking
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
+NO_HITS = ("zero", "skip")  # a judged query with no hits: scored 0, or left out (BEIR)
+NO_HITS_RULE = {
+    "zero": "scored 0, means over every judged query",
+    "skip": "left out of the means (BEIR's convention)",
+}
 
 
 def cutoff_warnings(k: int) -> list[str]:
@@ -49,6 +59,8 @@ class PipelineResult:
     dropped_duplicates: int = 0
     degraded: dict[str, int] = field(default_factory=dict)  # reason -> queries
     degraded_queries: int = 0
+    no_hits: str = "zero"  # how judged queries with no hits were averaged (``NO_HITS``)
+    no_hit_queries: int = 0  # judged queries with no hits (after dropping self-hits)
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms or [0.0])
@@ -61,6 +73,7 @@ class PipelineResult:
             },
             "dropped": {"self_hits": self.dropped_self, "duplicates": self.dropped_duplicates},
             "degraded": {"queries": self.degraded_queries, "reasons": dict(self.degraded)},
+            "no_hits": {"convention": self.no_hits, "queries": self.no_hit_queries},
         }
 
 
@@ -119,8 +132,14 @@ def evaluate(
     queries: Sequence[Query],
     qrels: Qrels,
     progress: bool = False,
+    no_hits: str = "zero",
 ) -> PipelineResult:
-    """Run ``search`` over ``queries`` one at a time (timed) and score against ``qrels``."""
+    """Run ``search`` over ``queries`` one at a time (timed) and score against ``qrels``.
+
+    ``no_hits``: ``zero`` scores a judged query with no hits 0 and keeps it in the
+    means and ``per_query``; ``skip`` leaves it out of both (BEIR)."""
+    if no_hits not in NO_HITS:
+        raise InputError(f"--no-hits must be one of {', '.join(NO_HITS)}, not {no_hits!r}")
     run: dict[str, list[tuple[str, float]]] = {}
     latency: list[float] = []
     n_self = n_dup = 0
@@ -138,10 +157,23 @@ def evaluate(
         n_self, n_dup = n_self + s, n_dup + d
     judged = {q.query_id for q in queries}
     per_query = score_run({q: r for q, r in qrels.items() if q in judged}, run)
+    empty = {q for q in per_query if not run.get(q)}
+    if no_hits == "skip":
+        per_query = {q: v for q, v in per_query.items() if q not in empty}
     metrics = {
         m: float(np.mean([v[m] for v in per_query.values()])) if per_query else 0.0 for m in METRICS
     }
-    return PipelineResult(name, metrics, per_query, latency, run, n_self, n_dup)
+    return PipelineResult(
+        name,
+        metrics,
+        per_query,
+        latency,
+        run,
+        n_self,
+        n_dup,
+        no_hits=no_hits,
+        no_hit_queries=len(empty),
+    )
 
 
 @dataclass
@@ -154,6 +186,7 @@ class EvalReport:
     results: list[PipelineResult] = field(default_factory=list)
     subsets: dict[str, set[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    no_hits: str = "zero"
 
     def subset_summary(self, result: PipelineResult) -> dict[str, dict[str, float]]:
         from twofold.search.unseen import subset_means
@@ -167,6 +200,7 @@ class EvalReport:
         return {
             "dataset": self.dataset,
             "split": self.split,
+            "no_hits": {"convention": self.no_hits, "rule": NO_HITS_RULE[self.no_hits]},
             "pipelines": {r.name: {**r.summary(), **self.subset_summary(r)} for r in self.results},
             "subsets": {name: sorted(ids) for name, ids in self.subsets.items()},
             "warnings": list(self.warnings),
@@ -178,7 +212,12 @@ class EvalReport:
             f"{'pipeline':<16}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'queries':>9}"
             f"{'p50 ms':>9}{'p99 ms':>9}"
         )
-        lines = [f"{self.dataset} ({self.split})", head, "-" * len(head)]
+        lines = [
+            f"{self.dataset} ({self.split}); judged queries with no hits: "
+            f"{NO_HITS_RULE[self.no_hits]} (--no-hits {self.no_hits})",
+            head,
+            "-" * len(head),
+        ]
         for r in self.results:
             s = r.summary()
             lines.append(
@@ -197,6 +236,9 @@ class EvalReport:
                 lines.append(
                     f"  DEGRADED on {r.degraded_queries} of {s['queries']} queries: {reasons}"
                 )
+            if r.no_hit_queries:
+                what = "scored 0" if r.no_hits == "zero" else "left out of the means"
+                lines.append(f"  {r.no_hit_queries} judged queries had no hits: {what}")
             if r.dropped_self or r.dropped_duplicates:
                 lines.append(
                     f"  dropped {r.dropped_self} self-hits and "

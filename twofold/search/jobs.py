@@ -14,6 +14,8 @@ from twofold.core.types import Qrels, Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.search.evaluate import (
+    NO_HITS,
+    NO_HITS_RULE,
     EvalReport,
     PipelineResult,
     cutoff_warnings,
@@ -41,6 +43,7 @@ class EvalJob:
     progress: bool = True
     reranker: str | None = None  # cross-encoder directory, for the +rerank pipelines
     sparse_engine: str | None = None  # native | lucene | seismic; None: the collection's own choice
+    no_hits: str = "zero"  # zero | skip (BEIR): see ``evaluate``
 
 
 def _check_writable(out: Path | None, runs: Path | None) -> None:
@@ -80,6 +83,8 @@ def run_eval(job: EvalJob) -> EvalReport:
         raise InputError(f"k must be between 1 and {MAX_K}")
     if job.max_queries is not None and job.max_queries < 1:
         raise InputError("--max-queries must be >= 1")
+    if job.no_hits not in NO_HITS:
+        raise InputError(f"--no-hits must be one of {', '.join(NO_HITS)}, not {job.no_hits!r}")
     _check_writable(job.out, job.runs)
     collection = Collection(job.collection)
     use_sparse_engine(collection, job.sparse_engine)
@@ -91,7 +96,10 @@ def run_eval(job: EvalJob) -> EvalReport:
     if not queries:
         raise InputError(f"no judged queries in {job.dataset} split {job.split!r}")
     report = EvalReport(
-        job.dataset.name, job.split, subsets=leak_subsets(dataset, job.split, qrels)
+        job.dataset.name,
+        job.split,
+        subsets=leak_subsets(dataset, job.split, qrels),
+        no_hits=job.no_hits,
     )
     report.warnings = cutoff_warnings(job.k)
     for warning in report.warnings:
@@ -126,8 +134,15 @@ def _evaluate(
         return outcome.ranking
 
     watched: Callable[[Query], Ranking] = search
-    result = evaluate(name, watched, queries, qrels, progress=job.progress)
+    result = evaluate(name, watched, queries, qrels, progress=job.progress, no_hits=job.no_hits)
     result.degraded_queries, result.degraded = degraded, dict(reasons.most_common())
+    if result.no_hit_queries:
+        log.info(
+            "pipeline %s: %d judged queries had no hits (%s)",
+            name,
+            result.no_hit_queries,
+            NO_HITS_RULE[job.no_hits],
+        )
     if degraded:
         log.warning("pipeline %s ran degraded on %d queries: %s", name, degraded, result.degraded)
     return result
