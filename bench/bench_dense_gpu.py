@@ -57,7 +57,7 @@ def main() -> None:
     x = synthetic(args.synthetic, 384, 1000, 1.0, 0)
     q = synthetic(1000, 384, 1000, 1.0, 0, stream=1)
     _, exact = build_faiss(x, "flat", {}, gpu=False).search(q, 100)
-    params = index_params("ivfpq", len(x), 384, {})
+    params = index_params("ivfpq", len(x), 384)
     result["ivfpq_params"] = params
     for gpu in (False, True):
         t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from twofold.indexing.buildctx import DenseOptions
 from twofold.indexing.dense_index import build_faiss, index_params
 
 
@@ -111,9 +112,9 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
-    extra: dict[str, int] = {}
-    if args.ef_search is not None:
-        extra["hnsw_ef_search"] = args.ef_search
+    dense = (
+        DenseOptions() if args.ef_search is None else DenseOptions(hnsw_ef_search=args.ef_search)
+    )
     beir: tuple[Any, ...] | None = None
     if args.synthetic:
         x = synthetic(args.synthetic, args.dim, args.clusters, args.spread, args.seed)
@@ -142,7 +143,7 @@ def main() -> None:
         result["flat"]["ndcg@10"] = round(ndcg10(exact["ids"], beir[2], beir[3], beir[4]), 4)
     print(f"flat: {result['flat']}", file=sys.stderr, flush=True)
     for kind in args.kinds.split(","):
-        params = index_params(kind, len(x), x.shape[1], extra)
+        params = index_params(kind, len(x), x.shape[1], dense)
         t0 = time.perf_counter()
         index = build_faiss(x, kind, params, gpu=False)
         build_s = time.perf_counter() - t0

@@ -14,7 +14,7 @@ import pytest
 from tests.test_api import run_in_thread
 from twofold.app.settings import Settings
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, InterestOptions
 
 TOPICS = {
     "heat": [
@@ -63,7 +63,11 @@ def _build(
     corpus = root / f"{name}.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     out = root / name
-    options = BuildOptions(retrievers=retrievers, n_clusters=n_clusters, progress=False)
+    options = BuildOptions(
+        retrievers=retrievers,
+        interests=InterestOptions(n_clusters=n_clusters),
+        progress=False,
+    )
     build_collection(corpus, out, options)
     return out
 

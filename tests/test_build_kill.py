@@ -21,7 +21,7 @@ import pytest
 from tests.test_dense_model import make_tiny_model as make_dense_model
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.manifest import read_manifest
 from twofold.indexing.verify import verify_collection
@@ -38,7 +38,7 @@ POINTS = ["building bm25", "building dense", "publishing", "delay"]
 def options(model: Path, max_docs: int | None = None) -> BuildOptions:
     return BuildOptions(
         retrievers=("bm25", "dense"),
-        dense_model=str(model),
+        dense=DenseOptions(model=str(model)),
         max_length=32,
         batch_size=2,
         device="cpu",

@@ -18,7 +18,7 @@ from twofold.app.cli import main
 from twofold.core.errors import CollectionError, InputError
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection, partial_dir
-from twofold.indexing.buildctx import BuildContext, BuildOptions
+from twofold.indexing.buildctx import BuildContext, BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense_index import (
     DenseIndex,
@@ -46,20 +46,18 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def options(model: Path, index: str = "flat", **extra: Any) -> BuildOptions:
+def options(model: Path, index: str = "flat", **dense: Any) -> BuildOptions:
     return BuildOptions(
         retrievers=("dense",),
-        dense_model=str(model),
-        dense_index=index,
+        dense=DenseOptions(model=str(model), index=index, **dense),
         batch_size=4,
         progress=False,
-        extra=extra,
     )
 
 
 def test_vectors_are_encoder_output_in_doc_store_order(tmp_path: Path, tiny_model: Path) -> None:
     corpus = write_corpus(tmp_path / "c.jsonl", 11)
-    manifest = build_collection(corpus, tmp_path / "col", options(tiny_model, dense_shard_size=4))
+    manifest = build_collection(corpus, tmp_path / "col", options(tiny_model, shard_size=4))
     entry = manifest.sub_indexes["dense"]
     assert entry["index"] == {"type": "flat"} and entry["dim"] == 16 and entry["count"] == 11
     assert entry["shards"] == {"size": 4, "reused": 0, "written": 3}
@@ -96,7 +94,7 @@ def test_interrupted_build_resumes_after_last_complete_shard(
     import twofold.indexing.build as build_module
 
     corpus = write_corpus(tmp_path / "c.jsonl", 10)
-    opts = options(tiny_model, dense_shard_size=3)
+    opts = options(tiny_model, shard_size=3)
     out = tmp_path / "col"
     made: dict[str, BuildContext] = {}
 
@@ -155,7 +153,7 @@ def test_ivfpq_write_read_same_results(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    params = index_params("ivfpq", len(x), 32, {})
+    params = index_params("ivfpq", len(x), 32)
     assert params["pq_m"] == 4 and params["nbits"] == 4  # fewer than 256*39 points
     index = build_faiss(x, "ivfpq", params, gpu=False)
     faiss.write_index(index, str(tmp_path / "i.faiss"))
@@ -202,10 +200,10 @@ def test_choose_index_type_and_bad_params() -> None:
     with pytest.raises(InputError, match="known"):
         choose_index_type("lsh", 10)
     with pytest.raises(InputError, match="cannot train"):
-        index_params("ivfpq", 10, 16, {})
+        index_params("ivfpq", 10, 16)
     with pytest.raises(InputError, match="divide"):
-        index_params("ivfpq", 5000, 384, {"pq_m": 7})
-    assert index_params("hnsw", 10, 8, {"hnsw_m": 8})["m"] == 8
+        index_params("ivfpq", 5000, 384, DenseOptions(pq_m=7))
+    assert index_params("hnsw", 10, 8, DenseOptions(hnsw_m=8))["m"] == 8
 
 
 def test_cli_search_and_eval_dense(

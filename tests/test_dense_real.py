@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import write_subset
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions
 from twofold.search.jobs import EvalJob, run_eval
 
 N_QUERIES, N_DOCS = 20, 100
@@ -26,7 +26,7 @@ PINNED_NDCG10 = 0.9678  # measured 2026-11-26 (recall@100 1.0, MRR@10 0.9583)
 def test_minilm_scifact_subset_ndcg(scifact_dir: Path, tmp_path: Path) -> None:
     beir = tmp_path / "scifact-subset"
     write_subset(scifact_dir, beir, N_QUERIES, N_DOCS)
-    options = BuildOptions(retrievers=("dense",), dense_index="flat", progress=False)
+    options = BuildOptions(retrievers=("dense",), dense=DenseOptions(index="flat"), progress=False)
     manifest = build_collection(beir, tmp_path / "col", options)
     assert manifest.sub_indexes["dense"]["encoder"]["name"] == "minilm-l6"
     report = run_eval(EvalJob(tmp_path / "col", beir, pipelines=("dense",), progress=False))

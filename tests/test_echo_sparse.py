@@ -15,7 +15,7 @@ import torch
 
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, SparseOptions
 from twofold.indexing.collection import Collection
 from twofold.models.echo import EchoSparseEncoder, is_causal_lm, load_sparse_encoder
 from twofold.models.sparse import IdfQueryEncoder, MLMSparseEncoder, load_tokenizer, model_idf
@@ -134,8 +134,8 @@ def _build(root: Path, model: Path) -> Collection:
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS), encoding="utf-8")
     options = BuildOptions(
         retrievers=("sparse", "splade"),
-        sparse_model=str(model),
-        splade_model=str(model),
+        sparse=SparseOptions(model=str(model)),
+        splade=SparseOptions(model=str(model)),
         max_length=32,
         batch_size=2,
         progress=False,

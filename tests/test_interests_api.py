@@ -15,7 +15,7 @@ from tests.test_api import run_in_thread
 from twofold.app.cli import main
 from twofold.app.settings import Settings
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, InterestOptions
 
 ALL_IDS = {d["_id"] for d in TINY_DOCS}
 
@@ -26,7 +26,11 @@ def interests_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS))
     out = root / "tiny"
-    options = BuildOptions(retrievers=("dense", "interests"), n_clusters=2, progress=False)
+    options = BuildOptions(
+        retrievers=("dense", "interests"),
+        interests=InterestOptions(n_clusters=2),
+        progress=False,
+    )
     build_collection(corpus, out, options)
     return out
 

@@ -15,7 +15,7 @@ from tests.test_reranker import save_tiny_cross_encoder
 from twofold.app.cli import main
 from twofold.core.errors import InputError
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
 from twofold.search.pipeline import build_pipeline
 from twofold.train.optimize import OptimizeJob, optimize, paired_p_value
@@ -43,7 +43,10 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
     model = make_tiny_model(tmp_path / "dense", hidden=16)
     options = BuildOptions(
-        retrievers=("bm25", "dense"), dense_model=str(model), batch_size=8, progress=False
+        retrievers=("bm25", "dense"),
+        dense=DenseOptions(model=str(model)),
+        batch_size=8,
+        progress=False,
     )
     build_collection(data / "corpus.jsonl", tmp_path / "c", options)
     return tmp_path / "c", data

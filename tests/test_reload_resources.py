@@ -22,7 +22,7 @@ from twofold.app.state import AppState, close_state, load_state, reload_collecti
 from twofold.core.errors import CollectionError
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, InterestOptions
 
 ALL = ("bm25", "sparse", "dense", "interests")
 
@@ -32,7 +32,7 @@ def options(max_docs: int | None = None, retrievers: tuple[str, ...] = ALL) -> B
         retrievers=retrievers,
         max_docs=max_docs,
         max_length=64,
-        n_clusters=2,
+        interests=InterestOptions(n_clusters=2),
         device="cpu",
         progress=False,
     )

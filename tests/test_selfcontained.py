@@ -16,7 +16,7 @@ from tests.test_dense_model import make_tiny_model as make_dense_model
 from tests.test_sparse_unit import make_tiny_model as make_mlm
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions, SparseOptions
 from twofold.indexing.bundle import bundle_model
 from twofold.indexing.collection import Collection
 from twofold.indexing.verify import verify_collection
@@ -46,8 +46,8 @@ def test_a_collection_answers_after_its_models_were_deleted_from_another_cwd(
     monkeypatch.chdir(work)
     options = BuildOptions(
         retrievers=("bm25", "splade", "dense"),
-        dense_model="models/dense",  # relative to the build's working directory
-        splade_model="models/mlm",
+        dense=DenseOptions(model="models/dense"),  # relative to the build's working directory
+        splade=SparseOptions(model="models/mlm"),
         max_length=32,
         batch_size=2,
         device="cpu",

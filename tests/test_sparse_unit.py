@@ -19,7 +19,7 @@ import torch
 from twofold.core.errors import InputError
 from twofold.core.types import Query
 from twofold.indexing.build import build_collection, partial_dir
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, SparseOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.sparse_index import quantize
 from twofold.models import sparse as msparse
@@ -73,8 +73,8 @@ def build_tiny_collection(root: Path, retrievers: tuple[str, ...], with_idf: boo
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS), encoding="utf-8")
     options = BuildOptions(
         retrievers=retrievers,
-        sparse_model=str(model),
-        splade_model=str(model),
+        sparse=SparseOptions(model=str(model)),
+        splade=SparseOptions(model=str(model)),
         max_length=32,
         batch_size=2,
         progress=False,
@@ -168,15 +168,16 @@ def test_idf_query_encoder_hand_computed(tiny_models: dict[str, Path]) -> None:
 
 
 # ----------------------------------------------------------------------------- index
-def _build(corpus: Path, out: Path, model: Path, **extra: Any) -> Collection:
+def _build(
+    corpus: Path, out: Path, model: Path, splade_top_k: int | None = None, **sparse: Any
+) -> Collection:
     options = BuildOptions(
         retrievers=("sparse", "splade"),
-        sparse_model=str(model),
-        splade_model=str(model),
+        sparse=SparseOptions(model=str(model), **sparse),
+        splade=SparseOptions(model=str(model), top_k=splade_top_k, **sparse),
         max_length=32,
         batch_size=2,
         progress=False,
-        extra=extra,
     )
     build_collection(corpus, out, options)
     return Collection(out)
@@ -257,7 +258,7 @@ def test_resume_keeps_finished_shards(
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", crash_on_second)
     out = tmp_path / "resumed"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _build(tiny_corpus, out, model, sparse_shard_size=2)
+        _build(tiny_corpus, out, model, shard_size=2)
     shard0 = partial_dir(out) / "sparse" / "shards" / "shard-00000.npz"
     assert shard0.is_file() and not out.exists()
     stamp = shard0.stat().st_mtime_ns
@@ -272,12 +273,12 @@ def test_resume_keeps_finished_shards(
         return real(self, ids, batch_size)
 
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", counting)
-    resumed = _build(tiny_corpus, out, model, sparse_shard_size=2)
+    resumed = _build(tiny_corpus, out, model, shard_size=2)
     # sparse: shards 1 and 2 (2 + 1 docs) only; splade reuses the sparse doc side
     assert resumed_calls == [2, 1]
     assert "doc_side" in resumed.manifest.sub_indexes["splade"]
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", real)
-    fresh = _build(tiny_corpus, tmp_path / "fresh", model, sparse_shard_size=2)
+    fresh = _build(tiny_corpus, tmp_path / "fresh", model, shard_size=2)
     assert np.allclose(_dense(resumed.index("sparse")), _dense(fresh.index("sparse")))
 
 
@@ -307,11 +308,11 @@ def test_cli_build_flags_reach_the_manifest(
         assert np.bincount(np.asarray(index.native.docs)).max() <= 4  # terms per doc
 
 
-def test_sparse_extra_rejects_bad_values() -> None:
-    from twofold.indexing.sparse_build import sparse_extra
-
-    assert sparse_extra(top_k=3) == {"sparse_top_k": 3, "splade_top_k": 3}
-    with pytest.raises(InputError, match="engine"):
-        sparse_extra(engine="faiss")
-    with pytest.raises(InputError, match="scale"):
-        sparse_extra(scale=0.0)
+def test_sparse_options_reject_bad_values_naming_the_flag() -> None:
+    assert SparseOptions(top_k=3).built_engines == ["native", "lucene", "seismic"]
+    with pytest.raises(InputError, match="--sparse-engine must be one of"):
+        SparseOptions(engine="faiss")
+    with pytest.raises(InputError, match="--quant-scale must be > 0"):
+        SparseOptions(scale=0.0)
+    with pytest.raises(InputError, match="--sparse-engine lucene is not built"):
+        SparseOptions(engine="lucene", engines=("seismic",))

@@ -16,7 +16,7 @@ from twofold.core.errors import CollectionError, InputError
 from twofold.core.types import Query
 from twofold.indexing.adapter import read_adapter, remove_adapter, residual, write_adapter
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
 from twofold.search.dense import DenseRetriever
 from twofold.train.adapter import AdapterConfig, train_adapter
@@ -39,7 +39,10 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
     model = make_tiny_model(root / "model", hidden=16)
     corpus = write_corpus(root / "corpus.jsonl", 60, seed=3)
     options = BuildOptions(
-        retrievers=("bm25", "dense"), dense_model=str(model), batch_size=8, progress=False
+        retrievers=("bm25", "dense"),
+        dense=DenseOptions(model=str(model)),
+        batch_size=8,
+        progress=False,
     )
     build_collection(corpus, root / "c", options)
     return Collection(root / "c")

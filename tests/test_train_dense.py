@@ -17,7 +17,7 @@ from tests.test_dense_model import make_tiny_model
 from tests.test_train_adapter import labelled_queries
 from twofold.core.errors import InputError
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
 from twofold.models.dense import DenseEncoder
 from twofold.models.registry import MODELS
@@ -39,7 +39,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Collection, Path]:
     model = make_tiny_model(root / "model", hidden=16)
     corpus = write_corpus(root / "corpus.jsonl", 60, seed=5)
     options = BuildOptions(
-        retrievers=("bm25", "dense"), dense_model=str(model), batch_size=8, progress=False
+        retrievers=("bm25", "dense"),
+        dense=DenseOptions(model=str(model)),
+        batch_size=8,
+        progress=False,
     )
     build_collection(corpus, root / "c", options)
     return Collection(root / "c"), model
@@ -67,7 +70,9 @@ def test_few_steps_lower_the_loss_and_the_output_builds(
     assert vecs.shape == (2, 16) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
     built = tmp_path / "rebuilt"
     source = collection.path.parent / "corpus.jsonl"
-    options = BuildOptions(retrievers=("dense",), dense_model=str(out), progress=False)
+    options = BuildOptions(
+        retrievers=("dense",), dense=DenseOptions(model=str(out)), progress=False
+    )
     build_collection(source, built, options)
     assert Collection(built).has("dense")
 

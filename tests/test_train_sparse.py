@@ -16,7 +16,7 @@ from twofold.app.cli import main
 from twofold.core.errors import InputError
 from twofold.core.types import Hit, Query, Ranking
 from twofold.indexing.build import build_collection
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, SparseOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.sparse_build import doc_text
@@ -191,7 +191,7 @@ def test_loop_learns_and_the_model_builds_a_collection(
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS))
     options = BuildOptions(
-        retrievers=("sparse",), sparse_model=str(out), max_length=32, progress=False
+        retrievers=("sparse",), sparse=SparseOptions(model=str(out)), max_length=32, progress=False
     )
     build_collection(corpus, tmp_path / "c", options)
     built = Collection(tmp_path / "c")

@@ -16,7 +16,7 @@ from tests.test_dense_model import make_tiny_model as make_dense_model
 from tests.test_sparse_unit import VOCAB, _dense
 from tests.test_sparse_unit import make_tiny_model as make_mlm
 from twofold.indexing.build import build_collection, partial_dir
-from twofold.indexing.buildctx import BuildOptions
+from twofold.indexing.buildctx import BuildOptions, DenseOptions, SparseOptions
 from twofold.indexing.collection import Collection
 from twofold.models.dense import DenseEncoder
 from twofold.models.registry import MODELS, model_fingerprint, sha256_file
@@ -34,17 +34,16 @@ def retrain(model: Path, seed: int = 1) -> None:
     BertForMaskedLM(config).eval().save_pretrained(model)
 
 
-def options(model: Path, retrievers: tuple[str, ...], **extra: Any) -> BuildOptions:
+def options(model: Path, retrievers: tuple[str, ...], **sparse: Any) -> BuildOptions:
     return BuildOptions(
         retrievers=retrievers,
-        sparse_model=str(model),
-        splade_model=str(model),
-        dense_model=str(model.parent / "dense"),
+        sparse=SparseOptions(model=str(model), **sparse),
+        splade=SparseOptions(model=str(model), **sparse),
+        dense=DenseOptions(model=str(model.parent / "dense")),
         max_length=32,
         batch_size=2,
         device="cpu",
         progress=False,
-        extra=extra,
     )
 
 
@@ -82,14 +81,14 @@ def test_shards_of_old_weights_are_not_reused_after_a_retrain(
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", crash_on_second)
     out = tmp_path / "resumed"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        build_collection(tiny_corpus, out, options(model, ("sparse",), sparse_shard_size=2))
+        build_collection(tiny_corpus, out, options(model, ("sparse",), shard_size=2))
     assert (partial_dir(out) / "sparse" / "shards" / "shard-00000.npz").is_file()
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", real)
 
     retrain(model)
-    resumed = build_collection(tiny_corpus, out, options(model, ("sparse",), sparse_shard_size=2))
+    resumed = build_collection(tiny_corpus, out, options(model, ("sparse",), shard_size=2))
     fresh = build_collection(
-        tiny_corpus, tmp_path / "fresh", options(model, ("sparse",), sparse_shard_size=2)
+        tiny_corpus, tmp_path / "fresh", options(model, ("sparse",), shard_size=2)
     )
     new_sha = sha256_file(model / "model.safetensors")
     assert resumed.sub_indexes["sparse"]["encoder"]["sha256"] == new_sha

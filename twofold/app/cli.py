@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from twofold.core.errors import TwofoldError
 
 if TYPE_CHECKING:
+    from twofold.indexing.buildctx import BuildOptions
     from twofold.indexing.milvus_store import MilvusTarget
 
 Handler = Callable[[argparse.Namespace], int]
@@ -38,14 +39,28 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_build(args: argparse.Namespace) -> int:
-    from twofold.indexing.build import build_collection
-    from twofold.indexing.buildctx import BuildOptions
+def _build_options(args: argparse.Namespace) -> BuildOptions:
+    """``twofold index build``'s flags as typed options (each checked where it is made)."""
+    from twofold.indexing.buildctx import (
+        BuildOptions,
+        DenseOptions,
+        InterestOptions,
+        SparseOptions,
+    )
     from twofold.indexing.corpus import CorpusFormat
-    from twofold.indexing.sparse_build import sparse_extra
 
-    options = BuildOptions(
-        retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
+    def comma_list(value: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+
+    shared = {
+        "top_k": args.prune_top_k,
+        "max_ratio": args.prune_max_ratio,
+        "scale": args.quant_scale,
+        "engine": args.sparse_engine,
+        **({} if args.sparse_engines is None else {"engines": comma_list(args.sparse_engines)}),
+    }
+    return BuildOptions(
+        retrievers=comma_list(args.retrievers),
         corpus_format=CorpusFormat(
             args.format, args.id_field, args.title_field, args.text_field, args.tsv_header
         ),
@@ -54,22 +69,29 @@ def _index_build(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        sparse_model=args.sparse_model,
-        splade_model=args.splade_model,
-        dense_model=args.dense_model,
-        dense_index=args.dense_index,
-        n_clusters=args.clusters,
         progress=not args.quiet,
-        extra=sparse_extra(
-            args.prune_top_k,
-            args.prune_max_ratio,
-            args.quant_scale,
-            args.sparse_engine,
-            engines=None
-            if args.sparse_engines is None
-            else tuple(e.strip() for e in args.sparse_engines.split(",") if e.strip()),
+        sparse=SparseOptions(model=args.sparse_model, query_min_idf=args.query_min_idf, **shared),
+        splade=SparseOptions(model=args.splade_model, **shared),
+        dense=DenseOptions(
+            model=args.dense_model,
+            index=args.dense_index,
+            hnsw_m=args.hnsw_m,
+            hnsw_ef_construction=args.hnsw_ef_construction,
+            hnsw_ef_search=args.hnsw_ef_search,
+            ivf_nlist=args.ivf_nlist,
+            ivf_nprobe=args.ivf_nprobe,
+            pq_m=args.pq_m,
+            pq_nbits=args.pq_nbits,
+            refine_k_factor=args.refine_k_factor,
         ),
+        interests=InterestOptions(n_clusters=args.clusters),
     )
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from twofold.indexing.build import build_collection
+
+    options = _build_options(args)
     manifest = build_collection(Path(args.corpus), Path(args.out), options, _milvus_target(args))
     skipped = manifest.corpus.get("skipped", 0)
     print(
@@ -190,8 +212,11 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "build",
         help="build a collection from a corpus",
         description="Build a collection (doc store + sub-indexes) from a corpus "
-        "file or a BEIR dataset directory. Interrupted builds resume when rerun "
-        "with the same arguments; bad input changes nothing at --out.",
+        "file or a BEIR dataset directory. Every option is checked before any "
+        "encoding starts. Interrupted builds resume when rerun with the same arguments. "
+        "Bad input changes nothing at --out; found after the documents were read (e.g. "
+        "--clusters above the document count), it keeps the partial build, and a rerun "
+        "with the option fixed reuses the doc store and the finished sub-indexes.",
     )
     p.add_argument("corpus", help="corpus file (.jsonl BEIR/jsonl, .tsv) or BEIR dataset dir")
     p.add_argument("--out", required=True, help="collection directory to publish")
@@ -221,8 +246,19 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--splade-model", default="splade-tiny", help="siamese SPLADE model")
     p.add_argument("--dense-model", default="minilm-l6", help="dense bi-encoder model")
-    p.add_argument("--dense-index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"])
-    p.add_argument("--clusters", type=int, default=None, help="kNN-Embed interest clusters")
+    p.add_argument(
+        "--dense-index",
+        default="auto",
+        choices=["auto", "flat", "hnsw", "ivfpq"],
+        help="dense: FAISS index (auto: flat below 100,000 docs, hnsw below 2M, ivfpq above)",
+    )
+    _add_dense_index_flags(p)
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=None,
+        help="kNN-Embed interest clusters, 1 to the document count (default round(sqrt(n)))",
+    )
     p.add_argument(
         "--prune-top-k", type=int, default=None, help="sparse/splade: keep k terms per doc"
     )
@@ -235,8 +271,15 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--quant-scale",
         type=float,
-        default=None,
+        default=100.0,
         help="sparse/splade: Lucene impacts are round(w * SCALE) (default 100)",
+    )
+    p.add_argument(
+        "--query-min-idf",
+        type=float,
+        default=0.0,
+        help="sparse (inference-free): drop query tokens with idf below this, >= 0 "
+        "(default 0: exact)",
     )
     p.add_argument(
         "--sparse-engine",
@@ -269,6 +312,27 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--milvus-dense-index", default="hnsw", choices=["hnsw", "ivf_flat"])
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_index_build)
+
+
+def _add_dense_index_flags(p: argparse.ArgumentParser) -> None:
+    """HNSW and IVF-PQ parameters of the dense index (``DenseOptions``)."""
+    flags: list[tuple[str, int | None, str]] = [
+        ("--hnsw-m", 32, "hnsw: links per node, M (default 32)"),
+        ("--hnsw-ef-construction", 80, "hnsw: efConstruction (default 80)"),
+        ("--hnsw-ef-search", 128, "hnsw: efSearch (default 128)"),
+        ("--ivf-nlist", None, "ivfpq: IVF cells (default about 4 sqrt(n), >= 39 docs a cell)"),
+        ("--ivf-nprobe", None, "ivfpq: cells visited per query (default min(nlist, 16))"),
+        (
+            "--pq-m",
+            None,
+            "ivfpq: PQ sub-quantizers; must divide the model's dimension "
+            "(default: the divisor nearest dim/8)",
+        ),
+        ("--pq-nbits", None, "ivfpq: bits per PQ code, 1-16 (default 8, 4 below 9,984 docs)"),
+        ("--refine-k-factor", 8, "ivfpq: exact rescoring of factor * k candidates (default 8)"),
+    ]
+    for flag, default, text in flags:
+        p.add_argument(flag, type=int, default=default, help=f"dense {text}")
 
 
 def build_parser() -> argparse.ArgumentParser:

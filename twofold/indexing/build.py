@@ -1,12 +1,19 @@
 """Build a collection: doc store, then each sub-index, then the manifest, then publish.
 
 The build happens in a hidden sibling ``.NAME.partial`` of the output directory. A
-crash leaves it there and the next run with the same options resumes: finished
-sub-indexes are kept (each marks itself complete) and builders that shard their
-work keep finished shards. Bad input removes the partial directory: a failed build
-changes nothing at the output path. Publishing (``indexing.publish``) fsyncs the
-partial directory, renames it to a version ``.NAME.vN`` and swaps the link ``NAME``
-over to it atomically: the name always resolves, to a whole collection.
+crash leaves it there and the next run resumes: the doc store is kept when the corpus
+and its options are the same, each finished sub-index (it marks itself complete) when
+its own options are the same (``BuildOptions.subindex_fingerprint``, recorded in the
+resume state), and builders that shard their work keep finished shards.
+
+Options are checked before anything is written (``indexing.preflight``), and against
+the document count right after the doc store is written. Bad input found before the
+doc store was written removes the partial directory, so nothing is left on disk; found
+later, the partial build is kept and the error says what a rerun with the option fixed
+reuses. Either way the published collection at the output path is not touched.
+Publishing (``indexing.publish``) fsyncs the partial directory, renames it to a version
+``.NAME.vN`` and swaps the link ``NAME`` over to it atomically: the name always
+resolves, to a whole collection.
 
 One build at a time per output: a build holds an exclusive ``fcntl`` lock on
 ``.NAME.lock`` beside the partial directory from before it touches anything until it
@@ -31,7 +38,7 @@ from typing import Any
 
 from twofold import __version__
 from twofold.core.errors import InputError, TwofoldError
-from twofold.indexing.buildctx import BuildContext, BuildOptions
+from twofold.indexing.buildctx import RETRIEVER_NAMES, BuildContext, BuildOptions
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
 from twofold.indexing.manifest import MANIFEST, Manifest, write_manifest
@@ -41,6 +48,7 @@ from twofold.indexing.milvus_store import (
     drop_local_vectors,
     push_to_milvus,
 )
+from twofold.indexing.preflight import check_doc_count, check_options
 from twofold.indexing.publish import publish as publish_version
 from twofold.indexing.publish import recover_interrupted_publish
 from twofold.indexing.subindexes import SUBINDEXES
@@ -62,6 +70,21 @@ def lock_path(out: Path) -> Path:
 
 class BuildLocked(InputError):
     """Another build into the same output directory is running."""
+
+
+class PartialBuildKept(InputError):
+    """Bad input found after the doc store was written: the partial build ``partial``
+    is kept, and a rerun with the option fixed reuses ``kept`` (the doc store, finished
+    sub-indexes)."""
+
+    def __init__(self, cause: InputError, partial: Path, kept: list[str]) -> None:
+        self.partial, self.kept = partial, kept
+        super().__init__(
+            f"{cause}\nthe partial build is kept in {partial} ({', '.join(kept)} finished); "
+            "rerun the same `twofold index build` command with the option fixed: it resumes "
+            "there and reuses what is finished (a sub-index whose own options changed is "
+            "built again; a change to the corpus or its options starts over)"
+        )
 
 
 def _lock(path: Path, out: Path) -> int:
@@ -134,28 +157,44 @@ def _check_output(out: Path) -> None:
 
 
 def _state(corpus: Path, options: BuildOptions) -> dict[str, Any]:
+    """What the doc store of a partial build was made from (it is reused when equal)."""
     stat = corpus.stat()
     return {
         "corpus": str(corpus.resolve()),
         "size": stat.st_size,
         "mtime": stat.st_mtime,
-        "options": options.fingerprint(),
+        "docs": options.docs_fingerprint(),
         "twofold": __version__,
     }
 
 
-def _prepare_partial(staging: Path, state: dict[str, Any]) -> bool:
-    """Reuse a partial build with identical inputs; else start clean. True = resuming."""
-    state_file = staging / STATE
+def _read_state(staging: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = json.loads((staging / STATE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return state
+
+
+def _write_state(staging: Path, state: dict[str, Any]) -> None:
+    tmp = staging / (STATE + ".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(staging / STATE)
+
+
+def _prepare_partial(staging: Path, state: dict[str, Any], names: list[str]) -> bool:
+    """Reuse a partial build of the same corpus and doc options (dropping sub-indexes no
+    longer wanted); else start clean. True = resuming."""
     if staging.is_dir():
-        try:
-            if json.loads(state_file.read_text()) == state:
-                return True
-        except (OSError, json.JSONDecodeError):
-            pass
+        prior = _read_state(staging)
+        if {k: v for k, v in prior.items() if k != "finished"} == state:
+            for name in RETRIEVER_NAMES:
+                if name not in names and (staging / name).is_dir():
+                    shutil.rmtree(staging / name)
+            return True
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    state_file.write_text(json.dumps(state))
+    _write_state(staging, {**state, "finished": {}})
     return False
 
 
@@ -199,17 +238,21 @@ def _write_docs(corpus: Path, staging: Path, options: BuildOptions) -> dict[str,
 def _build_subindexes(
     staging: Path, names: list[str], options: BuildOptions, device: str
 ) -> dict[str, dict[str, Any]]:
-    """Build each sub-index not yet marked complete in ``staging``; their manifest entries."""
+    """Build each sub-index not yet marked complete in ``staging`` with its current
+    options; their manifest entries."""
     ctx = BuildContext(DocStore(staging / "docs"), options, device)
     entries: dict[str, dict[str, Any]] = {}
     rebuilt: set[str] = set()  # built in this run: what requires them is built again
     for name in names:
         sub = staging / name
         marker = sub / COMPLETE
+        wanted = options.subindex_fingerprint(name)
         if marker.is_file():
             entry = json.loads(marker.read_text())
+            same = _read_state(staging).get("finished", {}).get(name) == wanted
             stale = rebuilt.intersection(SUBINDEXES.get(name).requires)
-            if not stale and not _weights_changed(name, entry):
+            if same and not stale and not _weights_changed(name, entry):
+                log.info("%s: finished in the partial build; reused", name)
                 entries[name] = entry
                 continue
             shutil.rmtree(sub)
@@ -218,6 +261,9 @@ def _build_subindexes(
         t0 = time.time()
         entry = SUBINDEXES.get(name).load().build(ctx, sub)
         entry["build_seconds"] = round(time.time() - t0, 3)
+        state = _read_state(staging)
+        state.setdefault("finished", {})[name] = wanted
+        _write_state(staging, state)  # before the marker: a marker implies its options
         marker.write_text(json.dumps(entry))
         entries[name] = entry
     ctx.docs.close()
@@ -257,6 +303,7 @@ def build_collection(
     what the query side needs (see ``milvus_store``)."""
     corpus = resolve_corpus_path(corpus)
     names = ordered_retrievers(options.retrievers)
+    check_options(options, names)  # model names, PQ m vs the model's dimension
     with build_lock(out):
         return _build_locked(corpus, out, names, options, milvus)
 
@@ -276,15 +323,18 @@ def _build_locked(
     started = time.time()
     staging = partial_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if _prepare_partial(staging, _state(corpus, options)):
+    if _prepare_partial(staging, _state(corpus, options), names):
         log.info("resuming the partial build in %s", staging)
     try:
         corpus_info = _write_docs(corpus, staging, options)
+        check_doc_count(options, names, int(corpus_info["read"]))
         entries = _build_subindexes(staging, names, options, device)
-    except InputError:
-        # Bad input or options: nothing to resume, and nothing may change on disk.
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except InputError as exc:
+        kept = _finished(staging)
+        if not kept:  # nothing written worth keeping: leave nothing on disk
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        raise PartialBuildKept(exc, staging, kept) from exc
     if milvus is not None:
         entries = push_to_milvus(
             staging, entries, DocStore(staging / "docs"), milvus, out, options.progress
@@ -309,8 +359,15 @@ def _build_locked(
     return manifest
 
 
+def _finished(staging: Path) -> list[str]:
+    """What a rerun of a partial build can reuse: the doc store, finished sub-indexes."""
+    done = ["doc store"] if (staging / "docs" / COMPLETE).is_file() else []
+    return done + [n for n in RETRIEVER_NAMES if (staging / n / COMPLETE).is_file()]
+
+
 def publish(staging: Path, out: Path) -> None:
     """Move a finished build into place (``indexing.publish``: fsync, then an atomic
     swap of the link ``out``); an older collection at ``out`` is replaced."""
     (staging / STATE).unlink(missing_ok=True)
+    (staging / (STATE + ".tmp")).unlink(missing_ok=True)  # left by a crash mid-write
     publish_version(staging, out)

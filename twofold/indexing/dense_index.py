@@ -20,9 +20,9 @@ installed FAISS sees a GPU (``faiss-gpu-cu12``) IVF-PQ is trained and filled the
 (``index_cpu_to_gpu``) and stored as a CPU index (``index_gpu_to_cpu``) for serving.
 HNSW is always built on the CPU (FAISS has no GPU HNSW); flat needs no building.
 
-Parameters come from ``BuildOptions.extra`` when given there: ``dense_shard_size``,
-``hnsw_m``, ``hnsw_ef_construction``, ``hnsw_ef_search``, ``ivf_nlist``, ``ivf_nprobe``,
-``pq_m``, ``pq_nbits``, ``refine_k_factor``, ``dense_query_prefix``, ``dense_doc_prefix``.
+Parameters come from ``BuildOptions.dense`` (``DenseOptions``: the model, the index
+type, HNSW M / efConstruction / efSearch, IVF nlist / nprobe, PQ m / nbits, the refine
+factor, the text prefixes, the shard size).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from twofold.core.errors import CollectionError, InputError
-from twofold.indexing.buildctx import BuildContext
+from twofold.indexing.buildctx import BuildContext, DenseOptions
 from twofold.indexing.bundle import bundle_model, bundled_model, model_reference
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,8 @@ FORMAT_VERSION = 1
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 HNSW_FROM = 100_000
 IVFPQ_FROM = 2_000_000
-SHARD_SIZE = 8192
 ENCODE_CHUNK = 512  # texts encoded per call (length-sorted within it)
 ADD_CHUNK = 65_536
-DEFAULTS: dict[str, dict[str, int]] = {
-    "flat": {},
-    "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
-    "ivfpq": {"nbits": 8, "refine_k_factor": 8},
-}
 
 
 def choose_index_type(requested: str, n: int) -> str:
@@ -71,7 +65,9 @@ def choose_index_type(requested: str, n: int) -> str:
     return "hnsw" if n < IVFPQ_FROM else "ivfpq"
 
 
-def index_params(kind: str, n: int, dim: int, extra: Mapping[str, Any]) -> dict[str, int]:
+def index_params(
+    kind: str, n: int, dim: int, options: DenseOptions | None = None
+) -> dict[str, int]:
     """The parameters of an index of ``kind`` over ``n`` vectors of size ``dim``.
 
     HNSW (Malkov & Yashunin 2018): ``m`` links per node (M), ``ef_construction`` and
@@ -79,31 +75,46 @@ def index_params(kind: str, n: int, dim: int, extra: Mapping[str, Any]) -> dict[
     (about 4 sqrt(n), at least 39 training points each), ``nprobe`` cells visited,
     ``pq_m`` sub-quantizers of ``nbits`` bits (``dim / pq_m`` dims each, 8 by default);
     the refine stage rescores ``refine_k_factor * k`` candidates with the exact vectors.
-    """
-    p = dict(DEFAULTS[kind])
+    ``None`` in ``options``: derived from ``n`` and ``dim``; values that cannot work for
+    them raise ``InputError`` naming the flag."""
+    o = options or DenseOptions()
     if kind == "hnsw":
-        p["m"] = int(extra.get("hnsw_m", p["m"]))
-        p["ef_construction"] = int(extra.get("hnsw_ef_construction", p["ef_construction"]))
-        p["ef_search"] = int(extra.get("hnsw_ef_search", p["ef_search"]))
-    elif kind == "ivfpq":
-        nbits = int(extra.get("pq_nbits", 8 if n >= 256 * 39 else 4))
-        nlist = int(extra.get("ivf_nlist", max(1, min(int(4 * math.sqrt(n)), n // 39))))
-        pq_m = int(extra.get("pq_m", _divisor_near(dim, max(1, dim // 8))))
-        if dim % pq_m:
-            raise InputError(f"pq_m={pq_m} must divide the dimension {dim}")
-        if n < 2**nbits or n < nlist:
-            raise InputError(
-                f"IVF-PQ over {n} vectors cannot train {2**nbits}-centroid codebooks and "
-                f"{nlist} cells; use --dense-index flat or hnsw"
-            )
-        p.update(
-            nlist=nlist,
-            nprobe=int(extra.get("ivf_nprobe", max(1, min(nlist, 16)))),
-            pq_m=pq_m,
-            nbits=nbits,
-            refine_k_factor=int(extra.get("refine_k_factor", p["refine_k_factor"])),
+        return {
+            "m": o.hnsw_m,
+            "ef_construction": o.hnsw_ef_construction,
+            "ef_search": o.hnsw_ef_search,
+        }
+    if kind != "ivfpq":
+        return {}
+    nbits = o.pq_nbits if o.pq_nbits is not None else (8 if n >= 256 * 39 else 4)
+    nlist = o.ivf_nlist if o.ivf_nlist is not None else max(1, min(int(4 * math.sqrt(n)), n // 39))
+    pq_m = o.pq_m if o.pq_m is not None else _divisor_near(dim, max(1, dim // 8))
+    check_pq_m(pq_m, dim)
+    if n < 2**nbits or n < nlist:
+        raise InputError(
+            f"IVF-PQ over {n} vectors cannot train {2**nbits}-centroid codebooks "
+            f"(--pq-nbits {nbits}) and {nlist} cells (--ivf-nlist); lower them or use "
+            "--dense-index flat or hnsw"
         )
-    return p
+    nprobe = o.ivf_nprobe if o.ivf_nprobe is not None else max(1, min(nlist, 16))
+    if nprobe > nlist:
+        raise InputError(f"--ivf-nprobe {nprobe} exceeds the {nlist} IVF cells (--ivf-nlist)")
+    return {
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "pq_m": pq_m,
+        "nbits": nbits,
+        "refine_k_factor": o.refine_k_factor,
+    }
+
+
+def check_pq_m(pq_m: int, dim: int) -> None:
+    """PQ cuts a vector into ``pq_m`` equal parts: ``pq_m`` must divide ``dim``."""
+    if dim % pq_m:
+        divisors = ", ".join(str(d) for d in range(1, dim + 1) if dim % d == 0)
+        raise InputError(
+            f"--pq-m {pq_m} must divide the dense model's dimension {dim} (divisors: {divisors})"
+        )
 
 
 def _divisor_near(dim: int, target: int) -> int:
@@ -278,21 +289,19 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     """Encode the doc store into ``out/vectors.npy`` and build the FAISS index."""
     from twofold.models.dense import DenseEncoder
 
-    opts, extra = ctx.options, ctx.options.extra
+    opts, dense = ctx.options, ctx.options.dense
     encoder = DenseEncoder(
-        opts.dense_model,
+        dense.model,
         device=ctx.device,
         max_length=opts.max_length,
         batch_size=opts.batch_size,
-        query_prefix=extra.get("dense_query_prefix"),
-        doc_prefix=extra.get("dense_doc_prefix"),
+        query_prefix=dense.query_prefix,
+        doc_prefix=dense.doc_prefix,
     )
     n, dim = len(ctx.docs), encoder.dim
-    kind = choose_index_type(opts.dense_index, n)
-    params = index_params(kind, n, dim, extra)  # fail on bad parameters before encoding
-    shard_size = int(extra.get("dense_shard_size", SHARD_SIZE))
-    if shard_size < 1:
-        raise InputError("dense_shard_size must be at least 1")
+    kind = choose_index_type(dense.index, n)
+    params = index_params(kind, n, dim, dense)  # checked in preflight; hub models only here
+    shard_size = dense.shard_size
     out.mkdir(parents=True, exist_ok=True)
     state = {"encoder": encoder.fingerprint(), **encoder.config(), "shard_size": shard_size}
     state_file, shards = out / "shards.json", out / "shards"
@@ -314,9 +323,9 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     state_file.unlink()
     return {
         "format_version": FORMAT_VERSION,
-        "model": model_reference(opts.dense_model),
+        "model": model_reference(dense.model),
         "encoder": encoder.fingerprint(),
-        "model_files": bundle_model(opts.dense_model, out),  # the query side loads this
+        "model_files": bundle_model(dense.model, out),  # the query side loads this
         **encoder.config(),
         "metric": "inner_product",
         "normalized": True,

@@ -16,10 +16,10 @@ Layout (``interests/``):
   codes are a second copy of the vectors (``n * d * 4`` bytes), which also lets the
   index return any document's embedding without the dense sub-index.
 
-``C`` defaults to ``round(sqrt(n))`` clipped to ``[1, n]`` (the ``n_clusters`` build
-option overrides it; 37 for Cranfield's 1,400 documents, 72 for SciFact's 5,183).
-Extra build options (``BuildOptions.extra``): ``interests_seed`` (default 0) and
-``interests_niter`` (k-means iterations, default 25).
+``C`` defaults to ``round(sqrt(n))`` clipped to ``[1, n]`` (``--clusters``,
+``InterestOptions.n_clusters``, overrides it; 37 for Cranfield's 1,400 documents, 72 for
+SciFact's 5,183). ``InterestOptions`` also holds the k-means ``seed`` (default 0) and
+``niter`` (iterations, default 25).
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from twofold.core.errors import CollectionError, InputError
-from twofold.indexing.buildctx import BuildContext
+from twofold.indexing.buildctx import BuildContext, InterestOptions
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-DEFAULT_SEED = 0
-DEFAULT_NITER = 25
+DEFAULT_SEED = InterestOptions().seed
+DEFAULT_NITER = InterestOptions().niter
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -178,14 +178,14 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
             f"dense vectors ({vectors.shape[0]}) and doc store ({len(ctx.docs)}) disagree"
         )
     use_gpu = ctx.device != "cpu" and _faiss().get_num_gpus() > 0
-    extra = ctx.options.extra
+    o = ctx.options.interests
     log.info("interests: spherical k-means on %s", "GPU" if use_gpu else "CPU")
     return write_interests(
         vectors,
         out,
-        ctx.options.n_clusters,
-        seed=int(extra.get("interests_seed", DEFAULT_SEED)),
-        niter=int(extra.get("interests_niter", DEFAULT_NITER)),
+        o.n_clusters,
+        seed=o.seed,
+        niter=o.niter,
         use_gpu=use_gpu,
     )
 

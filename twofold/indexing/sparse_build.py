@@ -5,15 +5,9 @@ Documents are encoded shard by shard (``shard_size`` docs, default 2048) into CS
 keeps every finished shard. Then the shards are merged into the postings, exported to
 a Lucene impact index (weights ``round(w * scale)``), and removed.
 
-Options beyond ``BuildOptions`` come from ``BuildOptions.extra`` (all optional), with
-``P`` = ``sparse`` or ``splade``: ``P_top_k``, ``P_max_ratio`` (pruning), ``P_scale``
-(quantization, default 100), ``P_shard_size``, ``P_engine`` (``native`` | ``lucene`` |
-``seismic``, the engine a retriever uses by default; unset: by collection size, see
-``sparse_seismic.default_engine``), ``P_engines`` (the engines built beside the exact
-postings, default ``lucene`` and ``seismic``; leaving ``lucene`` out skips the impact
-export), ``P_seismic`` (a dict of ``SeismicParams``), ``P_token_budget``; and
-``sparse_query_min_idf`` (inference-free query side: drop tokens with idf below it;
-default 0, exact).
+The options are ``BuildOptions.sparse`` / ``BuildOptions.splade`` (``SparseOptions``:
+pruning, quantization scale, shard size, engines, Seismic parameters, token budget and,
+for the inference-free index, the query side's ``query_min_idf``).
 """
 
 from __future__ import annotations
@@ -35,8 +29,6 @@ from twofold.core.types import Doc
 from twofold.indexing.buildctx import BuildContext
 from twofold.indexing.bundle import bundle_model
 from twofold.indexing.sparse_index import (
-    DEFAULT_SCALE,
-    ENGINES,
     FORMAT_VERSION,
     iter_shards,
     shard_path,
@@ -58,70 +50,36 @@ ENGINE_INFO = {
 KINDS = {"sparse": "inference-free", "splade": "splade"}
 
 
-def sparse_extra(
-    top_k: int | None = None,
-    max_ratio: float | None = None,
-    scale: float | None = None,
-    engine: str | None = None,
-    prefixes: tuple[str, ...] = ("sparse", "splade"),
-    engines: tuple[str, ...] | None = None,
-) -> dict[str, Any]:
-    """``BuildOptions.extra`` keys for the given settings, for each learned-sparse prefix
-    (what ``twofold index build --prune-top-k/--prune-max-ratio/--quant-scale/
-    --sparse-engine`` set). ``None`` leaves a setting at its default."""
-    if engine is not None and engine not in ENGINES:
-        raise InputError(f"sparse engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if scale is not None and not scale > 0:
-        raise InputError(f"quantization scale must be > 0, not {scale}")
-    for name in engines or ():
-        if name not in ENGINES:
-            raise InputError(f"sparse engine must be one of {', '.join(ENGINES)}, not {name!r}")
-    settings: dict[str, Any] = {
-        "top_k": top_k,
-        "max_ratio": max_ratio,
-        "scale": scale,
-        "engine": engine,
-        "engines": list(engines) if engines is not None else None,
-    }
-    return {f"{p}_{k}": v for p in prefixes for k, v in settings.items() if v is not None}
-
-
 def doc_text(doc: Doc) -> str:
     """What the encoders read of a document: ``title text`` (as BM25 does)."""
     return f"{doc.title} {doc.text}".strip()
 
 
 def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
-    o, extra = ctx.options, ctx.options.extra
-    model = o.sparse_model if prefix == "sparse" else o.splade_model
-    engine = extra.get(f"{prefix}_engine")
-    if engine is None:
-        engine = default_engine(len(ctx.docs))
-    built = ["native", *extra.get(f"{prefix}_engines", ["lucene", "seismic"])]
-    built = [e for e in ENGINES if e in built]  # known order, no duplicates
-    for name in (engine, *built):
-        if name not in ENGINES:
-            raise InputError(f"{prefix} engine must be one of {', '.join(ENGINES)}, not {name!r}")
-    if engine not in built:
-        raise InputError(f"{prefix}: default engine {engine!r} is not among the built {built}")
-    top_k = extra.get(f"{prefix}_top_k")
-    ratio = extra.get(f"{prefix}_max_ratio")
+    o = ctx.options.learned_sparse(prefix)
+    engine = o.engine if o.engine is not None else default_engine(len(ctx.docs))
+    built = o.built_engines
+    if engine not in built:  # checked before encoding (preflight); kept for direct callers
+        raise InputError(
+            f"{prefix}: default engine {engine!r} is not among the built {built}; "
+            "add it to --sparse-engines or choose another --sparse-engine"
+        )
     from twofold.models.registry import model_fingerprint
 
     return {
         "kind": KINDS[prefix],
-        "model": model,
+        "model": o.model,
         # the weights read, so that a resume never mixes shards of retrained weights
-        "weights_sha256": model_fingerprint(model)["sha256"],
-        "max_length": o.max_length,
-        "top_k": int(top_k) if top_k is not None else None,
-        "max_ratio": float(ratio) if ratio is not None else None,
-        "scale": float(extra.get(f"{prefix}_scale", DEFAULT_SCALE)),
-        "shard_size": int(extra.get(f"{prefix}_shard_size", 2048)),
+        "weights_sha256": model_fingerprint(o.model)["sha256"],
+        "max_length": ctx.options.max_length,
+        "top_k": o.top_k,
+        "max_ratio": o.max_ratio,
+        "scale": float(o.scale),
+        "shard_size": o.shard_size,
         "engine": engine,
         "engines": built,
-        "seismic": SeismicParams.from_json(extra.get(f"{prefix}_seismic")).to_json(),
-        "token_budget": int(extra.get(f"{prefix}_token_budget", 512)),
+        "seismic": o.seismic.to_json(),
+        "token_budget": o.token_budget,
         "doc_count": len(ctx.docs),
     }
 
@@ -248,10 +206,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         entry["query_encoder"] = "idf: q_j = 1[j in tokens(q)] * relu(idf_j), no model"
         # query-side pruning (q_j = 0 where idf_j < query_min_idf); not a document
         # parameter, so not in PARAMS: changing it keeps finished shards
-        min_idf = float(ctx.options.extra.get("sparse_query_min_idf", 0.0))
-        if min_idf < 0:
-            raise InputError(f"sparse_query_min_idf must be >= 0, not {min_idf}")
-        entry["query_min_idf"] = min_idf
+        entry["query_min_idf"] = float(ctx.options.sparse.query_min_idf)
         entry["idf"] = {
             "source": source,
             "formula": None if source == "idf.json" else "log(1 + (N - df + 0.5) / (df + 0.5))",
