@@ -7,7 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from twofold.app.cli_optimize import add_query_flags, load_training_queries, step_progress
+from twofold.app.cli_optimize import (
+    add_device_flags,
+    add_query_flags,
+    load_training_queries,
+    step_progress,
+)
 from twofold.core.errors import InputError
 
 
@@ -82,11 +87,6 @@ def add_dense_command(train: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--tau", type=float, help="InfoNCE temperature (0.05)")
     p.add_argument("--kl-weight", type=float, help="weight of the teacher KL (0)")
     p.add_argument("--holdout", type=float, help="fraction of queries held out (0.2)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        help="auto: bfloat16 autocast on CUDA, float32 on the CPU (auto)",
-    )
+    add_device_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_dense)

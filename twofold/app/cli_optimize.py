@@ -35,6 +35,19 @@ def step_progress(desc: str, quiet: bool) -> Iterator[Callable[[int, float], Non
         bar.close()
 
 
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision`` of a trainer (choices from the loop's own lists)."""
+    from twofold.models.device import DEVICES
+    from twofold.train.loop import PRECISIONS
+
+    p.add_argument("--device", choices=DEVICES, help="(auto)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto: bfloat16 autocast on CUDA, float32 on the CPU (auto)",
+    )
+
+
 def add_query_flags(p: argparse.ArgumentParser) -> None:
     """``--queries split|pseudo|FILE`` with ``--dataset``/``--split`` and the pseudo-query
     count: where training queries come from."""

@@ -187,12 +187,9 @@ def _add_job_flags(p: argparse.ArgumentParser, base_help: str) -> None:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        help="auto: bfloat16 autocast on CUDA, float32 on the CPU (auto)",
-    )
+    from twofold.app.cli_optimize import add_device_flags
+
+    add_device_flags(p)
     p.add_argument("--seed", type=int, help="(0)")
 
 
