@@ -313,3 +313,54 @@ def test_cli_train_reranker(
     assert json.loads((out / ARGS_FILE).read_text())["loss"] == "lce"
     assert main([*lce[: lce.index("--negatives")], "--negatives", "50"]) != 0
     assert "--negatives" in capsys.readouterr().err
+
+
+def test_fold_split_keeps_shared_positives_together() -> None:
+    from twofold.core.types import Query
+    from twofold.train.crossfit import fold_split
+
+    def tq(i: int, *docs: str, hidden: bool = False) -> TrainQuery:
+        return TrainQuery(
+            Query(f"q{i}", f"text {i}"),
+            positives={d: 1 for d in docs},
+            hidden={docs[0]: "s"} if hidden else {},
+        )
+
+    # q0-q1-q2 are linked through d1 and d2; q3..q8 stand alone; q9 is unlabelled and
+    # q10 a pseudo-query: neither is ever held out
+    queries = [tq(0, "d1"), tq(1, "d1", "d2"), tq(2, "d2"), *(tq(i, f"e{i}") for i in range(3, 9))]
+    queries += [TrainQuery(Query("q9", "free")), tq(10, "p1", hidden=True)]
+    folds = fold_split(queries, 3, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(9))  # each labelled one once
+    assert sorted(len(f) for f in folds) == [3, 3, 3]
+    linked = [f for f in folds if 0 in f]
+    assert {0, 1, 2} <= set(linked[0])
+    for a in folds:  # no positive on both sides of a fold boundary
+        inside = {d for i in a for d in queries[i].positives}
+        outside = {d for b in folds if b is not a for i in b for d in queries[i].positives}
+        assert not inside & outside
+    assert fold_split(queries, 3, seed=0) == folds
+    with pytest.raises(InputError, match="alpha-folds"):
+        fold_split(queries[:3], 2, seed=0)  # one linked group cannot make two folds
+
+
+def test_cli_train_reranker_cross_fits_alpha(
+    tiny_beir: tuple[Collection, BeirDataset], base_dir: Path, tmp_path: Path
+) -> None:
+    collection, dataset = tiny_beir
+    out = tmp_path / "model"
+    argv = ["train", "reranker", str(collection.path), "--dataset", str(dataset.root)]
+    argv += ["--out", str(out), "--base", str(base_dir), "--teachers", "bm25", "--quiet"]
+    argv += ["--epochs", "2", "--batch-size", "2", "--max-length", "32", "--device", "cpu"]
+    argv += ["--negatives", "1", "--hard-negatives", "1", "--alpha-folds", "3"]
+    assert main(argv) == 0
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    # every labelled query (3) was scored out of fold; the kept student saw all of them
+    assert settings["alpha_folds"] == 3 and settings["heldout_queries"] == 3
+    assert settings["alpha_tuned"] and 0.0 <= settings["alpha"] <= 1.0
+    args = json.loads((out / ARGS_FILE).read_text())
+    assert args["fold_sizes"] == [1, 1, 1] and args["queries_train"] == 3
+    assert args["examples"] == 3  # one LCE group per labelled positive, from all queries
+    assert not list(tmp_path.glob(".crossfit-*"))  # the folds' students are cleaned up
+    assert load_reranker(RerankerConfig(str(out))).alpha == settings["alpha"]
+    assert main([*argv[:-1], "4"]) != 0  # more folds than linked groups: refused

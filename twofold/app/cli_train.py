@@ -76,6 +76,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
             scale=args.teacher_scale,
             anchor=args.anchor,
             holdout=args.holdout,
+            alpha_folds=args.alpha_folds,
             alpha=args.alpha,
             rerank_depth=args.rerank_depth,
             seed=args.seed,
@@ -242,6 +243,13 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (10)")
     p.add_argument("--anchor", type=float, help="positives above the best candidate (0.1)")
     p.add_argument("--holdout", type=float, help="fraction of queries held out for alpha (0.15)")
+    p.add_argument(
+        "--alpha-folds",
+        type=int,
+        help="K >= 2: tune alpha out-of-fold over K folds of all labelled queries and train "
+        "the kept student on all of them (about K times the training time); 1: one "
+        "--holdout split (1)",
+    )
     p.add_argument("--alpha", type=float, help="fixed interpolation weight (default: tuned)")
     p.add_argument("--rerank-depth", type=int, help="candidates reranked when tuning (50)")
     p.add_argument("--epochs", type=int, help="passes over the examples (1)")

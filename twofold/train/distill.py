@@ -36,7 +36,9 @@ from twofold.core.errors import InputError
 from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.search.retrievers import RETRIEVERS, Retriever
+from twofold.train.crossfit import cross_fit
 from twofold.train.interpolation import alpha_tuner
+from twofold.train.publish import check_output
 from twofold.train.queries import TrainQuery, holdout_split, shown_text
 from twofold.train.reranker import (
     GroupExample,
@@ -56,7 +58,9 @@ class DistillConfig:
     fused candidates per query; ``negatives`` per positive, the ``hard`` best-ranked of
     them; ``scale``: multiplier of the teacher's scores; ``anchor``: of the positives;
     ``top_positives``: unlabelled queries' better sides; ``holdout``: fraction of the
-    queries held out to tune ``alpha`` (given: fixed, not tuned); ``rerank_depth``:
+    queries held out to tune ``alpha`` (given: fixed, not tuned); ``alpha_folds``: with
+    K >= 2, ``alpha`` is cross-fitted over K folds of every labelled query instead
+    (:mod:`twofold.train.crossfit`) and the student trains on all; ``rerank_depth``:
     candidates reranked while tuning; ``seed``: held-out split and negative sampling."""
 
     teachers: tuple[str, ...] | None = None
@@ -68,6 +72,7 @@ class DistillConfig:
     anchor: float = 0.1
     top_positives: int = 2
     holdout: float = 0.15
+    alpha_folds: int = 1
     alpha: float | None = None
     rerank_depth: int = 50
     seed: int = 0
@@ -85,7 +90,9 @@ class DistillConfig:
             raise InputError("holdout must be in [0, 1)")
         if self.alpha is not None and not 0 <= self.alpha <= 1:
             raise InputError("alpha must be in [0, 1]")
-        if self.alpha is None and self.holdout == 0:
+        if self.alpha_folds < 1:
+            raise InputError("alpha_folds must be >= 1 (1: one held-out split)")
+        if self.alpha is None and self.holdout == 0 and self.alpha_folds == 1:
             raise InputError("with --holdout 0 give --alpha (nothing to tune it on)")
         if self.rerank_depth < 1:
             raise InputError("rerank_depth >= 1")
@@ -168,21 +175,20 @@ def judged_groups(
     return groups
 
 
-def build_examples(
+def examples_by_query(
     collection: Collection,
     queries: Sequence[TrainQuery],
     config: DistillConfig,
     grouped: bool = False,
-) -> list[MarginExample] | list[GroupExample]:
-    """Margin-MSE examples (``grouped``: LCE groups) of ``queries`` (at most
-    ``max_queries``) from the fused teacher."""
+) -> list[list[Any]]:
+    """Per query of ``queries`` (at most ``max_queries``): its Margin-MSE examples
+    (``grouped``: LCE groups) from the fused teacher, an empty list when it gives none."""
     teacher = Teacher(
         collection,
         TeacherConfig(depth=config.depth, anchor=config.anchor, retrievers=config.teachers),
     )
     rng = random.Random(config.seed)
-    examples: list[Any] = []
-    skipped = 0
+    out: list[list[Any]] = []
     for tq in list(queries)[: config.max_queries]:
         judged = teacher.judge(tq)
         ids = {*judged.positives, *judged.negatives}
@@ -192,10 +198,21 @@ def build_examples(
             if grouped
             else judged_examples(judged, text, config, rng)
         )
-        skipped += not found
-        examples.extend(found)
-    log.info("%d examples from %d queries (%d gave none)", len(examples), len(queries), skipped)
-    return examples
+        out.append(list(found))
+    skipped = sum(not e for e in out)
+    log.info("%d examples from %d queries (%d gave none)", sum(map(len, out)), len(out), skipped)
+    return out
+
+
+def build_examples(
+    collection: Collection,
+    queries: Sequence[TrainQuery],
+    config: DistillConfig,
+    grouped: bool = False,
+) -> list[MarginExample] | list[GroupExample]:
+    """Margin-MSE examples (``grouped``: LCE groups) of ``queries`` (at most
+    ``max_queries``) from the fused teacher."""
+    return [e for found in examples_by_query(collection, queries, config, grouped) for e in found]
 
 
 def distill_reranker(
@@ -208,37 +225,71 @@ def distill_reranker(
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Hold out part of ``queries``, build the examples of the rest, train the student,
-    tune ``alpha`` on the held-out part, save it all to ``out``. ``describe``: where the
-    queries came from, for the record."""
+    tune ``alpha`` on the held-out part, save it all to ``out`` (``alpha_folds`` >= 2:
+    cross-fit ``alpha`` instead, :func:`~twofold.train.crossfit.cross_fit`). ``describe``:
+    where the queries came from, for the record."""
+    grouped = train.loss == "lce"
+    if distill.alpha is None and distill.alpha_folds > 1:
+        queries = list(queries)[: distill.max_queries]
+        per_query = examples_by_query(collection, queries, distill, grouped)
+        if not any(per_query):
+            raise InputError(_no_examples(distill, grouped))
+        check_output(out)
+        record = _record(collection, distill, describe, len(queries), len(queries), 0)
+        return cross_fit(
+            collection,
+            queries,
+            per_query,
+            out,
+            train,
+            distill.alpha_folds,
+            distill.rerank_depth,
+            record,
+            on_step,
+        )
     if distill.holdout > 0:
         train_q, held = holdout_split(queries, distill.holdout, distill.seed)
     else:
         train_q, held = list(queries), []
-    grouped = train.loss == "lce"
     examples = build_examples(collection, train_q, distill, grouped)
     if not examples:
-        need = "a known positive and enough negatives" if grouped else "a positive and a negative"
-        raise InputError(
-            f"no training examples: no query gave {need}"
-            + (
-                f" (--loss lce needs labels or pseudo-queries, and {distill.negatives} "
-                "negatives per group: lower --negatives, or use --loss margin-mse)"
-                if grouped
-                else ""
-            )
-        )
+        raise InputError(_no_examples(distill, grouped))
     tune = None
     if distill.alpha is None:
         tune = alpha_tuner(collection, held, distill.rerank_depth)
     else:
         fixed = distill.alpha
         tune = lambda _dir: {"alpha": fixed, "alpha_tuned": False}  # noqa: E731
-    extra: dict[str, Any] = {
+    queries_train = min(len(train_q), distill.max_queries or len(train_q))
+    extra = _record(collection, distill, describe, len(queries), queries_train, len(held))
+    return train_reranker(examples, out, train, extra_args=extra, on_step=on_step, tune=tune)
+
+
+def _no_examples(distill: DistillConfig, grouped: bool) -> str:
+    need = "a known positive and enough negatives" if grouped else "a positive and a negative"
+    return f"no training examples: no query gave {need}" + (
+        f" (--loss lce needs labels or pseudo-queries, and {distill.negatives} "
+        "negatives per group: lower --negatives, or use --loss margin-mse)"
+        if grouped
+        else ""
+    )
+
+
+def _record(
+    collection: Collection,
+    distill: DistillConfig,
+    describe: Mapping[str, Any] | None,
+    total: int,
+    trained: int,
+    held: int,
+) -> dict[str, Any]:
+    """How the examples were made, for ``training_args.json``."""
+    return {
         "collection": str(collection.path),
         **(describe or {}),
-        "queries_total": len(queries),
-        "queries_train": min(len(train_q), distill.max_queries or len(train_q)),
-        "queries_heldout": len(held),
+        "queries_total": total,
+        "queries_train": trained,
+        "queries_heldout": held,
         "teacher": "fused, anchored (twofold.train.teacher)",
         "teachers": list(distill.teachers) if distill.teachers else None,
         "depth": distill.depth,
@@ -246,7 +297,6 @@ def distill_reranker(
         "hard_negatives": distill.hard,
         "teacher_scale": distill.scale,
         "anchor": distill.anchor,
-        "holdout": distill.holdout,
+        "holdout": distill.holdout if distill.alpha_folds == 1 else None,
         "distill_seed": distill.seed,
     }
-    return train_reranker(examples, out, train, extra_args=extra, on_step=on_step, tune=tune)
