@@ -5,10 +5,10 @@ retriever, and ``twofold search/eval --pipeline dense`` on a tiny random model."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,10 +26,10 @@ from twofold.indexing.dense_index import (
     choose_index_type,
     index_params,
 )
+from twofold.indexing.docstore import DocStore
+from twofold.indexing.encoding import Chunk, ChunkEncoder, EncoderRecipe, Executor, Outputs
 from twofold.models.dense import DenseEncoder
 from twofold.search.dense import DenseRetriever
-
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,32 @@ def test_vectors_are_encoder_output_in_doc_store_order(tmp_path: Path, tiny_mode
 
 @dataclass
 class CrashingContext(BuildContext):
-    """A build context whose document stream dies after ``crash_after`` documents."""
+    """A build context whose encoding dies at the chunk holding document ``crash_after``
+    (after the shards before it were written)."""
 
     crash_after: int = 0
 
-    def progress(self, items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-        for i, item in enumerate(items):
-            if i == self.crash_after:
+    def encoding(self) -> Executor:
+        return CrashingExecutor(super().encoding(), self.crash_after)
+
+
+class CrashingExecutor:
+    def __init__(self, inner: Executor, crash_after: int) -> None:
+        self.inner, self.crash_after = inner, crash_after
+        self.kind, self.device, self.actors = inner.kind, inner.device, inner.actors
+
+    def encode(
+        self,
+        docs: DocStore,
+        recipe: EncoderRecipe,
+        chunks: Sequence[Chunk],
+        local: ChunkEncoder,
+        desc: str,
+    ) -> Iterator[tuple[Chunk, Outputs]]:
+        for chunk, outputs in self.inner.encode(docs, recipe, chunks, local, desc):
+            if chunk.start <= self.crash_after < chunk.stop:
                 raise KeyboardInterrupt("simulated crash")
-            yield item
+            yield chunk, outputs
 
 
 def test_interrupted_build_resumes_after_last_complete_shard(
@@ -98,8 +115,8 @@ def test_interrupted_build_resumes_after_last_complete_shard(
     out = tmp_path / "col"
     made: dict[str, BuildContext] = {}
 
-    def crashing(docs: Any, options: BuildOptions, device: str) -> BuildContext:
-        made["ctx"] = CrashingContext(docs, options, device, crash_after=7)
+    def crashing(docs: Any, options: BuildOptions, device: str, ex: Executor) -> BuildContext:
+        made["ctx"] = CrashingContext(docs, options, device, ex, crash_after=7)
         return made["ctx"]
 
     monkeypatch.setattr(build_module, "BuildContext", crashing)

@@ -44,6 +44,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
     from twofold.indexing.buildctx import (
         BuildOptions,
         DenseOptions,
+        ExecutorOptions,
         InterestOptions,
         SparseOptions,
     )
@@ -58,6 +59,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
         "scale": args.quant_scale,
         "engine": args.sparse_engine,
         **({} if args.sparse_engines is None else {"engines": comma_list(args.sparse_engines)}),
+        **({} if args.shard_size is None else {"shard_size": args.shard_size}),
     }
     return BuildOptions(
         retrievers=comma_list(args.retrievers),
@@ -83,8 +85,10 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
             pq_m=args.pq_m,
             pq_nbits=args.pq_nbits,
             refine_k_factor=args.refine_k_factor,
+            **({} if args.shard_size is None else {"shard_size": args.shard_size}),
         ),
         interests=InterestOptions(n_clusters=args.clusters),
+        executor=ExecutorOptions(args.executor, args.ray_address, args.ray_actors),
     )
 
 
@@ -310,6 +314,20 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--milvus-collection", default=None, help="Milvus collection (default twofold_<out>)"
     )
     p.add_argument("--milvus-dense-index", default="hnsw", choices=["hnsw", "ivf_flat"])
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="where sparse/splade/dense documents are encoded: this process (default) or "
+        "Ray Data actors on a Ray cluster (GPU actors when it has GPUs; same shards)",
+    )
+    p.add_argument("--ray-address", help="Ray cluster to join (default $RAY_ADDRESS, else local)")
+    p.add_argument("--ray-actors", type=int, help="ray: encoder actors (default: as many as fit)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        help="sparse/splade/dense: documents per resumable shard (default 2048, dense 8192)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_index_build)
 

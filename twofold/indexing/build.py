@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from twofold.core.errors import InputError, TwofoldError
 from twofold.indexing.buildctx import RETRIEVER_NAMES, BuildContext, BuildOptions
 from twofold.indexing.corpus import ReadReport, read_corpus, resolve_corpus_path
 from twofold.indexing.docstore import DocStore, DocStoreWriter
+from twofold.indexing.encoding import Executor, LocalExecutor
 from twofold.indexing.manifest import MANIFEST, Manifest, write_manifest
 from twofold.indexing.milvus_store import (
     MilvusTarget,
@@ -57,6 +58,7 @@ from twofold.models.device import resolve_device
 
 log = logging.getLogger(__name__)
 STATE = ".build.json"
+ENCODED = ("sparse", "splade", "dense")  # the sub-indexes whose encoding an executor runs
 COMPLETE = ".complete.json"
 
 
@@ -235,12 +237,27 @@ def _write_docs(corpus: Path, staging: Path, options: BuildOptions) -> dict[str,
     return info
 
 
+def _executor(
+    options: BuildOptions, names: list[str], device: str
+) -> AbstractContextManager[Executor]:
+    """Where the document encoding runs: here (``local``), or on a Ray cluster joined
+    now, before anything is written (``ray``; left when the build ends)."""
+    encoded = [n for n in names if n in ENCODED]
+    if options.executor.kind == "ray" and encoded:
+        from twofold.indexing.ray_executor import ray_session
+
+        return ray_session(options.executor, options.device, options.progress)
+    if options.executor.kind == "ray":
+        log.warning("--executor ray: nothing to encode (%s run here)", ", ".join(names))
+    return nullcontext(LocalExecutor(device, options.progress))
+
+
 def _build_subindexes(
-    staging: Path, names: list[str], options: BuildOptions, device: str
+    staging: Path, names: list[str], options: BuildOptions, device: str, executor: Executor
 ) -> dict[str, dict[str, Any]]:
     """Build each sub-index not yet marked complete in ``staging`` with its current
     options; their manifest entries."""
-    ctx = BuildContext(DocStore(staging / "docs"), options, device)
+    ctx = BuildContext(DocStore(staging / "docs"), options, device, executor)
     entries: dict[str, dict[str, Any]] = {}
     rebuilt: set[str] = set()  # built in this run: what requires them is built again
     for name in names:
@@ -319,22 +336,25 @@ def _build_locked(
     _check_output(out)
     if milvus is not None:
         check_milvus_target(milvus, names)  # before any encoding
-    device = resolve_device(options.device)
+    # with Ray, --device is where the actors encode; this process uses what it has
+    here = options.device if options.executor.kind == "local" or options.device == "cpu" else "auto"
+    device = resolve_device(here)
     started = time.time()
     staging = partial_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if _prepare_partial(staging, _state(corpus, options), names):
-        log.info("resuming the partial build in %s", staging)
-    try:
-        corpus_info = _write_docs(corpus, staging, options)
-        check_doc_count(options, names, int(corpus_info["read"]))
-        entries = _build_subindexes(staging, names, options, device)
-    except InputError as exc:
-        kept = _finished(staging)
-        if not kept:  # nothing written worth keeping: leave nothing on disk
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        raise PartialBuildKept(exc, staging, kept) from exc
+    with _executor(options, names, device) as executor:  # joins a Ray cluster first
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if _prepare_partial(staging, _state(corpus, options), names):
+            log.info("resuming the partial build in %s", staging)
+        try:
+            corpus_info = _write_docs(corpus, staging, options)
+            check_doc_count(options, names, int(corpus_info["read"]))
+            entries = _build_subindexes(staging, names, options, device, executor)
+        except InputError as exc:
+            kept = _finished(staging)
+            if not kept:  # nothing written worth keeping: leave nothing on disk
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            raise PartialBuildKept(exc, staging, kept) from exc
     if milvus is not None:
         entries = push_to_milvus(
             staging, entries, DocStore(staging / "docs"), milvus, out, options.progress
@@ -346,6 +366,11 @@ def _build_locked(
         build={
             "twofold": __version__,
             "device": device,
+            "executor": {
+                "kind": executor.kind,
+                "device": executor.device,
+                "actors": executor.actors,
+            },
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.time() - started, 3),
             "options": options.fingerprint(),

@@ -2,11 +2,11 @@
 
 ``BuildOptions`` is one ``twofold index build`` job (the CLI parses it). What concerns
 one sub-index lives in its own frozen options: ``SparseOptions`` (``sparse`` and
-``splade``), ``DenseOptions`` (``dense``), ``InterestOptions`` (``interests``). Each
-value is range-checked where it is made, and the message names the CLI flag; what
-needs the models or the corpus size (model names, PQ ``m`` against the model's
-dimension, the cluster count against the document count) is checked by
-``indexing.preflight`` before any encoder runs.
+``splade``), ``DenseOptions`` (``dense``), ``InterestOptions`` (``interests``); where
+the document encoding runs, in ``ExecutorOptions``. Each value is range-checked where
+it is made, and the message names the CLI flag; what needs the models or the corpus
+size (model names, PQ ``m`` against the model's dimension, the cluster count against
+the document count) is checked by ``indexing.preflight`` before any encoder runs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from twofold.core.errors import InputError
 from twofold.indexing.corpus import CorpusFormat
 from twofold.indexing.docstore import DocStore
+from twofold.indexing.encoding import Executor, LocalExecutor
 from twofold.indexing.sparse_index import DEFAULT_SCALE, ENGINES
 from twofold.indexing.sparse_seismic import SeismicParams
 
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 RETRIEVER_NAMES = ("bm25", "sparse", "splade", "dense", "interests")
 DENSE_INDEXES = ("auto", "flat", "hnsw", "ivfpq")
+EXECUTORS = ("local", "ray")
 
 
 def _refuse(checks: list[tuple[bool, str]]) -> None:
@@ -79,7 +81,7 @@ class SparseOptions:
                     self.engine is None or self.engine in self.built_engines,
                     f"--sparse-engine {self.engine} is not built; add it to --sparse-engines",
                 ),
-                (self.shard_size >= 1, "the sparse shard_size must be >= 1"),
+                (self.shard_size >= 1, "--shard-size must be >= 1"),
                 (self.token_budget >= 1, "the sparse token_budget must be >= 1"),
                 (
                     self.query_min_idf >= 0,
@@ -149,7 +151,7 @@ class DenseOptions:
                     f"--ivf-nprobe {self.ivf_nprobe} exceeds the --ivf-nlist {self.ivf_nlist} "
                     "cells",
                 ),
-                at_least(self.shard_size, 1, "the dense shard_size"),
+                at_least(self.shard_size, 1, "--shard-size"),
             ]
         )
 
@@ -173,6 +175,41 @@ class InterestOptions:
 
 
 @dataclass(frozen=True)
+class ExecutorOptions:
+    """Where the document encoding of ``sparse``, ``splade`` and ``dense`` runs.
+
+    ``kind``: ``local`` (this process, the default) or ``ray`` (Ray Data ``map_batches``
+    over a Ray cluster, ``ray_executor``; it writes the same shards). ``address``: the
+    cluster to join (``None``: ``$RAY_ADDRESS`` when set, else a local cluster started for
+    the build); ``actors``: encoder actors (``None``: one per GPU of the cluster when it
+    has GPUs, else one per CPU). Not part of any fingerprint: a build resumes across
+    executors, since both write the same shards."""
+
+    kind: str = "local"
+    address: str | None = None
+    actors: int | None = None
+
+    def __post_init__(self) -> None:
+        _refuse(
+            [
+                (
+                    self.kind in EXECUTORS,
+                    f"--executor must be one of {', '.join(EXECUTORS)}, not {self.kind!r}",
+                ),
+                (
+                    self.kind == "ray" or (self.address is None and self.actors is None),
+                    "--ray-address and --ray-actors need --executor ray",
+                ),
+                (self.address is None or bool(self.address.strip()), "--ray-address is empty"),
+                (
+                    self.actors is None or self.actors >= 1,
+                    f"--ray-actors must be >= 1, not {self.actors}",
+                ),
+            ]
+        )
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     """The parameters of one ``twofold index build`` job (parsed by the CLI)."""
 
@@ -188,6 +225,7 @@ class BuildOptions:
     splade: SparseOptions = field(default_factory=SparseOptions)
     dense: DenseOptions = field(default_factory=DenseOptions)
     interests: InterestOptions = field(default_factory=InterestOptions)
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
 
     def __post_init__(self) -> None:
         """Refuse bad values before anything is written (messages name the CLI flag)."""
@@ -241,9 +279,19 @@ class BuildOptions:
 
 @dataclass
 class BuildContext:
+    """``device``: where this process runs models (resolved: ``cpu`` or ``cuda``);
+    ``executor``: where document encoding runs (``None``: here, on ``device``)."""
+
     docs: DocStore
     options: BuildOptions
-    device: str  # resolved: "cpu" or "cuda"
+    device: str
+    executor: Executor | None = None
+
+    def encoding(self) -> Executor:
+        """The executor of the sharded document encoding (``encoding``)."""
+        if self.executor is None:
+            self.executor = LocalExecutor(self.device, self.options.progress)
+        return self.executor
 
     def progress(self, items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
         if not self.options.progress:

@@ -8,11 +8,9 @@ Layout (``dense/``)::
                      ``vectors.npy`` itself, loaded into an ``IndexFlatIP`` on open
     shards/          while building only: ``NNNNN.npy`` of ``shard_size`` rows each
 
-Building encodes the doc store in order, ``shard_size`` documents at a time, and writes
-each shard as a memory-mapped ``.npy`` under a temporary name that is renamed when
-complete, so memory does not grow with the corpus and a rerun after a crash resumes
-after the last complete shard. The shards are then copied into ``vectors.npy`` and the
-index is built from it in chunks. ``auto`` picks the index by size: flat below
+Building encodes the doc store in order into resumable shards (``dense_shards``: here
+or on Ray, the same shards either way), copies them into ``vectors.npy`` and builds the
+index from it in chunks. ``auto`` picks the index by size: flat below
 ``HNSW_FROM`` documents, HNSW below ``IVFPQ_FROM``, IVF-PQ with an exact refine above.
 
 On a GPU (``ctx.device == "cuda"``) the documents are encoded with CUDA, and when the
@@ -27,7 +25,6 @@ factor, the text prefixes, the shard size).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -43,6 +40,7 @@ import numpy as np
 from twofold.core.errors import CollectionError, InputError
 from twofold.indexing.buildctx import BuildContext, DenseOptions
 from twofold.indexing.bundle import bundle_model, bundled_model, model_reference
+from twofold.indexing.dense_shards import DenseRecipe, consolidate, encode_to_shards
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ FORMAT_VERSION = 1
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 HNSW_FROM = 100_000
 IVFPQ_FROM = 2_000_000
-ENCODE_CHUNK = 512  # texts encoded per call (length-sorted within it)
 ADD_CHUNK = 65_536
 
 
@@ -119,85 +116,6 @@ def check_pq_m(pq_m: int, dim: int) -> None:
 
 def _divisor_near(dim: int, target: int) -> int:
     return min((d for d in range(1, dim + 1) if dim % d == 0), key=lambda d: (abs(d - target), d))
-
-
-# --- vectors: shards while building, one array when done ---------------------------------
-
-
-def _shard_path(directory: Path, i: int) -> Path:
-    return directory / f"{i:05d}.npy"
-
-
-def complete_shards(directory: Path, shard_size: int, n: int, dim: int) -> int:
-    """How many leading shards exist with the right shape (a later one is rewritten)."""
-    count = 0
-    n_shards = math.ceil(n / shard_size)
-    while count < n_shards and _shard_path(directory, count).is_file():
-        rows = min(shard_size, n - count * shard_size)
-        try:
-            arr = np.load(_shard_path(directory, count), mmap_mode="r")
-        except (OSError, ValueError):
-            break
-        if arr.shape != (rows, dim) or arr.dtype != np.float32:
-            break
-        count += 1
-    return count
-
-
-def _write_shard(directory: Path, i: int, vectors: np.ndarray) -> None:
-    tmp = directory / f"{i:05d}.tmp.npy"
-    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=vectors.shape)
-    mm[:] = vectors
-    mm.flush()
-    del mm
-    tmp.replace(_shard_path(directory, i))
-
-
-def encode_to_shards(
-    ctx: BuildContext, encoder: Any, directory: Path, shard_size: int
-) -> tuple[int, int]:
-    """Encode the doc store into shards under ``directory``; returns (reused, written)."""
-    n, dim = len(ctx.docs), int(encoder.dim)
-    directory.mkdir(parents=True, exist_ok=True)
-    done = complete_shards(directory, shard_size, n, dim)
-    for stale in directory.glob("*.tmp.npy"):
-        stale.unlink()
-    if done:
-        log.info("dense: resuming after %d complete shards (%d docs)", done, done * shard_size)
-    docs = itertools.islice(iter(ctx.docs), done * shard_size, None)
-    texts = (d.contents for d in ctx.progress(docs, "dense: encode", total=n - done * shard_size))
-    # Texts are taken (and counted by the progress bar) one chunk at a time, as encoded.
-    written, parts, held = 0, [], 0
-    while batch := list(itertools.islice(texts, min(ENCODE_CHUNK, shard_size - held))):
-        parts.append(encoder.encode_docs(batch))
-        held += len(batch)
-        if held == shard_size:
-            _write_shard(directory, done + written, np.concatenate(parts))
-            written, parts, held = written + 1, [], 0
-    if parts:
-        _write_shard(directory, done + written, np.concatenate(parts))
-        written += 1
-    return done, written
-
-
-def consolidate(directory: Path, out: Path, n: int, dim: int, shard_size: int) -> np.ndarray:
-    """Copy the shards in order into one ``out`` (n, dim) file; return it memory-mapped.
-
-    Plain sequential writes, one shard in memory at a time: writing through a memmap
-    would keep every written page resident in this process until it is unmapped.
-    """
-    tmp = out.with_name(out.stem + ".tmp.npy")
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "shape": (n, dim)}
-    with tmp.open("wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {**header, "fortran_order": False})
-        for i in range(math.ceil(n / shard_size)):
-            shard = np.load(_shard_path(directory, i))
-            fh.write(np.ascontiguousarray(shard, dtype=np.float32).tobytes())
-    tmp.replace(out)
-    result: np.ndarray = np.load(out, mmap_mode="r")
-    if result.shape != (n, dim):
-        raise CollectionError(f"{out}: wrote {result.shape}, expected {(n, dim)}")
-    return result
 
 
 # --- FAISS -----------------------------------------------------------------------------
@@ -287,17 +205,19 @@ def build_faiss(vectors: np.ndarray, kind: str, params: Mapping[str, int], gpu: 
 
 def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     """Encode the doc store into ``out/vectors.npy`` and build the FAISS index."""
-    from twofold.models.dense import DenseEncoder
+    from twofold.models.registry import model_fingerprint
 
     opts, dense = ctx.options, ctx.options.dense
-    encoder = DenseEncoder(
-        dense.model,
-        device=ctx.device,
+    recipe = DenseRecipe(
+        model=dense.model,
+        weights_sha256=model_fingerprint(dense.model)["sha256"],
         max_length=opts.max_length,
         batch_size=opts.batch_size,
         query_prefix=dense.query_prefix,
         doc_prefix=dense.doc_prefix,
     )
+    local = recipe.load(ctx.device)
+    encoder = local.encoder
     n, dim = len(ctx.docs), encoder.dim
     kind = choose_index_type(dense.index, n)
     params = index_params(kind, n, dim, dense)  # checked in preflight; hub models only here
@@ -308,7 +228,7 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     if state_file.is_file() and json.loads(state_file.read_text()) != state:
         shutil.rmtree(shards, ignore_errors=True)  # other encoder settings: start over
     state_file.write_text(json.dumps(state))
-    reused, written = encode_to_shards(ctx, encoder, shards, shard_size)
+    reused, written = encode_to_shards(ctx, recipe, local, shards, shard_size)
     vectors = consolidate(shards, out / "vectors.npy", n, dim, shard_size)
     gpu = ctx.device == "cuda" and faiss_gpus() > 0
     if ctx.device == "cuda" and not gpu:
@@ -333,6 +253,7 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
         "index": {"type": kind, **params},
         "faiss_gpu": bool(gpu and kind == "ivfpq"),
         "shards": {"size": shard_size, "reused": reused, "written": written},
+        "executor": ctx.encoding().kind,
     }
 
 

@@ -104,6 +104,15 @@ class DocStore:
     def get(self, doc_id: str) -> Doc:
         return self.by_ordinal(self.ordinal(doc_id))
 
+    def slice(self, start: int, stop: int) -> list[Doc]:
+        """Documents ``start`` to ``stop - 1`` in ordinal order, read with one ``pread``."""
+        stop = min(stop, len(self.ids))
+        if start >= stop:
+            return []
+        first = int(self._offsets[start])
+        block = os.pread(self._fd, int(self._offsets[stop]) - first, first)
+        return [_decode(line) for line in block.splitlines()]
+
     def __iter__(self) -> Iterator[Doc]:
         """Documents in ordinal order, read in blocks of ``ITER_BLOCK`` with ``pread``."""
         for first in range(0, len(self.ids), ITER_BLOCK):

@@ -3,9 +3,10 @@
 ``check_options`` runs before the build writes anything: each model name of a wanted
 sub-index resolves (a registry name or a model directory), and what the dense model's
 dimension decides (PQ ``m`` must divide it) holds, the dimension read from the model's
-``config.json``. ``check_doc_count`` runs right after the doc store is written, before
-any sub-index is built: the cluster count, the IVF-PQ cells and codebooks and the sparse
-default engine against the number of documents. Every message names the CLI flag.
+``config.json``; ``--executor ray`` finds Ray Data installed. ``check_doc_count`` runs
+right after the doc store is written, before any sub-index is built: the cluster count,
+the IVF-PQ cells and codebooks and the sparse default engine against the number of
+documents. Every message names the CLI flag.
 Builders check again where they use a value, for callers that skip these.
 """
 
@@ -54,7 +55,12 @@ def dense_dim(where: Path | None) -> int | None:
 
 
 def check_options(options: BuildOptions, names: list[str]) -> None:
-    """What can be checked before anything is written; raises ``InputError``."""
+    """What can be checked before anything is written; raises ``InputError`` (and
+    ``DependencyError`` for ``--executor ray`` without Ray Data installed)."""
+    if options.executor.kind == "ray":
+        from twofold.indexing.ray_executor import check_ray_installed
+
+        check_ray_installed()
     dirs = {
         name: _model_dir(_model(options, name), flag)
         for name, flag in MODEL_FLAGS.items()

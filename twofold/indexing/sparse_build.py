@@ -17,9 +17,9 @@ import logging
 import os
 import shutil
 import time
-from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +28,7 @@ from twofold.core.errors import InputError
 from twofold.core.types import Doc
 from twofold.indexing.buildctx import BuildContext
 from twofold.indexing.bundle import bundle_model
+from twofold.indexing.encoding import by_shard, shard_chunks
 from twofold.indexing.sparse_index import (
     FORMAT_VERSION,
     iter_shards,
@@ -39,6 +40,9 @@ from twofold.indexing.sparse_index import (
     write_vocab,
 )
 from twofold.indexing.sparse_seismic import SeismicParams, build_seismic, default_engine
+
+if TYPE_CHECKING:
+    from twofold.models.sparse import Pruning
 
 log = logging.getLogger(__name__)
 PARAMS = "params.json"
@@ -101,16 +105,9 @@ def _prepare(out: Path, params: dict[str, Any]) -> None:
 
 def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
     """Encode, shard, merge, export to Lucene; returns the manifest entry."""
-    from twofold.models.echo import ECHO_AGAIN, ECHO_PREFIX, EchoSparseEncoder, load_sparse_encoder
+    from twofold.models.echo import ECHO_AGAIN, ECHO_PREFIX, EchoSparseEncoder
     from twofold.models.registry import model_fingerprint
-    from twofold.models.sparse import (
-        Pruning,
-        idf_from_df,
-        model_idf,
-        prune,
-        special_ids,
-        vocab_list,
-    )
+    from twofold.models.sparse import Pruning, idf_from_df, model_idf, special_ids, vocab_list
 
     params = _params(ctx, prefix)
     _prepare(out, params)
@@ -123,44 +120,40 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    encoder = load_sparse_encoder(
-        params["model"],
-        device=ctx.device,
+    recipe = SparseRecipe(
+        model=params["model"],
+        weights_sha256=params["weights_sha256"],
         max_length=params["max_length"],
         pruning=pruning,
         token_budget=params["token_budget"],
+        batch_size=ctx.options.batch_size,
     )
+    local = recipe.load(ctx.device)
+    encoder = local.encoder
     vocab = vocab_list(encoder.tokenizer)[: encoder.vocab_size]
     vocab += [f"[twofold-unused-{j}]" for j in range(len(vocab), encoder.vocab_size)]
     special = np.asarray(special_ids(encoder.tokenizer), dtype=np.int64)
+    special = special[special < encoder.vocab_size]
     n, size = len(ctx.docs), params["shard_size"]
     n_shards = (n + size - 1) // size
-    docs = ctx.progress(iter(ctx.docs), desc=f"{prefix}: encode", total=n)
-    encode_seconds, encoded = 0.0, 0
-    chunk = max(256, 8 * ctx.options.batch_size)  # length-sorted within a chunk
-    for i in range(n_shards):
-        target = shard_path(out, i)
-        df_file = target.with_name(f"df-{i:05d}.npy")
-        count = min(size, n - i * size)
-        if target.is_file() and df_file.is_file():
-            for _ in islice(docs, count):  # finished before an interruption
-                pass
-            continue
-        t0 = time.perf_counter()
+    todo = [i for i in range(n_shards) if not _shard_done(out, i)]  # the rest: finished
+    chunks = shard_chunks(n, size, max(256, 8 * ctx.options.batch_size), todo)
+    executor = ctx.encoding()
+    t0 = time.perf_counter()
+    results = executor.encode(ctx.docs, recipe, chunks, local, f"{prefix}: encode")
+    for i, outputs in by_shard(results, chunks):
         df = np.zeros(encoder.vocab_size, dtype=np.int64)
-        parts = []
-        for s in range(0, count, chunk):
-            batch = list(islice(docs, min(chunk, count - s)))
-            ids = encoder.tokenize([doc_text(d) for d in batch], params["max_length"])
-            for x in ids:
-                df[np.unique(np.asarray(x, dtype=np.int64))] += 1
-            parts.append(prune(encoder.encode_ids(ids, ctx.options.batch_size), pruning))
-        df[special[special < encoder.vocab_size]] = 0
-        encode_seconds += time.perf_counter() - t0
-        encoded += count
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.save(df_file, df)  # before the shard: a shard on disk implies its df file
-        write_shard(target, sp.vstack(parts, format="csr"))
+        for o in outputs:
+            df += o["df"]
+        df[special] = 0
+        parts = [
+            sp.csr_matrix((o["data"], o["indices"], o["indptr"]), shape=tuple(o["shape"]))
+            for o in outputs
+        ]
+        shard_path(out, i).parent.mkdir(parents=True, exist_ok=True)
+        np.save(_df_path(out, i), df)  # before the shard: a shard on disk implies its df
+        write_shard(shard_path(out, i), sp.vstack(parts, format="csr"))
+    encode_seconds, encoded = time.perf_counter() - t0, sum(c.size for c in chunks)
     nnz = write_postings(out, n_shards, encoder.vocab_size)
     write_doc_ids(out, ctx.docs.ids)
     write_vocab(out, vocab)
@@ -182,7 +175,8 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         "avg_terms_per_doc": round(nnz / max(n, 1), 2),
         "shard_size": size,
         "encode_docs_per_second": round(encoded / encode_seconds, 2) if encode_seconds else None,
-        "device": ctx.device,
+        "device": executor.device,
+        "executor": executor.kind,
     }
     if isinstance(encoder, EchoSparseEncoder):
         entry["max_length"] = encoder.max_length  # one copy, capped so the echo fits
@@ -197,11 +191,15 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         if idf is None:
             df_total = np.zeros(encoder.vocab_size, dtype=np.int64)
             for i in range(n_shards):
-                df_total += np.load(shard_path(out, i).with_name(f"df-{i:05d}.npy"))
+                df_total += np.load(_df_path(out, i))
             idf, source = idf_from_df(df_total, n), "collection"
         padded = np.zeros(encoder.vocab_size, dtype=np.float32)
         padded[: min(len(idf), encoder.vocab_size)] = idf[: encoder.vocab_size]
         np.save(out / "idf.npy", padded)
+        # A fast tokenizer saves the truncation of its last call, which the query side's
+        # backend tokenizer applies: the documents' (max_length), here whichever
+        # executor encoded them (on Ray, this process's tokenizer made no call yet).
+        encoder.tokenize([""], params["max_length"])
         encoder.tokenizer.save_pretrained(str(out / "tokenizer"))
         entry["query_encoder"] = "idf: q_j = 1[j in tokens(q)] * relu(idf_j), no model"
         # query-side pruning (q_j = 0 where idf_j < query_min_idf); not a document
@@ -227,6 +225,64 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
     shutil.rmtree(out / "shards")
     (out / PARAMS).unlink()
     return entry
+
+
+def _df_path(out: Path, i: int) -> Path:
+    """Document frequencies of shard ``i`` (int64 (V,), special tokens zeroed)."""
+    return shard_path(out, i).with_name(f"df-{i:05d}.npy")
+
+
+def _shard_done(out: Path, i: int) -> bool:
+    return shard_path(out, i).is_file() and _df_path(out, i).is_file()
+
+
+@dataclass(frozen=True)
+class SparseRecipe:
+    """What loads the learned-sparse document encoder, in this process or in a Ray
+    actor (``encoding.EncoderRecipe``); ``batch_size`` texts per forward pass."""
+
+    model: str
+    weights_sha256: str
+    max_length: int
+    pruning: Pruning
+    token_budget: int
+    batch_size: int
+
+    def text(self, doc: Doc) -> str:
+        return doc_text(doc)
+
+    def load(self, device: str) -> SparseChunks:
+        from twofold.models.echo import load_sparse_encoder
+
+        encoder = load_sparse_encoder(
+            self.model,
+            device=device,
+            max_length=self.max_length,
+            pruning=self.pruning,
+            token_budget=self.token_budget,
+        )
+        return SparseChunks(encoder, self)
+
+
+class SparseChunks:
+    """One chunk of texts -> its pruned CSR weights (``data`` float32, ``indices``,
+    ``indptr``, ``shape`` (n, V)) and ``df`` (V,) int64: how many of its documents hold each token
+    (tokenized with truncation to ``max_length``)."""
+
+    def __init__(self, encoder: Any, recipe: SparseRecipe) -> None:
+        self.encoder, self.recipe = encoder, recipe
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        from twofold.models.sparse import prune
+
+        ids = self.encoder.tokenize(texts, self.recipe.max_length)
+        df = np.zeros(self.encoder.vocab_size, dtype=np.int64)
+        for x in ids:
+            df[np.unique(np.asarray(x, dtype=np.int64))] += 1
+        weights = self.encoder.encode_ids(ids, self.recipe.batch_size)
+        m = prune(weights, self.recipe.pruning)
+        shape = np.asarray(m.shape, dtype=np.int64)
+        return {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": shape, "df": df}
 
 
 def _reuse_sparse_docs(
