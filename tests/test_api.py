@@ -22,8 +22,9 @@ import pytest
 import uvicorn
 
 from tests.test_reranker import save_tiny_cross_encoder
-from twofold.app.main import create_app
+from twofold.app.main import Loader, create_app
 from twofold.app.settings import Settings
+from twofold.app.state import load_state
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
 
@@ -128,6 +129,45 @@ def test_search_returns_hits_with_snippets_and_sources(client: httpx.Client) -> 
     marked = {top["snippet"][s:e].lower() for s, e in top["highlights"]}
     assert marked and marked <= {"boundary", "layer", "layers", "heat", "transfer", "transfers"}
     assert "retrieve.bm25" in data["timings_ms"]
+
+
+ALL_FIELDS = {"rank", "doc_id", "score", "title", "text", "snippet", "highlights"}
+ALL_FIELDS |= {"title_highlights", "sources"}
+
+
+def test_fields_leave_out_what_is_not_asked_for(client: httpx.Client) -> None:
+    body = {"query": "boundary layer heat transfer", "k": 5, "pipeline": "bm25"}
+    full = search(client, **body).json()
+    assert [set(h) for h in full["hits"]] == [ALL_FIELDS] * 5  # the default: everything
+    lean = search(client, **body, fields=["doc_id", "score", "title"]).json()
+    assert [set(h) for h in lean["hits"]] == [{"rank", "doc_id", "score", "title"}] * 5
+    for f, h in zip(full["hits"], lean["hits"], strict=True):
+        assert h == {k: f[k] for k in ("rank", "doc_id", "score", "title")}
+    bare = search(client, **body, fields=[]).json()
+    assert [set(h) for h in bare["hits"]] == [{"rank", "doc_id"}] * 5
+    snip = search(client, **body, fields=["highlights"], explain=True).json()
+    for f, h in zip(full["hits"], snip["hits"], strict=True):
+        assert h == {"rank": f["rank"], "doc_id": f["doc_id"], "highlights": f["highlights"]} | {
+            "terms": {}  # explain still answers (BM25 explains no terms)
+        }
+    batch = client.post("/v1/search/batch", json={"searches": [{**body, "fields": ["score"]}]})
+    assert set(batch.json()["results"][0]["hits"][0]) == {"rank", "doc_id", "score"}
+
+
+@pytest.mark.parametrize("pipeline", ["bm25", "hybrid+rerank"])
+def test_offset_pages_through_one_ranking(client: httpx.Client, pipeline: str) -> None:
+    body = {"query": "buckling of thin shells", "pipeline": pipeline, "fields": ["score"]}
+    whole = search(client, **body, k=30).json()
+    assert whole["offset"] == 0 and len(whole["hits"]) == 30
+    pages = [search(client, **body, k=10, offset=o).json() for o in (0, 10, 20)]
+    assert [p["offset"] for p in pages] == [0, 10, 20]
+    assert [h for p in pages for h in p["hits"]] == whole["hits"]
+    assert [h["rank"] for h in pages[2]["hits"]] == list(range(21, 31))
+    # the ranking is served to rank 100: a page past it is short, not an error
+    last = search(client, **body, k=10, offset=95).json()
+    assert [h["rank"] for h in last["hits"]] == [96, 97, 98, 99, 100]
+    assert last["k"] == 10 and last["offset"] == 95
+    assert last["hits"] == search(client, **body, k=100).json()["hits"][95:]
 
 
 def test_default_pipeline_and_request_ids_are_made(client: httpx.Client) -> None:
@@ -257,6 +297,13 @@ def test_rerank_pipeline_without_reranker_says_how_to_add_one(
         ({"query": "heat", "budget_ms": 1}, ["body.budget_ms"]),
         ({"query": "heat", "budget_ms": 776.5}, ["body.budget_ms"]),
         ({"query": "heat", "k": True}, ["body.k"]),
+        ({"query": "heat", "offset": -1}, ["body.offset", "greater than or equal to 0"]),
+        ({"query": "heat", "offset": 100}, ["body.offset", "less than or equal to 99"]),
+        ({"query": "heat", "offset": "10"}, ["body.offset", "valid integer"]),
+        ({"query": "heat", "offset": 1.5}, ["body.offset"]),
+        ({"query": "heat", "fields": ["id"]}, ["body.fields.0", "'doc_id'"]),
+        ({"query": "heat", "fields": "title"}, ["body.fields", "valid list"]),
+        ({"query": "heat", "fields": ["title"] * 10}, ["body.fields", "at most 9"]),
     ],
 )
 def test_invalid_search_bodies_are_422(
@@ -335,10 +382,10 @@ def test_metrics_count_what_happened(server: str, client: httpx.Client) -> None:
 class run_in_thread:
     """uvicorn in a thread of this process (shares the JVM; nothing is forked)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, loader: Loader = load_state) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_config=None
+            create_app(settings, loader), host="127.0.0.1", port=self.port, log_config=None
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

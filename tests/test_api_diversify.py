@@ -145,7 +145,7 @@ def test_diversify_false_leaves_the_response_unchanged(base_url: str) -> None:
     data = off.json()
     assert "mixture" not in data and "diversify" not in data["timings_ms"]
     assert all("interest" not in h for h in data["hits"])
-    fields = "rank doc_id score title text snippet highlights title_highlights sources terms"
+    fields = "rank doc_id score title text snippet highlights title_highlights sources"
     assert set(data["hits"][0]) == set(fields.split())
 
 
@@ -178,3 +178,14 @@ def test_diversify_must_be_a_boolean(base_url: str, value: object) -> None:
     r = post(base_url, "/v1/search", {"query": TWO_TOPICS, "diversify": value})
     assert r.status_code == 422, r.text
     assert "diversify" in r.json()["detail"]
+
+
+def test_a_diversified_page_is_a_slice_of_the_spread_up_to_its_end(base_url: str) -> None:
+    """With ``offset``, the first offset + k hits are spread over the interests and the
+    page is the tail of that list (the spread depends on how many hits it fills)."""
+    body: dict[str, object] = {"query": TWO_TOPICS, "pipeline": "hybrid", "diversify": True}
+    whole = post(base_url, "/v1/search", {**body, "k": 8}).json()
+    page = post(base_url, "/v1/search", {**body, "k": 4, "offset": 4}).json()
+    assert page["offset"] == 4 and [h["rank"] for h in page["hits"]] == [5, 6, 7, 8]
+    assert page["hits"] == whole["hits"][4:]
+    assert page["mixture"] == whole["mixture"]

@@ -8,7 +8,7 @@ such as ``"pipline"`` is an error, not a silently ignored option.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -78,6 +78,22 @@ ONE_WAY_TO_PICK: dict[str, Any] = {
 }
 
 
+# Hit fields a request may ask for (``fields``); ``rank`` and ``doc_id`` always come,
+# ``terms`` with ``explain``, ``interest`` with ``diversify``.
+HitField = Literal[
+    "rank",
+    "doc_id",
+    "score",
+    "title",
+    "text",
+    "snippet",
+    "highlights",
+    "title_highlights",
+    "sources",
+]
+HIT_FIELDS: tuple[str, ...] = get_args(HitField)
+
+
 class SearchRequest(BaseModel):
     """Either ``pipeline`` (a named one) or ``retrievers`` (+ ``fusion``, ``rerank``)."""
 
@@ -86,7 +102,21 @@ class SearchRequest(BaseModel):
     query: str = Field(
         min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": NOT_BLANK}
     )
-    k: Int = Field(10, ge=1, le=MAX_K)
+    k: Int = Field(10, ge=1, le=MAX_K, description="hits to return")
+    offset: Int = Field(
+        0,
+        ge=0,
+        le=MAX_K - 1,
+        description=f"hits to skip: the response holds ranks offset+1..offset+k of the "
+        f"same ranking, which is served to rank {MAX_K} (past it a page is short)",
+    )
+    fields: list[HitField] | None = Field(
+        None,
+        max_length=len(HIT_FIELDS),
+        description="the hit fields to return (`rank` and `doc_id` always come); default: "
+        "all of them. Leave out `text` (or ask for `doc_id` and `score` only) for smaller, "
+        "faster responses",
+    )
     collection: str | None = Field(None, max_length=256, description="default: the first")
     pipeline: str | None = Field(None, max_length=64, description="default: the service's")
     retrievers: list[str] | None = Field(None, min_length=1, max_length=MAX_RETRIEVERS)
@@ -138,22 +168,42 @@ class TermOut(BaseModel):
     contribution: float
 
 
+IF_ASKED = "; absent when the request's `fields` leaves it out"
+
+
 class HitOut(BaseModel):
-    rank: int
+    """One hit; the fields after ``doc_id`` come unless the request's ``fields`` leaves
+    them out (then they are absent, never null)."""
+
+    rank: int = Field(description="1-based, in the whole ranking (offset + 1 for the first)")
     doc_id: str
-    score: float
-    title: str
-    text: str
-    snippet: str = Field(description="a window of the text around the matched terms")
-    highlights: list[tuple[int, int]] = Field(
-        description="[start, end) character spans of matched terms in `snippet`"
+    score: float | None = Field(None, exclude_if=_absent, description="the ranking's" + IF_ASKED)
+    title: str | None = Field(None, exclude_if=_absent, description="the doc's" + IF_ASKED)
+    text: str | None = Field(None, exclude_if=_absent, description="the doc's full text" + IF_ASKED)
+    snippet: str | None = Field(
+        None,
+        exclude_if=_absent,
+        description="a window of the text around the matched terms" + IF_ASKED,
     )
-    title_highlights: list[tuple[int, int]]
-    sources: dict[str, SourceOut] = Field(
+    highlights: list[tuple[int, int]] | None = Field(
+        None,
+        exclude_if=_absent,
+        description="[start, end) character spans of matched terms in `snippet`" + IF_ASKED,
+    )
+    title_highlights: list[tuple[int, int]] | None = Field(
+        None, exclude_if=_absent, description="spans of matched terms in `title`" + IF_ASKED
+    )
+    sources: dict[str, SourceOut] | None = Field(
+        None,
+        exclude_if=_absent,
         description="per retriever (and `fusion` when reranked): rank and score in its list"
+        + IF_ASKED,
     )
     terms: dict[str, list[TermOut]] | None = Field(
-        None, description="explain: per sparse retriever, query-term contributions to its score"
+        None,
+        exclude_if=_absent,
+        description="explain: per sparse retriever that ran, query-term contributions to its "
+        "score (absent otherwise)",
     )
     interest: int | None = Field(
         None,
@@ -176,6 +226,7 @@ class SearchResponse(BaseModel):
     pipeline: str
     query: str
     k: int
+    offset: int
     hits: list[HitOut]
     timings_ms: dict[str, float]
     took_ms: float

@@ -2,12 +2,14 @@
 
 ``search`` runs on a pipeline thread: it picks the pipeline (named, or ad hoc from
 ``retrievers`` + ``fusion`` + ``rerank``), runs it under the request's deadline,
-and turns the outcome into ``SearchResponse`` with doc titles, snippets, highlights,
-per-retriever ranks and, with ``explain``, term contributions from every retriever
-that can explain itself (the sparse ones).
+and turns hits ``offset + 1 .. offset + k`` of the outcome into ``SearchResponse``
+with the hit fields the request asks for (``fields``; default: doc titles, texts,
+snippets, highlights, per-retriever ranks) and, with ``explain``, term contributions
+from every retriever that can explain itself (the sparse ones), from the query
+vectors the search made.
 
-With ``diversify`` the pipeline runs to the retrieve depth (at least ``k``) and
-``InterestRetriever.diversify_ranking`` cuts that list to ``k``, split across the
+With ``diversify`` the pipeline runs to the retrieve depth (at least ``offset + k``)
+and ``InterestRetriever.diversify_ranking`` cuts that list to ``offset + k``, split across the
 interests of its head (kNN-Embed applied to the query's neighbourhood); each hit then
 carries its interest id and the response the mixture used.
 """
@@ -15,9 +17,12 @@ carries its interest id and the response the mixture used.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from twofold.app.routes_recommend import interest_retriever, mixture_out
 from twofold.app.schemas import (
+    HIT_FIELDS,
+    MAX_K,
     FusionSpec,
     HitOut,
     SearchRequest,
@@ -39,6 +44,7 @@ from twofold.search.pipeline import (
     SearchOutcome,
     make_pipeline,
 )
+from twofold.search.retrievers import Explainer
 
 RERANK_SHARE = 0.8  # of the request budget the reranker may use; the rest is slack
 
@@ -87,14 +93,15 @@ def choose_pipeline(state: AppState, cs: CollectionState, request: SearchRequest
 
 
 def _explain(
-    pipeline: Pipeline, query: Query, doc_id: str, deadline: Deadline
+    pipeline: Pipeline, outcome: SearchOutcome, doc_id: str, deadline: Deadline
 ) -> dict[str, list[TermOut]]:
-    """Per retriever that can explain itself (``retriever.searcher.explain(text, doc_id)``,
-    as the sparse retrievers do), the matched query terms, largest contribution first."""
+    """Per retriever that can explain itself (an ``Explainer``: the sparse ones) and ran,
+    the matched query terms, largest contribution first, from the query vector the
+    search made (``outcome.encoded``: one encoding per retriever and request)."""
     out: dict[str, list[TermOut]] = {}
     for name, retriever in pipeline.retrievers.items():
-        explain = getattr(getattr(retriever, "searcher", None), "explain", None)
-        if not callable(explain):
+        vector = outcome.encoded.get(name)
+        if vector is None or not isinstance(retriever, Explainer):
             continue
         deadline.check("explain")
         out[name] = [
@@ -104,7 +111,7 @@ def _explain(
                 doc_weight=float(c.doc_weight),
                 contribution=float(c.contribution),
             )
-            for c in explain(query.text, doc_id)
+            for c in retriever.explain(vector, doc_id)
         ]
     return out
 
@@ -155,16 +162,19 @@ def _search(
     interests = interest_retriever(state, cs) if request.diversify else None
     query = Query(request_id, request.query)
     diversified: DiversifiedRanking | None = None
+    # the page is hits offset..end of a ranking served to rank MAX_K (a page past it is
+    # short: JSON Schema cannot say offset + k <= MAX_K, so that is no error)
+    end = min(request.offset + request.k, MAX_K)
     if interests is None:
-        outcome = _run(pipeline, query, request.k, deadline)
+        outcome = _run(pipeline, query, end, deadline)
     else:
         # the whole candidate list, so each interest has its own hits to choose from
-        deep = _run(pipeline, query, max(request.k, state.settings.retrieve_depth), deadline)
+        deep = _run(pipeline, query, max(end, state.settings.retrieve_depth), deadline)
         deadline.check("diversify")
         t0 = time.perf_counter()
-        diversified = interests.diversify_ranking(deep.ranking, request.k)
+        diversified = interests.diversify_ranking(deep.ranking, end)
         timings = {**deep.timings_ms, "diversify": round((time.perf_counter() - t0) * 1000.0, 3)}
-        outcome = SearchOutcome(diversified.ranking, timings, deep.degraded)
+        outcome = SearchOutcome(diversified.ranking, timings, deep.degraded, deep.encoded)
     response = to_response(
         cs, pipeline, query, request, outcome, request_id, started, deadline, diversified
     )
@@ -173,6 +183,11 @@ def _search(
     if outcome.degraded:
         state.metrics.degraded.labels(pipeline.name).inc()
     return response
+
+
+# hit fields that need the document from the doc store / the query's stems
+FROM_DOC = frozenset({"title", "text", "snippet", "highlights", "title_highlights"})
+FROM_STEMS = frozenset({"snippet", "highlights", "title_highlights"})
 
 
 def to_response(
@@ -186,28 +201,40 @@ def to_response(
     deadline: Deadline,
     diversified: DiversifiedRanking | None = None,
 ) -> SearchResponse:
-    stems = query_stems(request.query)
+    """The hits from rank ``offset + 1`` on, with only the fields the request asks for:
+    a field left out costs nothing (no doc read when none needs the document, no
+    snippet or highlights unless asked)."""
+    fields = frozenset(HIT_FIELDS if request.fields is None else request.fields)
+    stems = query_stems(request.query) if fields & FROM_STEMS else frozenset()
     interests = diversified.interests if diversified is not None else None
     hits = []
-    for rank, hit in enumerate(outcome.ranking.hits, start=1):
-        deadline.check("document reads and snippets")
-        doc = cs.collection.docs.get(hit.doc_id)
-        text_snippet, spans = snippet(doc.text, stems)
-        hits.append(
-            HitOut(
-                rank=rank,
-                doc_id=hit.doc_id,
-                score=hit.score,
-                title=doc.title,
-                text=doc.text,
-                snippet=text_snippet,
-                highlights=spans,
-                title_highlights=highlight_spans(doc.title, stems),
-                sources={n: SourceOut(rank=r, score=s) for n, (r, s) in hit.sources.items()},
-                terms=_explain(pipeline, query, hit.doc_id, deadline) if request.explain else None,
-                interest=interests[rank - 1] if interests is not None else None,
-            )
-        )
+    page = outcome.ranking.hits[request.offset :]
+    for rank, hit in enumerate(page, start=request.offset + 1):
+        out: dict[str, Any] = {}
+        if "score" in fields:
+            out["score"] = hit.score
+        if "sources" in fields:
+            out["sources"] = {n: SourceOut(rank=r, score=s) for n, (r, s) in hit.sources.items()}
+        if fields & FROM_DOC:
+            deadline.check("document reads and snippets")
+            doc = cs.collection.docs.get(hit.doc_id)
+            if "title" in fields:
+                out["title"] = doc.title
+            if "title_highlights" in fields:
+                out["title_highlights"] = highlight_spans(doc.title, stems)
+            if "text" in fields:
+                out["text"] = doc.text
+            if fields & {"snippet", "highlights"}:
+                text_snippet, spans = snippet(doc.text, stems)
+                if "snippet" in fields:
+                    out["snippet"] = text_snippet
+                if "highlights" in fields:
+                    out["highlights"] = spans
+        if request.explain:
+            out["terms"] = _explain(pipeline, outcome, hit.doc_id, deadline)
+        if interests is not None:
+            out["interest"] = interests[rank - 1]
+        hits.append(HitOut(rank=rank, doc_id=hit.doc_id, **out))
     mixture = mixture_out(diversified.mixture) if diversified is not None else None
     return SearchResponse(
         request_id=request_id,
@@ -215,6 +242,7 @@ def to_response(
         pipeline=pipeline.name,
         query=request.query,
         k=request.k,
+        offset=request.offset,
         hits=hits,
         timings_ms=outcome.timings_ms,
         took_ms=round((time.perf_counter() - started) * 1000.0, 3),

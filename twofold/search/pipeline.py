@@ -1,7 +1,9 @@
 """The query pipeline: retrievers -> fusion -> optional reranker, each with its depth.
 
 ``Pipeline.run`` reads top to bottom: every retriever fetches ``depths.retrieve``
-hits; a single list passes through, several are fused; the reranker (if any)
+hits, all at once on a thread pool (one whose fusion weight is 0 is not run, and an
+``Explainer``'s query vector is kept in the outcome for explanations); a single list
+passes through, several are fused; the reranker (if any)
 rescores the top ``depths.rerank`` fused candidates and the rest keep their fused
 order below them; the top ``k`` are returned. Optional stages degrade instead of
 failing: a retriever that raises is left out of the fusion, a reranker that raises
@@ -24,10 +26,10 @@ from typing import Any, Protocol
 
 from twofold.core.errors import InputError, TwofoldError
 from twofold.core.registry import Registry
-from twofold.core.types import Hit, Query, Ranking, settle
+from twofold.core.types import Hit, Query, Ranking, SparseVec, settle
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
-from twofold.search.retrievers import RETRIEVERS, Retriever
+from twofold.search.retrievers import RETRIEVERS, Explainer, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,15 @@ class Depths:
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """What one query through a pipeline gives: the ranking plus how it was made."""
+    """What one query through a pipeline gives: the ranking plus how it was made.
+
+    ``encoded``: the query vector of each ``Explainer`` retriever that ran, for
+    explanations of the hits (one encoding per retriever and request)."""
 
     ranking: Ranking
     timings_ms: dict[str, float]
     degraded: tuple[str, ...] = ()
+    encoded: Mapping[str, SparseVec] = field(default_factory=dict)
 
 
 def _ms(t0: float) -> float:
@@ -146,9 +152,12 @@ class Pipeline:
         active = {n: r for n, r in self.retrievers.items() if weights.get(n, 1.0) != 0}
         active = active or dict(self.retrievers)
 
-        def retrieve(retriever: Retriever) -> tuple[Ranking, float]:
+        def retrieve(retriever: Retriever) -> tuple[Ranking, float, SparseVec | None]:
             t0 = time.perf_counter()
-            return retriever.retrieve(query, depth), _ms(t0)
+            if isinstance(retriever, Explainer):  # keep its encoding for explanations
+                vector = retriever.encode_query(query)
+                return retriever.retrieve_encoded(query, vector, depth), _ms(t0), vector
+            return retriever.retrieve(query, depth), _ms(t0), None
 
         if len(active) == 1:
             ((only, retriever),) = active.items()
@@ -156,14 +165,18 @@ class Pipeline:
         else:
             futures = {n: _retrieve_pool().submit(retrieve, r) for n, r in active.items()}
         rankings: dict[str, Ranking] = {}
+        encoded: dict[str, SparseVec] = {}
         for name, future in futures.items():
             try:
-                rankings[name], timings[f"retrieve.{name}"] = future.result()
+                rankings[name], timings[f"retrieve.{name}"], vector = future.result()
             except Exception as exc:
                 if len(self.retrievers) == 1:
                     raise
                 log.exception("retriever %s failed; fusing the others", name)
                 degraded.append(f"retriever {name} failed: {exc}")
+                continue
+            if vector is not None:
+                encoded[name] = vector
         if not rankings:
             raise TwofoldError(f"every retriever of pipeline {self.name!r} failed")
 
@@ -192,7 +205,7 @@ class Pipeline:
                 log.warning("reranker %s degraded: %s", self.reranker.name, exc)
                 degraded.append(f"rerank skipped: {exc}")
             timings["rerank"] = _ms(t0)
-        return SearchOutcome(ranking.top(k), timings, tuple(degraded))
+        return SearchOutcome(ranking.top(k), timings, tuple(degraded), encoded)
 
     def _rerank(
         self, reranker: Reranker, query: Query, fused: Ranking, deadline: float | None

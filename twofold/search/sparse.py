@@ -98,7 +98,12 @@ def use_sparse_engine(collection: Collection, engine: str | None) -> None:
 
 
 class SparseRetriever:
-    """``retrieve(query, k)`` over the ``sparse`` (inference-free) sub-index."""
+    """``retrieve(query, k)`` over the ``sparse`` (inference-free) sub-index.
+
+    It is also an ``Explainer`` (``twofold.search.retrievers``): ``encode_query`` makes
+    the query vector once, ``retrieve_encoded`` searches with it, and ``explain`` says
+    which of its terms made a hit's score, so a request that explains every hit encodes
+    its query once."""
 
     name = "sparse"
 
@@ -107,6 +112,19 @@ class SparseRetriever:
 
     def retrieve(self, query: Query, k: int) -> Ranking:
         return Ranking.from_scores(query.query_id, self.searcher.search(query.text, k), k)
+
+    def encode_query(self, query: Query) -> SparseVec:
+        """The query vector (empty for a blank query: no model runs)."""
+        return self.searcher.encode(query.text) if query.text.strip() else SparseVec((), ())
+
+    def retrieve_encoded(self, query: Query, vector: SparseVec, k: int) -> Ranking:
+        """``retrieve`` with the vector ``encode_query`` made (the same hits)."""
+        hits = self.searcher.search_vector(vector, k) if vector.indices else []
+        return Ranking.from_scores(query.query_id, hits, k)
+
+    def explain(self, vector: SparseVec, doc_id: str) -> list[TermContribution]:
+        """The matched terms of ``vector`` in ``doc_id``, largest contribution first."""
+        return self.searcher.explain_vector(vector, doc_id)
 
 
 class SpladeRetriever(SparseRetriever):
