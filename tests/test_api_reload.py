@@ -35,12 +35,14 @@ def test_reload_swaps_in_the_new_manifest_without_dropping_requests(collection: 
     with run_in_thread(settings) as base:
         statuses: list[int] = []
         stop = threading.Event()
+        answered = threading.Event()  # traffic is flowing before the reload starts
 
         def traffic() -> None:
             with httpx.Client(base_url=base, timeout=30) as client:
                 while not stop.is_set():
                     resp = client.post("/v1/search", json={"query": "heat transfer", "k": 3})
                     statuses.append(resp.status_code)
+                    answered.set()
 
         before = httpx.get(f"{base}/v1/collections").json()["collections"][0]
         (hybrid,) = [p for p in before["pipelines"] if p["name"] == "hybrid"]
@@ -55,6 +57,7 @@ def test_reload_swaps_in_the_new_manifest_without_dropping_requests(collection: 
         worker = threading.Thread(target=traffic)
         worker.start()
         try:
+            assert answered.wait(60), "no search answered before the reload"
             resp = httpx.post(f"{base}/v1/collections/cranfield/reload", headers=ADMIN, timeout=60)
         finally:
             stop.set()
