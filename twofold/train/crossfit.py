@@ -31,7 +31,12 @@ from typing import Any
 from twofold.core.errors import InputError
 from twofold.indexing.collection import Collection
 from twofold.models.reranker import CrossEncoder, RerankerConfig
-from twofold.train.interpolation import HeldOut, choose_alpha, held_out_candidates
+from twofold.train.interpolation import (
+    HeldOut,
+    alpha_settings,
+    choose_alpha,
+    held_out_candidates,
+)
 from twofold.train.queries import TrainQuery
 from twofold.train.reranker import RerankerTrainConfig, TrainResult, train_reranker
 
@@ -117,18 +122,7 @@ def cross_fit(
             scores += [reranker.score(h.query.query.text, h.texts) for h in fold_held]
     alpha, table = choose_alpha(held, scores)
     log.info("cross-fitted alpha %.2f on %d out-of-fold queries: %s", alpha, len(held), table)
-    settings = {
-        "alpha": alpha,
-        "alpha_tuned": True,
-        "alpha_folds": folds,
-        "normalization": "min_max per query over the reranked candidates",
-        "rerank_depth": rerank_depth,
-        "heldout_queries": len(held),
-        "heldout_ndcg@10_fused": round(table[0.0], 4),
-        "heldout_ndcg@10_reranker_only": round(table[1.0], 4),
-        "heldout_ndcg@10_reranked": round(table[alpha], 4),
-        "heldout_table": {str(a): round(v, 4) for a, v in table.items()},
-    }
+    settings = {**alpha_settings(alpha, table, len(held), rerank_depth), "alpha_folds": folds}
     everything = [e for ex in examples_of for e in ex]
     return train_reranker(
         everything,

@@ -97,16 +97,24 @@ def alpha_tuner(
         scores = [reranker.score(h.query.query.text, h.texts) for h in held]
         alpha, table = choose_alpha(held, scores)
         log.info("alpha %.2f on %d held-out queries: %s", alpha, len(held), table)
-        return {
-            "alpha": alpha,
-            "alpha_tuned": True,
-            "normalization": "min_max per query over the reranked candidates",
-            "rerank_depth": rerank_depth,
-            "heldout_queries": len(held),
-            "heldout_ndcg@10_fused": round(table[0.0], 4),
-            "heldout_ndcg@10_reranker_only": round(table[1.0], 4),
-            "heldout_ndcg@10_reranked": round(table[alpha], 4),
-            "heldout_table": {str(a): round(v, 4) for a, v in table.items()},
-        }
+        return alpha_settings(alpha, table, len(held), rerank_depth)
 
     return tune
+
+
+def alpha_settings(
+    alpha: float, table: dict[float, float], queries: int, rerank_depth: int
+) -> dict[str, Any]:
+    """What a tuned ``alpha`` stores in the model dir: the weight and its held-out figures
+    (``table``: nDCG@10 per grid value over ``queries`` held-out queries)."""
+    return {
+        "alpha": alpha,
+        "alpha_tuned": True,
+        "normalization": "min_max per query over the reranked candidates",
+        "rerank_depth": rerank_depth,
+        "heldout_queries": queries,
+        "heldout_ndcg@10_fused": round(table[0.0], 4),
+        "heldout_ndcg@10_reranker_only": round(table[1.0], 4),
+        "heldout_ndcg@10_reranked": round(table[alpha], 4),
+        "heldout_table": {str(a): round(v, 4) for a, v in table.items()},
+    }
