@@ -17,7 +17,8 @@ from pymilvus import DataType, MilvusClient
 from tests.conftest import BACKEND_DOCS
 from twofold.core.errors import CollectionError, InputError
 from twofold.core.types import Query
-from twofold.indexing.build import build_collection
+from twofold.indexing import build
+from twofold.indexing.build import PartialBuildKept, build_collection, partial_dir
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.docstore import DocStore
@@ -175,7 +176,39 @@ def test_a_foreign_milvus_collection_is_never_dropped(
     with pytest.raises(InputError, match="was not written by Twofold"):
         build_collection(tiny_corpus, out, options, target)
     assert not out.exists()
+    assert not partial_dir(out).exists()  # refused before anything was encoded
     assert client.has_collection("someone_elses")
+
+
+def test_a_collection_taken_during_the_build_keeps_the_partial_build(
+    tiny_corpus: Path, tmp_path: Path, milvus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client creates the target collection after the early check (a race):
+    the push refuses it, the finished sub-index is kept, and the rerun with another
+    --milvus-collection resumes without encoding again."""
+    client = connect(milvus_uri)
+    checked = build.check_milvus_target
+
+    def check_then_race(target: MilvusTarget, retrievers: list[str], out: Path) -> None:
+        checked(target, retrievers, out)
+        client.create_collection(target.name_for(out), dimension=4)
+
+    monkeypatch.setattr(build, "check_milvus_target", check_then_race)
+    out = tmp_path / "raced"
+    options = BuildOptions(retrievers=("bm25", "sparse"), progress=False)
+    with pytest.raises(PartialBuildKept, match="was not written by Twofold") as caught:
+        build_collection(tiny_corpus, out, options, MilvusTarget(milvus_uri, "raced_tiny"))
+    assert caught.value.kept == ["doc store", "bm25", "sparse"]
+    assert "choose another --milvus-collection" in str(caught.value)
+    assert not out.exists() and client.has_collection("raced_tiny")
+    finished = json.loads((partial_dir(out) / "sparse" / ".complete.json").read_text())
+
+    monkeypatch.setattr(build, "check_milvus_target", checked)
+    manifest = build_collection(tiny_corpus, out, options, MilvusTarget(milvus_uri, "raced_ok"))
+    assert manifest.sub_indexes["sparse"]["build_seconds"] == finished["build_seconds"]  # reused
+    assert manifest.sub_indexes["sparse"]["milvus"]["collection"] == "raced_ok"
+    assert client.query("raced_ok", filter="", output_fields=["count(*)"])[0]["count(*)"] == 5
+    assert client.has_collection("raced_tiny")  # the other client's collection is untouched
 
 
 def test_bad_targets_fail_before_anything_is_built(tiny_corpus: Path, tmp_path: Path) -> None:

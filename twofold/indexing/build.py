@@ -335,7 +335,7 @@ def _build_locked(
     recover_interrupted_publish(out)
     _check_output(out)
     if milvus is not None:
-        check_milvus_target(milvus, names)  # before any encoding
+        check_milvus_target(milvus, names, out)  # before any encoding
     # with Ray, --device is where the actors encode; this process uses what it has
     here = options.device if options.executor.kind == "local" or options.device == "cpu" else "auto"
     device = resolve_device(here)
@@ -356,9 +356,7 @@ def _build_locked(
                 raise
             raise PartialBuildKept(exc, staging, kept) from exc
     if milvus is not None:
-        entries = push_to_milvus(
-            staging, entries, DocStore(staging / "docs"), milvus, out, options.progress
-        )
+        entries = _push(staging, entries, milvus, out, options.progress)
     manifest = Manifest(
         doc_count=int(corpus_info["read"]),
         sub_indexes=entries,
@@ -382,6 +380,25 @@ def _build_locked(
     if milvus is not None:
         drop_local_vectors(out, entries)  # after publish: a rerun can still resume
     return manifest
+
+
+def _push(
+    staging: Path,
+    entries: dict[str, dict[str, Any]],
+    milvus: MilvusTarget,
+    out: Path,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Write the finished build's vectors into Milvus. Bad input found only now (the
+    collection was taken by someone else during the build) keeps the partial build, as an
+    input error found while encoding does; a failed write says how to resume."""
+    docs = DocStore(staging / "docs")
+    try:
+        return push_to_milvus(staging, entries, docs, milvus, out, progress)
+    except InputError as exc:
+        raise PartialBuildKept(exc, staging, _finished(staging)) from exc
+    finally:
+        docs.close()
 
 
 def _finished(staging: Path) -> list[str]:

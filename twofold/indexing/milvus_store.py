@@ -160,20 +160,38 @@ class _Sources:
     dense: np.ndarray | None
 
 
-def check_milvus_target(target: MilvusTarget, retrievers: list[str]) -> None:
+def check_milvus_target(target: MilvusTarget, retrievers: list[str], out: Path) -> None:
     """Refuse a build that cannot go to Milvus, before anything is encoded: none of its
-    retrievers lives there, or the server does not answer."""
+    retrievers lives there, the server does not answer, or the collection it would write
+    into ``target.name_for(out)`` belongs to someone else."""
     if not set(retrievers) & set(MILVUS_RETRIEVERS):
         raise InputError(
             "--backend milvus needs at least one of sparse, splade, dense in --retrievers "
             "(bm25 and interests stay local)"
         )
     try:
-        client(target.uri).list_collections()
+        milvus = client(target.uri)
+        milvus.list_collections()
     except CollectionError:
         raise
     except Exception as exc:
         raise CollectionError(f"cannot reach Milvus at {target.uri}: {exc}") from exc
+    _signature_of(milvus, target.name_for(out), target.uri)
+
+
+def _signature_of(milvus: Any, name: str, uri: str) -> str | None:
+    """The Twofold signature of Milvus collection ``name`` (None: there is none); refuses
+    a collection that Twofold did not write, which is never dropped or written into."""
+    if not milvus.has_collection(name):
+        return None
+    properties = milvus.describe_collection(name).get("properties") or {}
+    description = str(properties.get(SIGNATURE, ""))
+    if not description.startswith("twofold "):
+        raise InputError(
+            f"Milvus collection {name!r} at {uri} exists and was not written by "
+            "Twofold; choose another --milvus-collection or drop it yourself"
+        )
+    return description
 
 
 def _plan(root: Path, entries: Mapping[str, dict[str, Any]]) -> dict[str, str]:
@@ -293,19 +311,10 @@ def push_to_milvus(
         old = json.loads(state_file.read_text())
     except (OSError, json.JSONDecodeError):
         old = None
-    exists = bool(milvus.has_collection(name))
-    description = ""
-    if exists:
-        properties = milvus.describe_collection(name).get("properties") or {}
-        description = str(properties.get(SIGNATURE, ""))
-    if exists and not description.startswith("twofold "):
-        raise InputError(
-            f"Milvus collection {name!r} at {target.uri} exists and was not written by "
-            "Twofold; choose another --milvus-collection or drop it yourself"
-        )
+    description = _signature_of(milvus, name, target.uri)
+    exists = description is not None
     resume = (
-        exists
-        and description == signature
+        description == signature
         and isinstance(old, dict)
         and {k: old.get(k) for k in ("uri", "collection", "signature")}
         == {k: state[k] for k in ("uri", "collection", "signature")}
@@ -412,7 +421,7 @@ def push_collection(path: Path, target: MilvusTarget, progress: bool = True) -> 
     manifest = read_manifest(path)
     if any(e.get("backend") == BACKEND for e in manifest.sub_indexes.values()):
         raise InputError(f"{path} is already served by Milvus")
-    check_milvus_target(target, list(manifest.sub_indexes))
+    check_milvus_target(target, list(manifest.sub_indexes), path)
     docs = DocStore(path / "docs")
     try:
         entries = push_to_milvus(path, manifest.sub_indexes, docs, target, path, progress)
