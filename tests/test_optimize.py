@@ -56,24 +56,31 @@ def test_optimize_keeps_only_what_helps_held_out(setup: tuple[Path, Path], tmp_p
     collection, data = setup
     base = save_tiny_cross_encoder(tmp_path / "student")
     job = OptimizeJob(collection, "split", data, reranker_base=str(base), seed=1)
+    dense_before = Collection(collection).manifest.sub_indexes["dense"]
     report = optimize(job)
-    assert [s.step for s in report.steps] == ["fusion", "adapter", "reranker"]
+    assert [s.step for s in report.steps] == ["dense", "fusion", "adapter", "reranker"]
     assert report.heldout == 10 and report.tuning > 0
     table = report.table()
-    assert all(step in table for step in ("fusion", "adapter", "reranker"))
+    assert all(step in table for step in ("dense", "fusion", "adapter", "reranker"))
     for step in report.steps:  # kept: a gain beyond chance on the held-out queries
         assert step.p_value is not None and f"p={step.p_value:.3f}" in step.detail
         assert step.kept == (step.after > step.before and step.p_value < job.significance)
     kept = {s.step: s.kept for s in report.steps}
     reopened = Collection(collection)
+    dense_after = reopened.manifest.sub_indexes["dense"]
+    changed = dense_after["encoder"]["sha256"] != dense_before["encoder"]["sha256"]
+    assert changed == kept["dense"]  # re-encoded with the fine-tuned model only if kept
+    assert "dense" in reopened.manifest.build.get("rebuilt", {}) or not kept["dense"]
     assert ("hybrid" in reopened.manifest.pipelines) == kept["fusion"]
     assert (collection / "adapter").is_dir() == kept["adapter"]
     assert (collection / "reranker").is_dir() == kept["reranker"]
     assert reopened.manifest.pipelines["optimize"]["heldout"] == 10
     if kept["reranker"]:  # hybrid+rerank needs no flag once the collection has a reranker
         assert build_pipeline(reopened, "hybrid+rerank").reranker is not None
-    # no staging or backup folders are left behind
+    # no staging or backup folders are left behind, in the collection or beside it
     assert not [p.name for p in collection.iterdir() if p.name.startswith(".")]
+    beside = sorted(p.name for p in collection.parent.iterdir() if p.name.startswith(".c"))
+    assert len(beside) == 1 and beside[0].startswith(".c.v")  # the published version only
 
 
 def test_optimize_refuses_unlabelled_files_and_unknown_steps(setup: tuple[Path, Path]) -> None:

@@ -157,6 +157,8 @@ def _optimize(args: argparse.Namespace) -> int:
         seed=args.seed,
         pseudo_count=args.pseudo_count,
         significance=args.significance,
+        dense_epochs=args.dense_epochs,
+        progress=sys.stderr.isatty(),
     )
     report = optimize(job)
     _out(report.table())
@@ -168,10 +170,12 @@ def _optimize(args: argparse.Namespace) -> int:
 def add_optimize_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "optimize",
-        help="run the training steps that pay (fusion, adapter, reranker), held-out checked",
+        help="run the training steps that pay (dense, fusion, adapter, reranker), held-out checked",
         description="Splits the training queries into tuning and held-out parts (no held-out "
-        "query shares a positive with a tuning one), then runs each step: fusion weights for "
-        "`hybrid`, a dense query adapter, a distilled reranker for `hybrid+rerank`. A step is "
+        "query shares a positive with a tuning one), then runs each step: the dense encoder "
+        "fine-tuned and the corpus re-encoded with it (the other sub-indexes are reused), "
+        "fusion weights for `hybrid`, a dense query adapter, a distilled reranker for "
+        "`hybrid+rerank`. A step is "
         "kept only if held-out nDCG@10 improves beyond chance (a paired randomization test, "
         "p < --significance); what is kept is written into the collection, "
         "so `twofold eval|search|serve DIR` use it with no extra flags. With --queries pseudo "
@@ -179,7 +183,17 @@ def add_optimize_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     )
     p.add_argument("dir", help="collection directory")
     add_query_flags(p)
-    p.add_argument("--steps", help="comma list of steps to try (fusion,adapter,reranker)")
+    p.add_argument(
+        "--steps",
+        help="comma list of steps to try, in this order (default all: "
+        "dense,fusion,adapter,reranker); the dense step takes longest: it re-encodes the corpus",
+    )
+    p.add_argument(
+        "--dense-epochs",
+        type=int,
+        default=2,
+        help="epochs of the dense step's fine-tuning (default 2)",
+    )
     p.add_argument(
         "--significance",
         type=_fraction,

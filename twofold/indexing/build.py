@@ -252,7 +252,7 @@ def _executor(
     return nullcontext(LocalExecutor(device, options.progress))
 
 
-def _build_subindexes(
+def build_subindexes(
     staging: Path, names: list[str], options: BuildOptions, device: str, executor: Executor
 ) -> dict[str, dict[str, Any]]:
     """Build each sub-index not yet marked complete in ``staging`` with its current
@@ -348,7 +348,7 @@ def _build_locked(
         try:
             corpus_info = _write_docs(corpus, staging, options)
             check_doc_count(options, names, int(corpus_info["read"]))
-            entries = _build_subindexes(staging, names, options, device, executor)
+            entries = build_subindexes(staging, names, options, device, executor)
         except InputError as exc:
             kept = _finished(staging)
             if not kept:  # nothing written worth keeping: leave nothing on disk
