@@ -15,6 +15,7 @@ import torch
 
 from tests.test_api import run_in_thread
 from tests.test_reranker import WORDS, save_tiny_cross_encoder
+from twofold.app.schemas import HIT_FIELDS
 from twofold.app.settings import Settings
 from twofold.models.reranker import CrossEncoder, RerankerConfig
 from twofold.models.sparse import MLMSparseEncoder
@@ -82,6 +83,66 @@ def test_concurrent_hybrid_rerank_equals_sequential(full_collection: Path, tmp_p
         assert len(got) == THREADS * len(expected)
         for (q, p, _), hits in got.items():
             assert hits == expected[q, p], (q, p)
+
+
+def test_pages_and_fields_from_several_threads_equal_one_ranking(full_collection: Path) -> None:
+    """Clients page through the hybrid ranking (``offset``) with different ``fields``,
+    from several threads at once: every page is the matching slice of the one-shot
+    ranking, with exactly the fields it asked for."""
+    settings = Settings(
+        collections=[full_collection], search_threads=THREADS, time_budget_ms=600_000
+    )
+    shapes: list[list[str] | None] = [None, ["score"], ["score", "title", "snippet"], []]
+    with run_in_thread(settings) as base, httpx.Client(base_url=base, timeout=600) as client:
+
+        def page(own: httpx.Client, query: str, offset: int, fields: list[str] | None) -> dict:
+            body = {"query": query, "k": 5, "offset": offset, "pipeline": "hybrid"}
+            resp = own.post(
+                "/v1/search", json=body | ({} if fields is None else {"fields": fields})
+            )
+            assert resp.status_code == 200, resp.text
+            data: dict = resp.json()
+            assert data["degraded"] is False and data["offset"] == offset
+            return data
+
+        whole = {}  # the one-shot ranking to rank 20, asked once per query
+        for q in QUERIES:
+            body = {"query": q, "k": 20, "pipeline": "hybrid", "fields": ["score"]}
+            whole[q] = client.post("/v1/search", json=body).json()["hits"]
+            assert len(whole[q]) == 20
+        errors: list[BaseException] = []
+        seen: list[tuple[str, int, int]] = []
+        start = threading.Barrier(THREADS)
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            jobs = [(q, off) for q in QUERIES for off in (0, 5, 10, 15)]
+            rng.shuffle(jobs)
+            try:
+                start.wait()
+                with httpx.Client(base_url=base, timeout=600) as own:
+                    for q, off in jobs:
+                        fields = shapes[rng.randrange(len(shapes))]
+                        hits = page(own, q, off, fields)["hits"]
+                        want = whole[q][off : off + 5]
+                        assert [(h["rank"], h["doc_id"]) for h in hits] == [
+                            (h["rank"], h["doc_id"]) for h in want
+                        ], (q, off)
+                        asked = set(HIT_FIELDS if fields is None else fields) | {"rank", "doc_id"}
+                        assert all(set(h) == asked for h in hits), (fields, hits[0])
+                        if fields is None or "score" in fields:
+                            assert [h["score"] for h in hits] == [h["score"] for h in want]
+                        seen.append((q, off, seed))
+            except BaseException as exc:  # reported below, with the thread's seed
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        assert len(seen) == THREADS * len(QUERIES) * 4
 
 
 def test_cross_encoder_is_safe_from_several_threads(tmp_path: Path) -> None:

@@ -66,6 +66,33 @@ def test_recommend_with_a_text_and_single_vector(base_url: str) -> None:
     assert body["mixture"] == [] and "d2" not in [h["doc_id"] for h in body["hits"]]
 
 
+def test_recommend_fields_leave_out_what_is_not_asked_for(base_url: str) -> None:
+    body = {"history": ["d1", "d3"], "k": 3}
+    full = httpx.post(f"{base_url}/v1/recommend", json=body, timeout=60).json()
+    assert set(full["hits"][0]) == {
+        "rank",
+        "doc_id",
+        "score",
+        "interest",
+        "filled",
+        "title",
+        "text",
+    }
+    lean = httpx.post(
+        f"{base_url}/v1/recommend", json={**body, "fields": ["score", "interest"]}, timeout=60
+    ).json()
+    assert [set(h) for h in lean["hits"]] == [{"rank", "doc_id", "score", "interest"}] * 3
+    assert [(h["doc_id"], h["score"]) for h in lean["hits"]] == [
+        (h["doc_id"], h["score"]) for h in full["hits"]
+    ]  # the same ranking, fewer fields
+    bare = httpx.post(f"{base_url}/v1/recommend", json={**body, "fields": []}, timeout=60).json()
+    assert [set(h) for h in bare["hits"]] == [{"rank", "doc_id"}] * 3
+    bad = httpx.post(f"{base_url}/v1/recommend", json={**body, "fields": ["snippet"]}, timeout=60)
+    assert bad.status_code == 422 and "body.fields.0" in bad.text
+    paged = httpx.post(f"{base_url}/v1/recommend", json={**body, "offset": 3}, timeout=60)
+    assert paged.status_code == 422 and "offset" in paged.text  # no pages: see the schema
+
+
 def test_unknown_history_ids_are_a_404_naming_them(base_url: str) -> None:
     r = httpx.post(
         f"{base_url}/v1/recommend", json={"history": ["d1", "nope-7", "zzz"], "k": 3}, timeout=60

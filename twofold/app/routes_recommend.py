@@ -13,7 +13,7 @@ API key.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +27,7 @@ from twofold.app.schemas import (
     ErrorOut,
     Int,
     MixtureComponentOut,
+    absent,
     bounded_int,
 )
 from twofold.app.state import AppState, CollectionState
@@ -100,10 +101,19 @@ class MixtureSpec(BaseModel):
         )
 
 
+# Hit fields a request may ask for (``fields``); ``rank`` and ``doc_id`` always come.
+RecommendField = Literal["rank", "doc_id", "score", "interest", "filled", "title", "text"]
+RECOMMEND_FIELDS: tuple[str, ...] = get_args(RecommendField)
+
+
 class RecommendRequest(BaseModel):
     """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects;
     the texts together at most ``MAX_HISTORY_TEXT_CHARS`` characters (their encoding is
-    the request's cost)."""
+    the request's cost).
+
+    No ``offset``: ``k`` is split over the interests in proportion to their weights, so the
+    list for ``k = 20`` does not begin with the list for ``k = 10``, and a page of a longer
+    list would not continue a shorter one. Ask for the ``k`` you show."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -117,6 +127,12 @@ class RecommendRequest(BaseModel):
         "proportional", description="interleave components in proportion, or sort by score"
     )
     mixture: MixtureSpec = Field(default_factory=lambda: MixtureSpec.model_validate({}))
+    fields: list[RecommendField] | None = Field(
+        None,
+        max_length=len(RECOMMEND_FIELDS),
+        description="the hit fields to return (`rank` and `doc_id` always come); default: "
+        "all of them. Without `title` and `text` no document is read",
+    )
 
     @model_validator(mode="after")
     def _text_cost(self) -> RecommendRequest:
@@ -142,14 +158,32 @@ class RecommendRequest(BaseModel):
         return ids, texts
 
 
+IF_ASKED = "; absent when the request's `fields` leaves it out"
+
+
 class RecommendHit(BaseModel):
+    """One hit; the fields after ``doc_id`` come unless ``fields`` leaves them out (then
+    they are absent, never null)."""
+
     rank: int
     doc_id: str
-    score: float = Field(description="inner product with the component's query vector")
-    interest: int = Field(description="the interest cluster the document belongs to")
-    filled: bool = Field(description="true when it fills a slot a small cluster left empty")
-    title: str
-    text: str
+    score: float | None = Field(
+        None,
+        exclude_if=absent,
+        description="inner product with the component's query vector" + IF_ASKED,
+    )
+    interest: int | None = Field(
+        None,
+        exclude_if=absent,
+        description="the interest cluster the document belongs to" + IF_ASKED,
+    )
+    filled: bool | None = Field(
+        None,
+        exclude_if=absent,
+        description="true when it fills a slot a small cluster left empty" + IF_ASKED,
+    )
+    title: str | None = Field(None, exclude_if=absent, description="the doc's" + IF_ASKED)
+    text: str | None = Field(None, exclude_if=absent, description="the doc's full text" + IF_ASKED)
 
 
 class RecommendResponse(BaseModel):
@@ -184,21 +218,20 @@ def _run(
         rec: Recommendation = retriever.recommend(
             ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order
         )
+        fields = frozenset(RECOMMEND_FIELDS if body.fields is None else body.fields)
         docs = cs.collection.docs
         hits = []
         for rank, h in enumerate(rec.hits, start=1):
-            doc = docs.get(h.doc_id)
-            hits.append(
-                RecommendHit(
-                    rank=rank,
-                    doc_id=h.doc_id,
-                    score=h.score,
-                    interest=h.interest,
-                    filled=h.filled,
-                    title=doc.title,
-                    text=doc.text,
-                )
-            )
+            out: dict[str, Any] = {}
+            for name in fields & {"score", "interest", "filled"}:
+                out[name] = getattr(h, name)
+            if fields & {"title", "text"}:
+                doc = docs.get(h.doc_id)
+                if "title" in fields:
+                    out["title"] = doc.title
+                if "text" in fields:
+                    out["text"] = doc.text
+            hits.append(RecommendHit(rank=rank, doc_id=h.doc_id, **out))
         return RecommendResponse(
             request_id=request_id,
             collection=cs.name,

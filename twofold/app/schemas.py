@@ -46,7 +46,7 @@ NOT_BLANK = r"[^\s\u001c-\u001f\u0085]"
 _BLANK = re.compile(r"^[\s\ufeff]*$")
 
 
-def _absent(value: object) -> bool:
+def absent(value: object) -> bool:
     """Fields only a diversified search fills are left out of other responses, not null."""
     return value is None
 
@@ -177,37 +177,37 @@ class HitOut(BaseModel):
 
     rank: int = Field(description="1-based, in the whole ranking (offset + 1 for the first)")
     doc_id: str
-    score: float | None = Field(None, exclude_if=_absent, description="the ranking's" + IF_ASKED)
-    title: str | None = Field(None, exclude_if=_absent, description="the doc's" + IF_ASKED)
-    text: str | None = Field(None, exclude_if=_absent, description="the doc's full text" + IF_ASKED)
+    score: float | None = Field(None, exclude_if=absent, description="the ranking's" + IF_ASKED)
+    title: str | None = Field(None, exclude_if=absent, description="the doc's" + IF_ASKED)
+    text: str | None = Field(None, exclude_if=absent, description="the doc's full text" + IF_ASKED)
     snippet: str | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="a window of the text around the matched terms" + IF_ASKED,
     )
     highlights: list[tuple[int, int]] | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="[start, end) character spans of matched terms in `snippet`" + IF_ASKED,
     )
     title_highlights: list[tuple[int, int]] | None = Field(
-        None, exclude_if=_absent, description="spans of matched terms in `title`" + IF_ASKED
+        None, exclude_if=absent, description="spans of matched terms in `title`" + IF_ASKED
     )
     sources: dict[str, SourceOut] | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="per retriever (and `fusion` when reranked): rank and score in its list"
         + IF_ASKED,
     )
     terms: dict[str, list[TermOut]] | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="explain: per sparse retriever that ran, query-term contributions to its "
         "score (absent otherwise)",
     )
     interest: int | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="diversify: the interest cluster of the document (absent otherwise)",
     )
 
@@ -234,7 +234,7 @@ class SearchResponse(BaseModel):
     degraded_reasons: list[str]
     mixture: list[MixtureComponentOut] | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="diversify: the mixture used, heaviest first (absent otherwise)",
     )
 
