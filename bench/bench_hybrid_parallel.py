@@ -1,0 +1,142 @@
+"""Hybrid latency against its slowest single retriever (issue 12: "hybrid p50 <= 1.3x the
+slowest single retriever's p50, because retrievers run in parallel").
+
+In one process, on one collection, per query and in an order that rotates from query to
+query (so that the machine's load falls on every system alike):
+
+- each single-retriever pipeline (``bm25``, ``sparse``, ``splade``, ``dense``: what a user
+  calls, at ``k``);
+- ``hybrid`` as served: its retrievers on the pipeline's thread pool, each fetching the
+  fusion depth;
+- ``hybrid-serial``: the same pipeline with its retrievers run one after another (the
+  pool swapped for a one-thread pool), the baseline that parallel retrieval must beat.
+
+Reports medians with p10/q1/q3/p90, the ratio of hybrid's p50 to the slowest single
+pipeline's p50 and to hybrid-serial's, each retriever's own time inside hybrid, and the
+load average before and after:
+
+    OPENBLAS_CORETYPE=SkylakeX .venv/bin/python bench/bench_hybrid_parallel.py build/scifact \\
+        --dataset ../shared/datasets/scifact --rounds 2 \\
+        --out bench/results/hybrid-parallel-scifact.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `twofold` does at query time
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from twofold.core.types import Query  # noqa: E402
+from twofold.indexing.collection import Collection  # noqa: E402
+from twofold.indexing.corpus import BeirDataset  # noqa: E402
+from twofold.search import pipeline as pipeline_module  # noqa: E402
+from twofold.search.pipeline import build_pipeline, collection_retrievers  # noqa: E402
+
+
+def spread(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    q = {f"p{p}": float(np.percentile(a, p)) for p in (10, 25, 50, 75, 90)}
+    return {k: round(v, 3) for k, v in q.items()} | {"n": len(ms)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("collection", type=Path)
+    ap.add_argument("--dataset", type=Path, required=True, help="BEIR dir for the queries")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the queries")
+    ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    collection = Collection(args.collection)
+    singles = collection_retrievers(collection)
+    ds = BeirDataset(args.dataset)
+    queries: list[Query] = ds.queries(args.split)[: args.max_queries]
+    hybrid = build_pipeline(collection, "hybrid")
+    pipelines = {name: build_pipeline(collection, name) for name in singles}
+    parallel_pool = pipeline_module._retrieve_pool()
+    serial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twofold-serial")
+    systems = [*singles, "hybrid", "hybrid-serial"]
+
+    def run(system: str, query: Query) -> tuple[float, dict[str, float]]:
+        if system.startswith("hybrid"):
+            pool = serial_pool if system == "hybrid-serial" else parallel_pool
+            pipeline_module._retrieve_pool = lambda: pool  # type: ignore[assignment]
+            t0 = time.perf_counter()
+            outcome = hybrid.run(query, args.k)
+            ms = (time.perf_counter() - t0) * 1000
+            inner = {n: v for n, v in outcome.timings.items() if n.startswith("retrieve.")}
+            return ms, inner
+        t0 = time.perf_counter()
+        pipelines[system].search(query, args.k)
+        return (time.perf_counter() - t0) * 1000, {}
+
+    for q in queries[:20]:  # warm-up: JVM JIT, encoders, memory maps
+        for s in systems:
+            run(s, q)
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {s: [] for s in systems}
+    inner: dict[str, list[float]] = {}
+    i = 0
+    for _ in range(args.rounds):
+        for q in queries:
+            order = systems[i % len(systems) :] + systems[: i % len(systems)]
+            i += 1
+            for s in order:
+                ms, parts = run(s, q)
+                times[s].append(ms)
+                if s == "hybrid":
+                    for n, v in parts.items():
+                        inner.setdefault(n, []).append(v)
+    load_after = os.getloadavg()
+    pipeline_module._retrieve_pool = lambda: parallel_pool  # type: ignore[assignment]
+
+    stats = {s: spread(v) for s, v in times.items()}
+    slowest = max(singles, key=lambda s: stats[s]["p50"])
+    report: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "collection": str(args.collection),
+        "queries": len(queries),
+        "rounds": args.rounds,
+        "k": args.k,
+        "retrievers": singles,
+        "latency_ms": stats,
+        "hybrid_inner_retrieve_ms": {n: spread(v) for n, v in inner.items()},
+        "slowest_single": slowest,
+        "ratio_hybrid_to_slowest_single_p50": round(
+            stats["hybrid"]["p50"] / stats[slowest]["p50"], 3
+        ),
+        "ratio_hybrid_to_serial_p50": round(
+            stats["hybrid"]["p50"] / stats["hybrid-serial"]["p50"], 3
+        ),
+        "load_average": {"before": load_before, "after": load_after},
+    }
+    text = json.dumps(report, indent=2) + "\n"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
