@@ -8,7 +8,7 @@ ratio of HTTP p50 to in-process p50 for each. Both sides get one warm-up pass ov
 the queries first (the JVM's JIT and the encoders warm up).
 
     .venv/bin/python bench/bench_load.py build/scifact --dataset ../shared/datasets/scifact \\
-        --pipeline hybrid --requests 2000 --concurrency 8 --out bench/load-scifact.json
+        --pipeline hybrid --requests 2000 --concurrency 8 --out bench/results/load-scifact.json
 
 ``--interleaved ROUNDS`` measures the HTTP overhead instead: serial calls, the
 in-process pipeline and ``/v1/search`` (all hit fields, and ``fields`` without texts)

@@ -8,7 +8,7 @@ over queries of |top10_embedded & top10_milvus| / 10). Start a server first, e.g
 a Python re-implementation: latencies from it say nothing about Milvus; none is reported.
 
     python bench/bench_milvus.py /work/builds/scifact-all ../shared/datasets/scifact \
-        --milvus-uri http://127.0.0.1:19530 --out bench/milvus-scifact.json
+        --milvus-uri http://127.0.0.1:19530 --out bench/results/milvus-scifact.json
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ interests index) and health probes.
 Full soak (issue 11; minutes on a CPU, not run by the suite)::
 
     .venv/bin/python bench/soak.py build/scifact --requests 20000 --concurrency 16 \\
-        --out bench/soak-scifact.json
+        --out bench/results/soak-scifact.json
 
 The suite runs a short variant (``tests/test_soak.py``: 500 requests, concurrency 8,
 in-process server).
