@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from twofold.core.types import Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
+from twofold.models.threads import set_torch_threads  # noqa: E402
 from twofold.search import pipeline as pipeline_module  # noqa: E402
 from twofold.search.pipeline import build_pipeline, collection_retrievers  # noqa: E402
 
@@ -61,8 +62,16 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2, help="passes over the queries")
     ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads, set once as the service's --torch-threads does "
+        "(default: torch's, the number of cores)",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    threads = set_torch_threads(args.torch_threads)
 
     collection = Collection(args.collection)
     singles = collection_retrievers(collection)
@@ -81,7 +90,7 @@ def main() -> int:
             t0 = time.perf_counter()
             outcome = hybrid.run(query, args.k)
             ms = (time.perf_counter() - t0) * 1000
-            inner = {n: v for n, v in outcome.timings.items() if n.startswith("retrieve.")}
+            inner = {n: v for n, v in outcome.timings_ms.items() if n.startswith("retrieve.")}
             return ms, inner
         t0 = time.perf_counter()
         pipelines[system].search(query, args.k)
@@ -118,6 +127,7 @@ def main() -> int:
         "queries": len(queries),
         "rounds": args.rounds,
         "k": args.k,
+        "torch_threads": threads,
         "retrievers": singles,
         "latency_ms": stats,
         "hybrid_inner_retrieve_ms": {n: spread(v) for n, v in inner.items()},

@@ -91,9 +91,47 @@ def _quality() -> list[dict[str, Any]]:
     return out
 
 
+def hybrid_parallel(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_hybrid_parallel.py`: in one process, per query in a rotating order, "
+        "each single-retriever pipeline at k, `hybrid` as served (retrievers on the "
+        "pipeline's thread pool) and `hybrid-serial` (the same pipeline, retrievers one "
+        "after another). Milliseconds: p50 (q1-q3, p10-p90).",
+        "",
+        "| collection | system | p50 ms | q1-q3 | p10-p90 | p50 / slowest single | p50 / serial |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        stats = report["latency_ms"]
+        slowest = stats[report["slowest_single"]]["p50"]
+        name = Path(report["collection"]).name
+        for system, r in stats.items():
+            ratio = f"{r['p50'] / slowest:.2f}"
+            serial = f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}" if "hybrid" in system else ""
+            lines.append(
+                f"| {name} | {system} | {r['p50']:.1f} | {r['p25']:.1f}-{r['p75']:.1f} | "
+                f"{r['p10']:.1f}-{r['p90']:.1f} | {ratio} | {serial} |"
+            )
+        inner = ", ".join(
+            f"{n.removeprefix('retrieve.')} {v['p50']:.1f}"
+            for n, v in report["hybrid_inner_retrieve_ms"].items()
+        )
+        load = report["load_average"]
+        sources.append(
+            f"- `{report['command']}` ({report['date']}, {report['machine']}; "
+            f"{report['queries']} queries x {report['rounds']} rounds, torch threads "
+            f"{report.get('torch_threads', '-')}; load average "
+            f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after). Inside hybrid, "
+            f"each retriever's own p50 at the fusion depth: {inner} ms"
+        )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 SECTIONS = {
     "sparse-synthetic": lambda: sparse_synthetic(_load("sparse-synthetic")),
     "sparse-quality": lambda: sparse_quality(_quality()),
+    "hybrid-parallel": lambda: hybrid_parallel(_load("hybrid-parallel-")),
 }
 
 
