@@ -163,3 +163,36 @@ def test_recommend_limits_the_total_text_of_a_history() -> None:
     long = {"text": "x" * 1000}
     with pytest.raises(ValidationError, match="at most 8000 are encoded"):
         RecommendRequest.model_validate({"history": [long] * 9})
+
+
+def test_time_waiting_in_the_queue_counts_against_the_budget(sample_collection: Path) -> None:
+    """The only pipeline thread is held by a gated search; a second search with a
+    300 ms budget waits behind it for longer than that. Had its budget started at
+    pickup it would run (and answer 200) once the gate opens; from arrival it is a 504
+    and its search never starts (the queued work is cancelled: no stage recorded)."""
+    settings = Settings(collections=[sample_collection], search_threads=1, warmup=False)
+    with serve(settings) as (base, gate, _):
+        slow = {"query": "heat transfer", "k": 3, "pipeline": "bm25"}
+        first = threading.Thread(
+            target=lambda: httpx.post(f"{base}/v1/search", json=slow, timeout=60)
+        )
+        first.start()
+        assert gate.entered.wait(timeout=60)  # the one thread is busy
+        stages_before = metric(base, "twofold_pipeline_stage_duration_seconds_count")
+        answers: list[httpx.Response] = []
+        second = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(f"{base}/v1/search", json={**slow, "budget_ms": 300}, timeout=60)
+            )
+        )
+        second.start()
+        time.sleep(0.6)  # past the second's budget while it waits in the queue
+        gate.armed = False  # the second search, were it to run, would not be held
+        gate.release.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+        assert answers and answers[0].status_code == 504, answers
+        assert answers[0].json()["code"] == "time_budget_exceeded"
+        # only the first search's stage was recorded: the second never ran
+        stages = metric(base, "twofold_pipeline_stage_duration_seconds_count")
+        assert stages == stages_before + 1

@@ -31,7 +31,7 @@ from twofold.app.schemas import (
     bounded_int,
 )
 from twofold.app.state import AppState, CollectionState
-from twofold.app.work import arrived
+from twofold.app.work import Deadline, arrived
 from twofold.core.errors import NotFoundError
 from twofold.models.knn_embed import MixtureParams, UserMixture
 from twofold.search.interests import InterestRetriever, Recommendation
@@ -209,17 +209,21 @@ def interest_retriever(state: AppState, cs: CollectionState) -> InterestRetrieve
 
 
 def _run(
-    state: AppState, body: RecommendRequest, request_id: str, started: float
+    state: AppState, body: RecommendRequest, request_id: str, started: float, deadline: Deadline
 ) -> RecommendResponse:
-    """On a pipeline thread, holding the collection: recommend, then read the documents."""
+    """On a pipeline thread, holding the collection: recommend, then read the documents;
+    ``deadline`` is checked before each (as ``service.search`` does between its stages)."""
     with state.lease(body.collection) as cs:
         retriever = interest_retriever(state, cs)
         ids, texts = body.split()
+        deadline.check("recommend")
         rec: Recommendation = retriever.recommend(
             ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order
         )
         fields = frozenset(RECOMMEND_FIELDS if body.fields is None else body.fields)
         docs = cs.collection.docs
+        if fields & {"title", "text"}:
+            deadline.check("document reads")
         hits = []
         for rank, h in enumerate(rec.hits, start=1):
             out: dict[str, Any] = {}
@@ -263,7 +267,7 @@ async def recommend(body: RecommendRequest, request: Request, state: State) -> R
     interest_retriever(state, state.collection(body.collection))  # 404s before queueing
     deadline = state.deadline(arrived(request), state.settings.time_budget_ms / 1000.0)
     request_id = str(request.scope.get("state", {}).get("request_id", ""))
-    return await state.run(deadline, _run, state, body, request_id, started)
+    return await state.run(deadline, _run, state, body, request_id, started, deadline)
 
 
 def mixture_out(mixture: UserMixture | None) -> list[MixtureComponentOut]:
