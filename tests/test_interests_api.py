@@ -129,3 +129,18 @@ def test_cli_recommend(interests_collection: Path, capsys: pytest.CaptureFixture
     assert len(ids) == 2 and not {"d1", "d4"} & set(ids)
     assert main(["recommend", str(interests_collection), "--history", "missing-id"]) == 2
     assert "'missing-id'" in capsys.readouterr().err
+
+
+def test_recommend_text_cap_over_http(base_url: str) -> None:
+    """The free-text cap (``MAX_HISTORY_TEXT_CHARS``) through the route: at it 200,
+    one character over it 422 with a message that says what to change."""
+    from twofold.app.routes_recommend import MAX_HISTORY_TEXT_CHARS
+
+    per = MAX_HISTORY_TEXT_CHARS // 8
+    at_cap = [{"text": "heat " * (per // 5)}] * 8
+    r = httpx.post(f"{base_url}/v1/recommend", json={"history": at_cap, "k": 2}, timeout=120)
+    assert r.status_code == 200, r.text
+    over = [*at_cap, {"text": "x"}]
+    r = httpx.post(f"{base_url}/v1/recommend", json={"history": over, "k": 2}, timeout=120)
+    assert r.status_code == 422, r.text
+    assert "send doc ids, or fewer or shorter texts" in r.text
