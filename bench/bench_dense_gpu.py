@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dense_hnsw import recall_at, synthetic
 
 from twofold.indexing.corpus import read_corpus
-from twofold.indexing.dense_index import build_faiss, faiss_gpus, index_params
+from twofold.indexing.dense.index import build_faiss, faiss_gpus, index_params
 from twofold.models.dense import DenseEncoder
 
 

@@ -9,7 +9,7 @@ Two sources of vectors:
   cluster centres uniform on the sphere, each point = centre + ``--spread`` times a
   Gaussian of unit expected norm, normalized; queries drawn the same way.
 
-The approximate index is built by ``dense_index.build_faiss`` with the parameters the
+The approximate index is built by ``dense.index.build_faiss`` with the parameters the
 build would use (``index_params``), so what is measured is what ``twofold index build
 --dense-index hnsw`` stores. Throughput is measured one query at a time (the service's
 path) and as one batch. recall@10 = |top-10 approx ∩ top-10 flat| / 10, averaged, with
@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from twofold.indexing.buildctx import DenseOptions
-from twofold.indexing.dense_index import build_faiss, index_params
+from twofold.indexing.dense.index import build_faiss, index_params
 
 
 def synthetic(

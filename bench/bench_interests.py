@@ -23,7 +23,7 @@ from typing import Any
 
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.indexing.interests import InterestIndex, read_dense_vectors, write_interests
+from twofold.indexing.dense.interests import InterestIndex, read_dense_vectors, write_interests
 from twofold.models.knn_embed import MixtureParams
 from twofold.search.interests import InterestRetriever
 from twofold.search.interests_eval import evaluate_interests, format_table, merged_qrels

@@ -173,7 +173,7 @@ def encode(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from twofold.indexing.corpus import read_corpus
-    from twofold.indexing.sparse_build import doc_text
+    from twofold.indexing.sparse.build import doc_text
     from twofold.models.sparse import MLMSparseEncoder, mlm_flops_per_token
 
     threads = len(os.sched_getaffinity(0))

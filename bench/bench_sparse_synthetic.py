@@ -44,8 +44,8 @@ def _dir_bytes(path: Path) -> int:
 
 def stage(name: str, out: Path, n_shards: int, n_docs: int) -> dict[str, Any]:
     """One build stage, run in a child process (``--stage``)."""
-    from twofold.indexing.sparse_index import iter_shards, write_lucene, write_postings
-    from twofold.indexing.sparse_seismic import SeismicParams, build_seismic
+    from twofold.indexing.sparse.index import iter_shards, write_lucene, write_postings
+    from twofold.indexing.sparse.seismic import SeismicParams, build_seismic
 
     t0 = time.perf_counter()
     if name == "postings":
@@ -64,7 +64,7 @@ def stage(name: str, out: Path, n_shards: int, n_docs: int) -> dict[str, Any]:
 
 
 def run_size(n: int, n_queries: int, engines: list[str], work: Path) -> dict[str, Any]:
-    from twofold.indexing.sparse_index import (
+    from twofold.indexing.sparse.index import (
         FORMAT_VERSION,
         SparseIndex,
         shard_path,

@@ -10,10 +10,10 @@ import pytest
 
 from twofold.core.errors import CollectionError, CorpusError, InputError, UnknownNameError
 from twofold.core.types import Query
-from twofold.indexing import bm25
 from twofold.indexing.build import build_collection, partial_dir
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
+from twofold.indexing.lucene import bm25
 
 OPTS = BuildOptions(retrievers=("bm25",), progress=False)
 

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from twofold.indexing.jvm import die_with_parent
+from twofold.indexing.lucene.jvm import die_with_parent
 
 
 def test_children_start_cleanly_beside_a_live_grpc_channel() -> None:

@@ -20,7 +20,7 @@ from twofold.core.types import Query
 from twofold.indexing.build import build_collection, partial_dir
 from twofold.indexing.buildctx import BuildContext, BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
-from twofold.indexing.dense_index import (
+from twofold.indexing.dense.index import (
     DenseIndex,
     build_faiss,
     choose_index_type,

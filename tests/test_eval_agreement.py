@@ -23,7 +23,7 @@ from tests.test_reranker import save_tiny_cross_encoder
 from twofold.core.errors import DependencyError
 from twofold.core.types import Hit, Ranking
 from twofold.indexing.corpus import BeirDataset
-from twofold.indexing.jvm import anserini_jar, die_with_parent, java_home
+from twofold.indexing.lucene.jvm import anserini_jar, die_with_parent, java_home
 from twofold.search.evaluate import EvalReport, score_run, write_trec_run
 from twofold.search.fusion import rrf
 from twofold.search.jobs import EvalJob, run_eval

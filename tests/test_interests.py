@@ -1,4 +1,4 @@
-"""Interest clusters (indexing.interests) and kNN-Embed retrieval (search.interests) on
+"""Interest clusters (indexing.dense.interests) and kNN-Embed retrieval (search.interests) on
 synthetic clustered vectors: no encoder needed, checked against brute force."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 
 from twofold.core.errors import CollectionError, InputError, NotFoundError
 from twofold.core.types import Doc, Hit, Ranking
-from twofold.indexing.docstore import DocStore, DocStoreWriter
-from twofold.indexing.interests import (
+from twofold.indexing.dense.interests import (
     InterestIndex,
     default_n_clusters,
     open_index,
     read_dense_vectors,
     write_interests,
 )
+from twofold.indexing.docstore import DocStore, DocStoreWriter
 from twofold.models.knn_embed import MixtureParams, normalize_rows
 from twofold.search.interests import InterestRetriever, merge_components
 

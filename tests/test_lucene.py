@@ -15,7 +15,7 @@ from twofold.core.errors import InputError
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
-from twofold.indexing.lucene import MAX_CLAUSES, _java, escape_term
+from twofold.indexing.lucene.searcher import MAX_CLAUSES, _java, escape_term
 from twofold.models.sparse import load_tokenizer
 from twofold.search.sparse import SparseSearcher
 
@@ -69,7 +69,7 @@ def test_impact_hits_ordered_by_score_then_doc_id(tiny_sparse: Collection) -> No
 
 
 def test_impact_query_over_the_clause_limit_is_an_input_error(tiny_sparse: Collection) -> None:
-    from twofold.indexing.lucene import ImpactSearcher
+    from twofold.indexing.lucene.searcher import ImpactSearcher
 
     searcher = ImpactSearcher(Path(tiny_sparse.path) / "sparse" / "lucene")
     terms = [f"t{i}" for i in range(MAX_CLAUSES + 1)]

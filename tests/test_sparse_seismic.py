@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from bench import synthetic
 from twofold.core.errors import CollectionError, InputError
 from twofold.core.types import SparseVec
-from twofold.indexing.sparse_index import (
+from twofold.indexing.sparse.index import (
     FORMAT_VERSION,
     SparseIndex,
     iter_shards,
@@ -28,7 +28,7 @@ from twofold.indexing.sparse_index import (
     write_shard,
     write_vocab,
 )
-from twofold.indexing.sparse_seismic import (
+from twofold.indexing.sparse.seismic import (
     SEISMIC_MIN_DOCS,
     SeismicParams,
     build_seismic,

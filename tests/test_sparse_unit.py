@@ -21,7 +21,7 @@ from twofold.core.types import Query
 from twofold.indexing.build import build_collection, partial_dir
 from twofold.indexing.buildctx import BuildOptions, SparseOptions
 from twofold.indexing.collection import Collection
-from twofold.indexing.sparse_index import quantize
+from twofold.indexing.sparse.index import quantize
 from twofold.models import sparse as msparse
 from twofold.models.sparse import (
     IdfQueryEncoder,

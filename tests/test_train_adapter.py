@@ -14,10 +14,10 @@ from tests.test_dense_index import write_corpus
 from tests.test_dense_model import make_tiny_model
 from twofold.core.errors import CollectionError, InputError
 from twofold.core.types import Query
-from twofold.indexing.adapter import read_adapter, remove_adapter, residual, write_adapter
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions, DenseOptions
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.adapter import read_adapter, remove_adapter, residual, write_adapter
 from twofold.search.dense import DenseRetriever
 from twofold.train.adapter import AdapterConfig, train_adapter
 from twofold.train.publish import ARGS_FILE, CARD_FILE

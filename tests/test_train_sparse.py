@@ -19,7 +19,7 @@ from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions, SparseOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.indexing.sparse_build import doc_text
+from twofold.indexing.sparse.build import doc_text
 from twofold.models.sparse import idf_from_df, load_idf_json, load_tokenizer
 from twofold.search.retrievers import RETRIEVERS
 from twofold.train.distill import teacher_scores

@@ -1,1 +1,2 @@
-"""Corpus readers, sub-index builders, on-disk formats, manifest and atomic publish."""
+"""Corpus readers, manifest and atomic publish, and one package per sub-index family
+(``lucene``, ``sparse``, ``dense``) holding its on-disk format, builder and engines."""

@@ -20,8 +20,8 @@ from twofold.core.errors import InputError
 from twofold.indexing.corpus import CorpusFormat
 from twofold.indexing.docstore import DocStore
 from twofold.indexing.encoding import Executor, LocalExecutor
-from twofold.indexing.sparse_index import DEFAULT_SCALE, ENGINES
-from twofold.indexing.sparse_seismic import SeismicParams
+from twofold.indexing.sparse.index import DEFAULT_SCALE, ENGINES
+from twofold.indexing.sparse.seismic import SeismicParams
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ class SparseOptions:
     ``top_k`` / ``max_ratio``: document pruning (keep the ``top_k`` largest weights; drop
     weights below ``max_ratio`` times the document's largest). ``scale``: Lucene impacts
     are ``round(w * scale)``. ``engine``: the engine its retriever uses by default
-    (``None``: by collection size, ``sparse_seismic.default_engine``); ``engines``: those
+    (``None``: by collection size, ``sparse.seismic.default_engine``); ``engines``: those
     built beside the exact ``native`` postings. ``shard_size``: documents per resumable
     shard; ``token_budget``: tokens per encoder slice. ``query_min_idf`` (``sparse``
     only): query tokens with idf below it are dropped (0: exact)."""
@@ -100,12 +100,12 @@ class SparseOptions:
 class DenseOptions:
     """The dense sub-index: the bi-encoder ``model`` and the FAISS index over its vectors.
 
-    ``index``: ``auto`` | ``flat`` | ``hnsw`` | ``ivfpq`` (see ``dense_index``). HNSW
+    ``index``: ``auto`` | ``flat`` | ``hnsw`` | ``ivfpq`` (see ``dense.index``). HNSW
     (Malkov & Yashunin 2018): ``hnsw_m`` links per node (M), ``hnsw_ef_construction`` and
     ``hnsw_ef_search`` candidate-list sizes. IVF-PQ (Jegou et al. 2011): ``ivf_nlist``
     cells, ``ivf_nprobe`` visited per query, ``pq_m`` sub-quantizers of ``pq_nbits`` bits;
     ``None`` derives each from the collection size and dimension
-    (``dense_index.index_params``); ``refine_k_factor * k`` candidates are rescored
+    (``dense.index.index_params``); ``refine_k_factor * k`` candidates are rescored
     exactly. ``query_prefix`` / ``doc_prefix`` override the model's own;
     ``shard_size``: documents per resumable shard."""
 

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from twofold.core.errors import CollectionError, InputError
-from twofold.indexing.dense_index import FORMAT_VERSION as DENSE_FORMAT
-from twofold.indexing.dense_index import DenseIndex, VectorHits
+from twofold.indexing.dense.index import FORMAT_VERSION as DENSE_FORMAT
+from twofold.indexing.dense.index import DenseIndex, VectorHits
 from twofold.indexing.milvus_store import DENSE_DEFAULTS, client, serving_uri
-from twofold.indexing.sparse_index import DEFAULT_SCALE, QueryEncoder, SparseIndex
-from twofold.indexing.sparse_index import FORMAT_VERSION as SPARSE_FORMAT
+from twofold.indexing.sparse.index import DEFAULT_SCALE, QueryEncoder, SparseIndex
+from twofold.indexing.sparse.index import FORMAT_VERSION as SPARSE_FORMAT
 
 ENGINE = "milvus"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from twofold.core.errors import InputError, ModelError, UnknownNameError
 from twofold.indexing.buildctx import BuildOptions
-from twofold.indexing.sparse_seismic import default_engine
+from twofold.indexing.sparse.seismic import default_engine
 
 MODEL_FLAGS = {"sparse": "--sparse-model", "splade": "--splade-model", "dense": "--dense-model"}
 
@@ -67,7 +67,7 @@ def check_options(options: BuildOptions, names: list[str]) -> None:
         if name in names
     }
     if "dense" in names:
-        from twofold.indexing.dense_index import check_pq_m
+        from twofold.indexing.dense.index import check_pq_m
 
         dim, m = dense_dim(dirs["dense"]), options.dense.pq_m
         if dim is not None and m is not None and options.dense.index in ("auto", "ivfpq"):
@@ -76,7 +76,7 @@ def check_options(options: BuildOptions, names: list[str]) -> None:
 
 def check_doc_count(options: BuildOptions, names: list[str], n: int) -> None:
     """What depends on the number of documents ``n``; raises ``InputError``."""
-    from twofold.indexing.dense_index import choose_index_type, index_params
+    from twofold.indexing.dense.index import choose_index_type, index_params
 
     clusters = options.interests.n_clusters
     if "interests" in names and clusters is not None and clusters > n:

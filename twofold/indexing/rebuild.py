@@ -28,11 +28,11 @@ from typing import Any
 
 from twofold import __version__
 from twofold.core.errors import CollectionError, InputError
-from twofold.indexing.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.build import build_subindexes
 from twofold.indexing.build import publish as publish_build
 from twofold.indexing.buildctx import BuildOptions, DenseOptions, InterestOptions
 from twofold.indexing.bundle import MODEL_DIR
+from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.encoding import LocalExecutor
 from twofold.indexing.manifest import Manifest, read_manifest, write_manifest
 from twofold.indexing.preflight import check_options

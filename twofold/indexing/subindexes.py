@@ -28,17 +28,19 @@ class SubIndexSpec:
 SUBINDEXES: Registry[SubIndexSpec] = Registry("retriever")
 SUBINDEXES.register(
     "bm25",
-    SubIndexSpec("bm25", "twofold.indexing.bm25", "BM25 on Lucene (k1=0.9, b=0.4, title+text)"),
+    SubIndexSpec(
+        "bm25", "twofold.indexing.lucene.bm25", "BM25 on Lucene (k1=0.9, b=0.4, title+text)"
+    ),
 )
 SUBINDEXES.register(
     "dense",
-    SubIndexSpec("dense", "twofold.indexing.dense_index", "dense bi-encoder vectors + FAISS (IP)"),
+    SubIndexSpec("dense", "twofold.indexing.dense.index", "dense bi-encoder vectors + FAISS (IP)"),
 )
 SUBINDEXES.register(
     "interests",
     SubIndexSpec(
         "interests",
-        "twofold.indexing.interests",
+        "twofold.indexing.dense.interests",
         "kNN-Embed interest clusters: spherical k-means over the dense vectors + IVF lists",
         requires=("dense",),
     ),
@@ -47,7 +49,7 @@ SUBINDEXES.register(
     "sparse",
     SubIndexSpec(
         "sparse",
-        "twofold.indexing.sparse_subindex",
+        "twofold.indexing.sparse.subindex",
         "inference-free learned sparse: MLM doc encoder, idf query side (native + Lucene impact)",
     ),
 )
@@ -55,7 +57,7 @@ SUBINDEXES.register(
     "splade",
     SubIndexSpec(
         "splade",
-        "twofold.indexing.splade_subindex",
+        "twofold.indexing.sparse.splade",
         "siamese SPLADE: MLM activation on docs and queries (native + Lucene impact)",
     ),
 )

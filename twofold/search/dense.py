@@ -2,7 +2,7 @@
 product, map doc-store ordinals back to doc ids.
 
 Vector-level access for other searchers (kNN-Embed) goes through the opened index,
-``collection.index("dense")`` (a ``twofold.indexing.dense_index.DenseIndex``):
+``collection.index("dense")`` (a ``twofold.indexing.dense.index.DenseIndex``):
 ``encode_queries``, ``search_vectors`` and ``vectors``; ``DenseRetriever`` wraps them
 with doc ids.
 """
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from twofold.core.types import Hit, Query, Ranking
-from twofold.indexing.adapter import Adapter, read_adapter
 from twofold.indexing.collection import Collection
-from twofold.indexing.dense_index import DenseIndex, VectorHits
+from twofold.indexing.dense.adapter import Adapter, read_adapter
+from twofold.indexing.dense.index import DenseIndex, VectorHits
 
 
 class DenseRetriever:

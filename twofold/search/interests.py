@@ -35,8 +35,8 @@ import numpy.typing as npt
 from twofold.core.errors import InputError, NotFoundError
 from twofold.core.types import Hit, Ranking
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.interests import InterestIndex
 from twofold.indexing.docstore import DocStore
-from twofold.indexing.interests import InterestIndex
 from twofold.models.knn_embed import (
     Component,
     MixtureParams,

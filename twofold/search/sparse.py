@@ -19,7 +19,7 @@ import numpy as np
 
 from twofold.core.types import Query, Ranking, SparseVec
 from twofold.indexing.collection import Collection
-from twofold.indexing.sparse_index import SparseIndex, quantize
+from twofold.indexing.sparse.index import SparseIndex, quantize
 
 SPARSE_RETRIEVERS = ("sparse", "splade")
 

@@ -2,7 +2,7 @@
 embeddings (Adapted Dense Retrieval, arXiv 2310.05380), trained in seconds because the
 document vectors are already stored and queries are encoded once.
 
-Model (:mod:`twofold.indexing.adapter`): ``f(e) = normalize(e + B (A e))``, rank ``r``;
+Model (:mod:`twofold.indexing.dense.adapter`): ``f(e) = normalize(e + B (A e))``, rank ``r``;
 ``query`` variant maps queries only, ``both`` also gives documents their own map.
 
 Loss per (query, positive) pair: InfoNCE (van den Oord et al. 2018) with temperature
@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from twofold.core.errors import InputError
-from twofold.indexing.adapter import VARIANTS, residual, write_adapter
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.adapter import VARIANTS, residual, write_adapter
 from twofold.search.dense import DenseRetriever
 from twofold.search.evaluate import score_run
 from twofold.train.publish import record_files

@@ -33,7 +33,7 @@ from twofold.core.errors import InputError
 from twofold.core.types import Query, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
-from twofold.indexing.sparse_build import doc_text
+from twofold.indexing.sparse.build import doc_text
 from twofold.train.distill import open_teachers, teacher_rankings, teacher_scores
 from twofold.train.publish import check_output
 from twofold.train.sparse import (

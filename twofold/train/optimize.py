@@ -47,10 +47,10 @@ import numpy as np
 
 from twofold.core.errors import InputError
 from twofold.core.types import Qrels
-from twofold.indexing.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.build import build_lock
 from twofold.indexing.bundle import bundled_model
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.manifest import read_manifest, write_manifest
 from twofold.indexing.rebuild import discard_rebuild, publish_rebuild, stage_rebuild
 from twofold.search.evaluate import clean_run, score_run

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from twofold.indexing.buildctx import BuildContext
-from twofold.indexing.jvm import run_anserini
-from twofold.indexing.lucene import BM25Searcher
+from twofold.indexing.lucene.jvm import run_anserini
+from twofold.indexing.lucene.searcher import BM25Searcher
 
 FORMAT_VERSION = 1
 K1, B = 0.9, 0.4

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from twofold.core.errors import InputError
-from twofold.indexing.jvm import autoclass
+from twofold.indexing.lucene.jvm import autoclass
 
 FIELD = "contents"  # Anserini's default field, both for text and for impacts
 # Lucene's limit on the clauses of one BooleanQuery (IndexSearcher.getMaxClauseCount)

@@ -69,7 +69,7 @@ class Adapter:
         optionally restricted to the ordinals ``within``."""
         if self.docs is None:
             raise InputError("only the 'both' adapter holds transformed documents")
-        from twofold.indexing.dense_index import exact_within
+        from twofold.indexing.dense.index import exact_within
 
         ordinals = np.arange(len(self.docs)) if within is None else np.asarray(within)
         hits = exact_within(self.docs, np.atleast_2d(queries), k, ordinals.astype(np.int64))

@@ -15,7 +15,7 @@ On disk, one sub-index directory (``sparse/`` or ``splade/``)::
     forward/terms.npy        (nnz,) int32   terms[indptr[d]:indptr[d+1]] ascending, and
     forward/weights.npy      (nnz,) float32 their weights (exact rescoring, explanations)
     lucene/                  Anserini impact index of round(w * scale) integer weights
-    seismic/                 the Seismic index (``sparse_seismic``)
+    seismic/                 the Seismic index (``sparse.seismic``)
 
 Engines, one interface (``search(term_ids, weights, k)`` -> (doc_id, score) pairs):
 
@@ -24,9 +24,9 @@ Engines, one interface (``search(term_ids, weights, k)`` -> (doc_id, score) pair
   ``sum_j round(q_j * s) * round(d_j * s)``; we divide by ``s**2`` so both engines
   report scores in the same units;
 * ``seismic``: Seismic's pruned, block-skipping search proposes candidates that the
-  forward index scores exactly (``sparse_seismic``): approximate recall, exact scores.
+  forward index scores exactly (``sparse.seismic``): approximate recall, exact scores.
 
-The default engine is the build's choice, else by size (``sparse_seismic.default_engine``:
+The default engine is the build's choice, else by size (``sparse.seismic.default_engine``:
 ``native`` below 50,000 documents, ``seismic`` from there on); a process overrides it
 with ``use_engine`` (``--sparse-engine``, ``TWOFOLD_SPARSE_ENGINE``).
 """
@@ -45,9 +45,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from twofold.core.errors import CollectionError, FormatVersionError, InputError, ModelError
-from twofold.indexing.jvm import run_anserini
-from twofold.indexing.lucene import ImpactSearcher, escape_term
-from twofold.indexing.sparse_seismic import ForwardIndex, SeismicEngine, SeismicParams
+from twofold.indexing.lucene.jvm import run_anserini
+from twofold.indexing.lucene.searcher import ImpactSearcher, escape_term
+from twofold.indexing.sparse.seismic import ForwardIndex, SeismicEngine, SeismicParams
 
 FORMAT_VERSION = 1
 DEFAULT_SCALE = 100.0
@@ -283,7 +283,7 @@ class NativeEngine:
 
 
 class LuceneImpactEngine:
-    """Lucene over the quantized impact index (in-process JVM, ``indexing.lucene``)."""
+    """Lucene over the quantized impact index (in-process JVM, ``indexing.lucene.searcher``)."""
 
     name = "lucene"
 

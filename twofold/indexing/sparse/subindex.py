@@ -1,6 +1,6 @@
 """Sub-index ``sparse``: inference-free learned sparse (MLM doc encoder, idf query side).
 
-See ``sparse_build`` (building) and ``sparse_index`` (format and engines).
+See ``sparse.build`` (building) and ``sparse.index`` (format and engines).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from twofold.indexing.buildctx import BuildContext
-from twofold.indexing.sparse_build import build_sparse
-from twofold.indexing.sparse_index import SparseIndex
+from twofold.indexing.sparse.build import build_sparse
+from twofold.indexing.sparse.index import SparseIndex
 
 
 def build(ctx: BuildContext, out: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Layout (``dense/``)::
                      ``vectors.npy`` itself, loaded into an ``IndexFlatIP`` on open
     shards/          while building only: ``NNNNN.npy`` of ``shard_size`` rows each
 
-Building encodes the doc store in order into resumable shards (``dense_shards``: here
+Building encodes the doc store in order into resumable shards (``dense.shards``: here
 or on Ray, the same shards either way), copies them into ``vectors.npy`` and builds the
 index from it in chunks. ``auto`` picks the index by size: flat below
 ``HNSW_FROM`` documents, HNSW below ``IVFPQ_FROM``, IVF-PQ with an exact refine above.
@@ -40,7 +40,7 @@ import numpy as np
 from twofold.core.errors import CollectionError, InputError
 from twofold.indexing.buildctx import BuildContext, DenseOptions
 from twofold.indexing.bundle import bundle_model, bundled_model, model_reference
-from twofold.indexing.dense_shards import DenseRecipe, consolidate, encode_to_shards
+from twofold.indexing.dense.shards import DenseRecipe, consolidate, encode_to_shards
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from twofold.core.types import Doc
 from twofold.indexing.buildctx import BuildContext
 from twofold.indexing.bundle import bundle_model
 from twofold.indexing.encoding import by_shard, shard_chunks
-from twofold.indexing.sparse_index import (
+from twofold.indexing.sparse.index import (
     FORMAT_VERSION,
     iter_shards,
     shard_path,
@@ -39,7 +39,7 @@ from twofold.indexing.sparse_index import (
     write_shard,
     write_vocab,
 )
-from twofold.indexing.sparse_seismic import SeismicParams, build_seismic, default_engine
+from twofold.indexing.sparse.seismic import SeismicParams, build_seismic, default_engine
 
 if TYPE_CHECKING:
     from twofold.models.sparse import Pruning

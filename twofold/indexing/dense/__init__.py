@@ -1,0 +1,1 @@
+"""Dense sub-indexes ``dense`` and ``interests``, and the dense query adapter's format."""

@@ -1,0 +1,1 @@
+"""Lucene through the in-process JVM: the ``bm25`` sub-index and impact-index search."""
