@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.test_api import run_in_thread
+from twofold.app.schemas import MAX_BATCH
 from twofold.app.settings import Settings
 from twofold.core.errors import CorpusError
 from twofold.indexing.build import build_collection
@@ -76,10 +77,13 @@ def test_path_tricks_and_huge_inputs_get_4xx_and_change_nothing(
                 headers={"Content-Type": "application/json"},
             ),
         )
-        check(
-            "huge batch",
-            http.post("/v1/search/batch", json={"queries": [{"query": "heat"}] * 100_000}),
-        )
+        # under the body limit, so that the batch cap is what refuses it, and says so
+        batch = http.post("/v1/search/batch", json={"searches": [{"query": "heat"}] * 1000})
+        check("huge batch", batch)
+        assert batch.status_code == 422, batch.text
+        assert f"at most {MAX_BATCH} items" in batch.json()["detail"], batch.text
+        just = http.post("/v1/search/batch", json={"searches": [{"query": "heat"}] * MAX_BATCH})
+        assert just.status_code == 200 and len(just.json()["results"]) == MAX_BATCH, just.text
         check(
             "not json",
             http.post(

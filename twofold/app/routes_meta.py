@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -17,10 +17,9 @@ from twofold.app.schemas import (
     DocOut,
     PipelineOut,
 )
-from twofold.app.state import CollectionState, ReloadInProgress, Startup, reload_collection
+from twofold.app.state import CollectionState, Startup
 from twofold.search.pipeline import describe_pipeline
 
-RELOAD_BUDGET_S = 3600.0
 v1 = APIRouter(prefix="/v1", tags=["collections"], responses=ERRORS)
 # admin routes: included by create_app only when an admin key is set, behind it
 admin = APIRouter(prefix="/v1", tags=["admin"], responses={**ERRORS, 409: ERRORS[400]})
@@ -52,13 +51,10 @@ async def reload(
     state: State, name: Annotated[str, Path(min_length=1, max_length=256)]
 ) -> CollectionOut:
     """Reopen a collection from disk (after a rebuild or ``tune-fusion``) and swap it in
-    once it is warm; requests keep being answered by the old one meanwhile. One reload
-    at a time: a second one while it runs is a 409."""
-    state.collection(name)  # unknown name -> 404 before any work
-    if state.reload_lock.locked():
-        raise ReloadInProgress("a reload is already running; retry when it is done")
-    deadline = state.deadline(time.monotonic(), RELOAD_BUDGET_S)
-    fresh = await state.run(deadline, reload_collection, state, name)
+    once it is warm; requests keep being answered by the old one meanwhile, on every
+    search thread (the reload has a thread of its own). One reload at a time: a second
+    one while it runs is a 409."""
+    fresh = await asyncio.wrap_future(state.start_reload(name))
     return _collection_out(fresh)
 
 

@@ -4,9 +4,9 @@ named pipelines, the reranker, and the bounded queue of pipeline threads
 
 Every sub-index of a collection (the interests index too) is opened at load and at
 reload, never by a request. A request holds its collection through
-``AppState.lease``; a reload swaps the fresh collection in and retires the old one,
-which is closed (Lucene readers, memory maps, file descriptors) when its last lease
-ends.
+``AppState.lease``; a reload (on a thread of its own, never a search thread) swaps
+the fresh collection in and retires the old one, which is closed (Lucene readers,
+memory maps, file descriptors) when its last lease ends.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +127,28 @@ class AppState:
     ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # for optional routers
     refused: dict[str, str] = field(default_factory=dict)  # name -> why it is not served
-    reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)  # held while one runs
     lease_lock: threading.Lock = field(default_factory=threading.Lock)
+    # reloads run here, never on ``queue``: a reload must not take a search thread
+    reloader: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="twofold-reload")
+    )
+
+    def start_reload(self, name: str) -> Future[CollectionState]:
+        """Reopen collection ``name`` on the reload thread (see ``reload_collection``);
+        ``ReloadInProgress`` at once while another reload runs. The lock is taken here,
+        by the caller, so that two requests cannot both pass the check and queue up."""
+        self.collection(name)  # unknown name -> NotFoundError before any work
+        if not self.reload_lock.acquire(blocking=False):
+            raise ReloadInProgress("a reload is already running; retry when it is done")
+        try:
+            future = self.reloader.submit(_reopen, self, name)
+        except BaseException:
+            self.reload_lock.release()
+            raise
+        # done or cancelled before it ran: either way the next reload may start
+        future.add_done_callback(lambda _: self.reload_lock.release())
+        return future
 
     @contextmanager
     def lease(self, name: str | None) -> Iterator[CollectionState]:
@@ -304,22 +325,21 @@ def warm_up(cs: CollectionState) -> None:
 def reload_collection(state: AppState, name: str) -> CollectionState:
     """Open the collection at the same path again (e.g. after a rebuild was published
     there, or ``tune-fusion`` rewrote its manifest), warm it up, then swap it in.
-    Requests already running keep the old one; nothing is dropped. Call it on a
-    pipeline thread (it opens the JVM's searchers)."""
-    if not state.reload_lock.acquire(blocking=False):
-        raise ReloadInProgress("a reload is already running; retry when it is done")
+    Requests already running keep the old one; nothing is dropped. It runs on the
+    reload thread (``AppState.start_reload``), one at a time, and waits for it."""
+    return state.start_reload(name).result()
+
+
+def _reopen(state: AppState, name: str) -> CollectionState:
+    old = state.collection(name)
+    fresh = open_verified(old.collection.path, state.settings, state.reranker)
     try:
-        old = state.collection(name)
-        fresh = open_verified(old.collection.path, state.settings, state.reranker)
-        try:
-            if state.settings.warmup:
-                warm_up(fresh)
-        except BaseException:
-            fresh.collection.close()
-            raise
-        state.replace(fresh)
-    finally:
-        state.reload_lock.release()
+        if state.settings.warmup:
+            warm_up(fresh)
+    except BaseException:
+        fresh.collection.close()
+        raise
+    state.replace(fresh)
     log.info(
         "reloaded collection %s (built %s)", name, fresh.collection.manifest.build.get("created")
     )
@@ -328,6 +348,7 @@ def reload_collection(state: AppState, name: str) -> CollectionState:
 
 def close_state(state: AppState) -> None:
     state.ready = False
+    state.reloader.shutdown(wait=True, cancel_futures=True)  # a running one swaps in first
     state.queue.shutdown()
     for cs in state.collections.values():
         close_collection(cs)
