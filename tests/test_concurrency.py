@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,27 @@ QUERIES = [
     "hypersonic viscous flow near the leading edge",
 ]
 THREADS = 8
+
+
+def run_together(worker: Callable[[int], None], n: int = THREADS) -> None:
+    """``worker(seed)`` for seeds 0..n-1, each on its own thread, all released at once by
+    a barrier; fails with the first errors any thread raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(n)
+
+    def run(seed: int) -> None:
+        try:
+            start.wait()
+            worker(seed)
+        except BaseException as exc:  # reported below, with the thread's seed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
 
 
 def ranking(resp: httpx.Response) -> list[tuple[str, float]]:
@@ -59,27 +81,16 @@ def test_concurrent_hybrid_rerank_equals_sequential(full_collection: Path, tmp_p
         expected = {(q, p): ask(q, p) for q in QUERIES for p in pipelines}
         assert len({tuple(expected[q, "hybrid+rerank"]) for q in QUERIES}) == len(QUERIES)
         got: dict[tuple[str, str, int], list[tuple[str, float]]] = {}
-        errors: list[BaseException] = []
-        start = threading.Barrier(THREADS)
 
         def worker(seed: int) -> None:
             order = [(q, p) for q in QUERIES for p in pipelines]
             random.Random(seed).shuffle(order)
-            try:
-                start.wait()
-                with httpx.Client(base_url=base, timeout=600) as own:
-                    for q, p in order:
-                        body = {"query": q, "k": 20, "pipeline": p}
-                        got[q, p, seed] = ranking(own.post("/v1/search", json=body))
-            except BaseException as exc:  # reported below, with the thread's seed
-                errors.append(exc)
+            with httpx.Client(base_url=base, timeout=600) as own:
+                for q, p in order:
+                    body = {"query": q, "k": 20, "pipeline": p}
+                    got[q, p, seed] = ranking(own.post("/v1/search", json=body))
 
-        threads = [threading.Thread(target=worker, args=(s,)) for s in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[:3]
+        run_together(worker)
         assert len(got) == THREADS * len(expected)
         for (q, p, _), hits in got.items():
             assert hits == expected[q, p], (q, p)
@@ -110,38 +121,27 @@ def test_pages_and_fields_from_several_threads_equal_one_ranking(full_collection
             body = {"query": q, "k": 20, "pipeline": "hybrid", "fields": ["score"]}
             whole[q] = client.post("/v1/search", json=body).json()["hits"]
             assert len(whole[q]) == 20
-        errors: list[BaseException] = []
         seen: list[tuple[str, int, int]] = []
-        start = threading.Barrier(THREADS)
 
         def worker(seed: int) -> None:
             rng = random.Random(seed)
             jobs = [(q, off) for q in QUERIES for off in (0, 5, 10, 15)]
             rng.shuffle(jobs)
-            try:
-                start.wait()
-                with httpx.Client(base_url=base, timeout=600) as own:
-                    for q, off in jobs:
-                        fields = shapes[rng.randrange(len(shapes))]
-                        hits = page(own, q, off, fields)["hits"]
-                        want = whole[q][off : off + 5]
-                        assert [(h["rank"], h["doc_id"]) for h in hits] == [
-                            (h["rank"], h["doc_id"]) for h in want
-                        ], (q, off)
-                        asked = set(HIT_FIELDS if fields is None else fields) | {"rank", "doc_id"}
-                        assert all(set(h) == asked for h in hits), (fields, hits[0])
-                        if fields is None or "score" in fields:
-                            assert [h["score"] for h in hits] == [h["score"] for h in want]
-                        seen.append((q, off, seed))
-            except BaseException as exc:  # reported below, with the thread's seed
-                errors.append(exc)
+            with httpx.Client(base_url=base, timeout=600) as own:
+                for q, off in jobs:
+                    fields = shapes[rng.randrange(len(shapes))]
+                    hits = page(own, q, off, fields)["hits"]
+                    want = whole[q][off : off + 5]
+                    assert [(h["rank"], h["doc_id"]) for h in hits] == [
+                        (h["rank"], h["doc_id"]) for h in want
+                    ], (q, off)
+                    asked = set(HIT_FIELDS if fields is None else fields) | {"rank", "doc_id"}
+                    assert all(set(h) == asked for h in hits), (fields, hits[0])
+                    if fields is None or "score" in fields:
+                        assert [h["score"] for h in hits] == [h["score"] for h in want]
+                    seen.append((q, off, seed))
 
-        threads = [threading.Thread(target=worker, args=(s,)) for s in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[:3]
+        run_together(worker)
         assert len(seen) == THREADS * len(QUERIES) * 4
 
 

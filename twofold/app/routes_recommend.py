@@ -222,14 +222,15 @@ def _run(
         )
         fields = frozenset(RECOMMEND_FIELDS if body.fields is None else body.fields)
         docs = cs.collection.docs
-        if fields & {"title", "text"}:
+        read_docs = bool(fields & {"title", "text"})
+        if read_docs:
             deadline.check("document reads")
         hits = []
         for rank, h in enumerate(rec.hits, start=1):
             out: dict[str, Any] = {}
             for name in fields & {"score", "interest", "filled"}:
                 out[name] = getattr(h, name)
-            if fields & {"title", "text"}:
+            if read_docs:
                 doc = docs.get(h.doc_id)
                 if "title" in fields:
                     out["title"] = doc.title

@@ -57,7 +57,7 @@ def _model_dir(name_or_path: str) -> Path:
         ) from None
 
 
-def _place(src: Path, dst: Path) -> str:
+def place_file(src: Path, dst: Path) -> str:
     """Hard-link ``src`` at ``dst``, or copy it where a link cannot be made."""
     try:
         os.link(src, dst)
@@ -85,7 +85,7 @@ def bundle_model(name_or_path: str, sub: Path) -> dict[str, Any]:
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        how.add(_place(path.resolve(), target))
+        how.add(place_file(path.resolve(), target))
         files += 1
         size += target.stat().st_size
     if not files:

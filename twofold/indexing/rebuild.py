@@ -31,7 +31,7 @@ from twofold.core.errors import CollectionError, InputError
 from twofold.indexing.build import build_subindexes
 from twofold.indexing.build import publish as publish_build
 from twofold.indexing.buildctx import BuildOptions, DenseOptions, InterestOptions
-from twofold.indexing.bundle import MODEL_DIR
+from twofold.indexing.bundle import MODEL_DIR, place_file
 from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.encoding import LocalExecutor
 from twofold.indexing.manifest import Manifest, read_manifest, write_manifest
@@ -57,10 +57,7 @@ def _link_tree(src: Path, dst: Path, skip: set[str]) -> None:
         return [n for n in names if n in skip] if Path(folder) == src else []
 
     def link(s: str, d: str) -> None:
-        try:
-            Path(d).hardlink_to(s)
-        except OSError:
-            shutil.copy2(s, d)
+        place_file(Path(s), Path(d))
 
     shutil.copytree(src, dst, ignore=ignore, copy_function=link, symlinks=True)
 
