@@ -7,12 +7,14 @@ between stages" and "every thread busy" happen on cue, not by timing.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,8 +57,8 @@ class Gate:
 
 
 @contextmanager
-def serve(settings: Settings, pause_s: float | None = None) -> Iterator[tuple[str, Gate, AppState]]:
-    """The app on 127.0.0.1 in a thread, its ``bm25`` pipeline behind a ``Gate``."""
+def serving(settings: Settings) -> Iterator[tuple[str, AppState]]:
+    """The app on 127.0.0.1 in a thread, ready."""
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None)
@@ -66,24 +68,30 @@ def serve(settings: Settings, pause_s: float | None = None) -> Iterator[tuple[st
     base = f"http://127.0.0.1:{server.config.port}"
     try:
         wait_ready(base)
-        state: AppState = app.state.twofold
+        yield base, app.state.twofold
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextmanager
+def serve(settings: Settings, pause_s: float | None = None) -> Iterator[tuple[str, Gate, AppState]]:
+    """The app on 127.0.0.1 in a thread, its ``bm25`` pipeline behind a ``Gate``."""
+    with serving(settings) as (base, state):
         pipeline = state.collection(None).pipeline("bm25")
         gate = Gate(pipeline.retrievers["bm25"], pause_s)
         pipeline.retrievers = {"bm25": gate}
-        # one search first, so the JVM is attached to the pipeline thread before timing
-        warm = {"query": "warm up", "k": 1, "pipeline": "bm25"}
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        resp = httpx.post(f"{base}/v1/search", json=warm, headers=headers, timeout=120)
-        assert resp.status_code == 200, resp.text
-        gate.armed = True
-        yield base, gate, state
-    finally:
-        gate_release = locals().get("gate")
-        if isinstance(gate_release, Gate):
-            gate_release.release.set()
-        server.should_exit = True
-        thread.join(timeout=30)
+        try:
+            # one search first, so the JVM is attached to the pipeline thread before timing
+            warm = {"query": "warm up", "k": 1, "pipeline": "bm25"}
+            key = settings.api_key.get_secret_value() if settings.api_key else None
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            resp = httpx.post(f"{base}/v1/search", json=warm, headers=headers, timeout=120)
+            assert resp.status_code == 200, resp.text
+            gate.armed = True
+            yield base, gate, state
+        finally:
+            gate.release.set()
 
 
 def metric(base: str, name: str) -> float:
@@ -196,3 +204,110 @@ def test_time_waiting_in_the_queue_counts_against_the_budget(sample_collection: 
         # only the first search's stage was recorded: the second never ran
         stages = metric(base, "twofold_pipeline_stage_duration_seconds_count")
         assert stages == stages_before + 1
+
+
+def stops(base: str, stage: str) -> float:
+    """How many requests stopped before ``stage`` (``twofold_deadline_stops_total``)."""
+    text = httpx.get(f"{base}/metrics").text
+    pattern = re.compile(
+        rf'^twofold_deadline_stops_total{{stage="{re.escape(stage)}"}} (\S+)$', re.M
+    )
+    return sum(float(v) for v in pattern.findall(text))
+
+
+class Hold:
+    """Wraps a real callable: it runs, then (once ``armed``) holds its thread until
+    ``release`` is set: the test sets it once its request has had its 504, so the
+    deadline has passed when the work goes on to its next check."""
+
+    def __init__(self, inner: Callable[..., Any]) -> None:
+        self.inner = inner
+        self.armed = False
+        self.release = threading.Event()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner(*args, **kwargs)
+        if self.armed:
+            self.release.wait(timeout=120)
+        return out
+
+
+def stopped_before(
+    base: str, hold: Hold, path: str, body: dict[str, Any], stage: str, budget_ms: bool = True
+) -> None:
+    """Run ``body`` once with room (the warm-up: models loaded, JVM attached), then under
+    a 1.5 s budget (``budget_ms``, else the server's) with ``hold`` armed: the answer is
+    a 504, and the work, once released, stops at the check before ``stage`` (and at no
+    other)."""
+    room, tight = ({"budget_ms": 600_000}, {"budget_ms": 1500}) if budget_ms else ({}, {})
+    warm = httpx.post(f"{base}{path}", json={**body, **room}, timeout=120)
+    assert warm.status_code == 200, warm.text
+    hold.armed = True
+    try:
+        resp = httpx.post(f"{base}{path}", json={**body, **tight}, timeout=60)
+        assert resp.status_code == 504, resp.text
+    finally:
+        hold.release.set()
+    wait_for(lambda: metric(base, "twofold_deadline_stops_total") >= 1)
+    time.sleep(0.2)  # a second, wrong stop would show up by now
+    assert stops(base, stage) == 1, httpx.get(f"{base}/metrics").text
+    assert metric(base, "twofold_deadline_stops_total") == 1
+
+
+def hold_pipeline(monkeypatch: pytest.MonkeyPatch, state: AppState, name: str) -> Hold:
+    pipeline = state.collection(None).pipeline(name)
+    hold = Hold(pipeline.run)
+    monkeypatch.setattr(pipeline, "run", hold)
+    return hold
+
+
+def test_explain_is_inside_the_budget(
+    full_collection: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(collections=[full_collection], warmup=False)
+    with serving(settings) as (base, state):
+        hold = hold_pipeline(monkeypatch, state, "sparse")
+        body = {"query": "heat transfer", "k": 3, "pipeline": "sparse", "explain": True}
+        stopped_before(base, hold, "/v1/search", {**body, "fields": ["score"]}, "explain")
+
+
+def test_document_reads_are_inside_the_budget(
+    full_collection: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(collections=[full_collection], warmup=False)
+    with serving(settings) as (base, state):
+        docs = state.collection(None).collection.docs
+        hold = Hold(docs.get)  # the first hit's read holds; the second's check stops
+        monkeypatch.setattr(docs, "get", hold)
+        body = {"query": "heat transfer", "k": 3, "pipeline": "bm25", "fields": ["title"]}
+        stopped_before(base, hold, "/v1/search", body, "document reads and snippets")
+
+
+def test_diversify_is_inside_the_budget(
+    full_collection: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(collections=[full_collection], warmup=False)
+    with serving(settings) as (base, state):
+        hold = hold_pipeline(monkeypatch, state, "dense")
+        body = {"query": "heat transfer", "k": 3, "pipeline": "dense", "diversify": True}
+        stopped_before(base, hold, "/v1/search", body, "diversify")
+
+
+def test_recommend_checks_its_budget_before_each_stage(
+    full_collection: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /v1/recommend has no budget_ms: the server's budget
+    settings = Settings(collections=[full_collection], time_budget_ms=1500, warmup=False)
+    with serving(settings) as (base, state):
+        cs = state.collection(None)
+        assert cs.interests is not None
+        history = [{"doc_id": doc.doc_id} for doc in itertools.islice(cs.collection.docs, 3)]
+        hold = Hold(cs.interests.recommend)  # recommend ran: the document reads stop
+        monkeypatch.setattr(cs.interests, "recommend", hold)
+        body = {"history": history, "k": 3}
+        stopped_before(base, hold, "/v1/recommend", body, "document reads", budget_ms=False)
+    with serving(settings) as (base, state):
+        # held before the recommendation itself (taking the lease, on the pipeline thread)
+        hold = Hold(state.lease)
+        monkeypatch.setattr(state, "lease", hold)
+        stopped_before(base, hold, "/v1/recommend", body, "recommend", budget_ms=False)
