@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from twofold.app.cli import main
 from twofold.core.errors import InputError
-from twofold.indexing.build import build_collection
+from twofold.indexing.build import BuildLocked, build_collection, build_lock
 from twofold.indexing.buildctx import BuildOptions
 from twofold.search.tune import MAX_GRID, TuneJob, grid_step, simplex_grid, tune_fusion
 
@@ -39,6 +40,21 @@ def test_one_retriever_has_nothing_to_tune(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs two or more"):
         tune_fusion(TuneJob(out, ROOT / "data" / "cranfield", split="test"))
     assert main(["tune-fusion", str(out), "--dataset", str(ROOT / "data" / "cranfield")]) == 2
+
+
+def test_a_tune_is_refused_while_a_build_holds_the_collection(full_collection: Path) -> None:
+    cranfield = ROOT / "data" / "cranfield"
+    job = TuneJob(full_collection, cranfield, split="test", max_queries=3)
+    manifest = (full_collection / "manifest.json").read_bytes()
+    with build_lock(full_collection):  # a rebuild of the collection is running
+        with pytest.raises(BuildLocked, match=f"another build into {full_collection}"):
+            tune_fusion(job)
+        args = ["tune-fusion", str(full_collection), "--dataset", str(cranfield)]
+        assert main([*args, "--split", "test", "--max-queries", "3"]) == 2
+        assert (full_collection / "manifest.json").read_bytes() == manifest
+        report = tune_fusion(replace(job, write=False))  # a dry run writes nothing: no lock
+        assert report["written"] is False
+    assert (full_collection / "manifest.json").read_bytes() == manifest
 
 
 def test_a_zero_weight_drops_a_retriever_from_the_fusion() -> None:

@@ -11,6 +11,10 @@ strictly to replace it, so ties keep the simpler fusion. The grid step is coarse
 when the number of retrievers would make the grid larger than ``MAX_GRID`` points.
 The winner goes into the manifest's ``pipelines.hybrid`` (an atomic rewrite of
 ``manifest.json``), with the training score, the unweighted-RRF score and provenance.
+A tune that writes holds the collection's build lock (``build.build_lock``) from start to
+end: it is refused while a build, rebuild or ``optimize`` of the collection runs, whose
+publish would replace the collection it tunes (or lose its manifest write), and they are
+refused while it runs. ``--dry-run`` takes no lock.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +33,7 @@ import numpy as np
 
 from twofold.core.errors import InputError
 from twofold.core.types import Qrels, Query, Ranking
+from twofold.indexing.build import build_lock
 from twofold.indexing.collection import Collection
 from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.manifest import read_manifest, write_manifest
@@ -146,6 +152,11 @@ def write_tuned_fusion(
 
 
 def tune_fusion(job: TuneJob) -> dict[str, Any]:
+    with build_lock(job.collection) if job.write else nullcontext():
+        return _tune_fusion(job)
+
+
+def _tune_fusion(job: TuneJob) -> dict[str, Any]:
     collection = Collection(job.collection)
     names = collection_retrievers(collection)
     if len(names) < 2:
