@@ -144,3 +144,23 @@ def test_recommend_text_cap_over_http(base_url: str) -> None:
     r = httpx.post(f"{base_url}/v1/recommend", json={"history": over, "k": 2}, timeout=120)
     assert r.status_code == 422, r.text
     assert "send doc ids, or fewer or shorter texts" in r.text
+
+
+def test_recommend_limits_history_text_by_its_tokens(base_url: str) -> None:
+    """``MAX_HISTORY_TEXT_TOKENS``: CJK text is a token a character, so nine texts of 250
+    characters are well inside the character cap but over the token cap: 400, saying
+    what to change; eight fit (each 250 + 2 special tokens, under the 256 truncation)."""
+    from twofold.app.routes_recommend import MAX_HISTORY_TEXT_CHARS, MAX_HISTORY_TEXT_TOKENS
+
+    text = {"text": "中" * 250}
+    assert MAX_HISTORY_TEXT_CHARS > 9 * 250 and 8 * 252 <= MAX_HISTORY_TEXT_TOKENS < 9 * 252
+    url = f"{base_url}/v1/recommend"
+    r = httpx.post(url, json={"history": [text] * 8, "k": 2}, timeout=120)
+    assert r.status_code == 200, r.text
+    r = httpx.post(url, json={"history": [text] * 9, "k": 2}, timeout=120)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"] == (
+        f"the history's texts take {9 * 252} tokens to encode; at most "
+        f"{MAX_HISTORY_TEXT_TOKENS} are encoded per request (send doc ids, or fewer or "
+        "shorter texts)"
+    )

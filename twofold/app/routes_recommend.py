@@ -32,14 +32,18 @@ from twofold.app.schemas import (
 )
 from twofold.app.state import AppState, CollectionState
 from twofold.app.work import Deadline, arrived
-from twofold.core.errors import NotFoundError
+from twofold.core.errors import InputError, NotFoundError
 from twofold.models.knn_embed import MixtureParams, UserMixture
 from twofold.search.interests import InterestRetriever, Recommendation
 
 MAX_HISTORY = 200
 # Free-text history items are encoded per request (doc ids are looked up, not encoded):
 # their total length bounds that cost, about eight full-length queries.
-MAX_HISTORY_TEXT_CHARS = 8 * MAX_QUERY_CHARS
+MAX_HISTORY_TEXT_CHARS = 8 * MAX_QUERY_CHARS  # a bound checked on parse, before tokenizing
+# What free text costs is its tokens: eight documents of 256 tokens (the build's default
+# length) a request. Under the character cap alone, text of one token per character (CJK,
+# which BERT's tokenizer splits character by character) cost up to 8,000, four times that.
+MAX_HISTORY_TEXT_TOKENS = 8 * 256
 
 
 class HistoryDoc(BaseModel):
@@ -108,8 +112,9 @@ RECOMMEND_FIELDS: tuple[str, ...] = get_args(RecommendField)
 
 class RecommendRequest(BaseModel):
     """``history``: doc ids (strings) and/or ``{"doc_id": ...}`` / ``{"text": ...}`` objects;
-    the texts together at most ``MAX_HISTORY_TEXT_CHARS`` characters (their encoding is
-    the request's cost).
+    the texts together at most ``MAX_HISTORY_TEXT_CHARS`` characters and
+    ``MAX_HISTORY_TEXT_TOKENS`` tokens of the collection's dense encoder, after its
+    truncation (their encoding is the request's cost).
 
     No ``offset``: ``k`` is split over the interests in proportion to their weights, so the
     list for ``k = 20`` does not begin with the list for ``k = 10``, and a page of a longer
@@ -216,6 +221,13 @@ def _run(
     with state.lease(body.collection) as cs:
         retriever = interest_retriever(state, cs)
         ids, texts = body.split()
+        tokens = retriever.text_tokens(texts)
+        if tokens > MAX_HISTORY_TEXT_TOKENS:
+            raise InputError(
+                f"the history's texts take {tokens} tokens to encode; at most "
+                f"{MAX_HISTORY_TEXT_TOKENS} are encoded per request (send doc ids, or fewer "
+                "or shorter texts)"
+            )
         deadline.check("recommend")
         rec: Recommendation = retriever.recommend(
             ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order

@@ -205,9 +205,14 @@ class DenseEncoder:
         return self._encode([self.doc_prefix + t for t in texts])
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text after truncation (special tokens included)."""
+        """Tokens per text after truncation (special tokens included). The same tokenizer
+        settings as ``_encode``, so concurrent calls leave its state as they found it."""
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         return [len(x) for x in ids["input_ids"]]
+
+    def doc_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens ``encode_docs`` runs the model on for each text: its encoding cost."""
+        return self.count_tokens([self.doc_prefix + t for t in texts])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -60,6 +60,8 @@ class TextEncoder(Protocol):
 
     def encode_docs(self, texts: Sequence[str]) -> Any: ...
 
+    def doc_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
 
 @dataclass(frozen=True)
 class InterestHit:
@@ -177,14 +179,23 @@ class InterestRetriever:
             )
         return [self.docs.ordinal(d) for d in doc_ids]
 
+    def _text_encoder(self) -> TextEncoder:
+        if self.encoder is None:
+            raise InputError("free-text history needs the dense encoder, which is not loaded")
+        return self.encoder
+
+    def text_tokens(self, texts: Sequence[str]) -> int:
+        """The tokens that encoding ``texts`` as history documents runs the model on
+        (after truncation): what free-text history costs."""
+        return sum(self._text_encoder().doc_tokens(texts)) if texts else 0
+
     def _encode(self, texts: Sequence[str], as_query: bool) -> FloatArray:
         if not texts:
             return np.zeros((0, self.index.dim), dtype=np.float32)
-        if self.encoder is None:
-            raise InputError("free-text history needs the dense encoder, which is not loaded")
+        encoder = self._text_encoder()
         if any(not t.strip() for t in texts):
             raise InputError("a history text is empty")
-        raw = self.encoder.encode_queries(texts) if as_query else self.encoder.encode_docs(texts)
+        raw = encoder.encode_queries(texts) if as_query else encoder.encode_docs(texts)
         vecs = normalize_rows(np.asarray(raw, dtype=np.float32))
         if vecs.shape[1] != self.index.dim:
             raise InputError(

@@ -379,6 +379,10 @@ class DenseIndex:
         result: np.ndarray = self.encoder.encode_docs(texts)
         return result
 
+    def doc_tokens(self, texts: Sequence[str]) -> list[int]:
+        result: list[int] = self.encoder.doc_tokens(texts)
+        return result
+
     def search_vectors(
         self, queries: np.ndarray, k: int, within: np.ndarray | None = None
     ) -> VectorHits:
