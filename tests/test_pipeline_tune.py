@@ -57,6 +57,18 @@ def test_a_tune_is_refused_while_a_build_holds_the_collection(full_collection: P
     assert (full_collection / "manifest.json").read_bytes() == manifest
 
 
+def test_pseudo_queries_are_refused_with_the_measured_reason(
+    full_collection: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = (full_collection / "manifest.json").read_bytes()
+    assert main(["tune-fusion", str(full_collection), "--queries", "pseudo"]) == 2
+    err = capsys.readouterr().err
+    assert "does not tune on pseudo-queries" in err and "--dataset D --split S" in err
+    assert main(["tune-fusion", str(full_collection)]) == 2
+    assert "needs judged queries: --dataset" in capsys.readouterr().err
+    assert (full_collection / "manifest.json").read_bytes() == manifest
+
+
 def test_a_zero_weight_drops_a_retriever_from_the_fusion() -> None:
     from twofold.core.types import Hit, Ranking
     from twofold.search.fusion import FusionConfig
