@@ -6,6 +6,7 @@ collection cannot (the learned retrievers, explanations, the collection listing)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -85,3 +86,24 @@ def test_unknown_names_are_404_and_bad_fusion_weights_400(client: httpx.Client) 
     expect(search(client, query="heat", retrievers=["interests"]), 404, "no retriever")
     stray = {"method": "convex", "weights": {"sparse": 0.3, "nope": 0.7}}
     expect(search(client, query="heat", retrievers=["sparse"], fusion=stray), 400, "'nope'")
+
+
+def test_milvus_fusion_pipelines_over_http(
+    client: httpx.Client, sample_collection: Path, backend_collections: dict[str, Path]
+) -> None:
+    """``milvus-rrf`` answers on the Milvus-backed collection (one retrieve+fuse stage,
+    hits sourced from Milvus's fusion, concurrently from 8 threads alike) and is refused
+    on the embedded one, saying what to do."""
+    body = {"query": "boundary layer heat transfer", "k": 5, "pipeline": "milvus-rrf"}
+    if sample_collection != backend_collections["milvus"]:
+        expect(search(client, **body), 400, "fuses in Milvus", "use the hybrid pipeline")
+        return
+    first = search(client, **body).json()
+    assert [h["rank"] for h in first["hits"]] == [1, 2, 3, 4, 5]
+    assert all(set(h["sources"]) == {"milvus-rrf"} for h in first["hits"])
+    assert "retrieve+fuse" in first["timings_ms"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: search(client, **body), range(16)))
+    assert {a.status_code for a in answers} == {200}
+    ids = [h["doc_id"] for h in first["hits"]]
+    assert all([h["doc_id"] for h in a.json()["hits"]] == ids for a in answers)

@@ -24,7 +24,9 @@ from twofold.indexing.collection import Collection
 from twofold.indexing.docstore import DocStore
 from twofold.indexing.milvus_index import MilvusDenseIndex, MilvusSparseIndex
 from twofold.indexing.milvus_store import MilvusTarget, push_collection, push_to_milvus
-from twofold.search.pipeline import build_pipeline
+from twofold.search.fusion import rrf
+from twofold.search.milvus_fusion import MilvusFusion, milvus_retrievers
+from twofold.search.pipeline import available_pipelines, build_pipeline, describe_pipeline
 from twofold.search.retrievers import RETRIEVERS
 from twofold.search.sparse import SparseSearcher
 
@@ -119,6 +121,52 @@ def test_hybrid_pipeline_and_explanations_on_milvus(backend_collections: dict[st
     assert [t.term for t in terms] == [t.term for t in local] and terms
     assert sum(t.contribution for t in terms) == pytest.approx(
         sum(t.contribution for t in local), rel=1e-5
+    )
+
+
+def test_milvus_rrf_fuses_as_twofolds_own_rrf(backend_collections: dict[str, Path]) -> None:
+    """``milvus-rrf`` (one ``hybrid_search``, RRFRanker k=60) gives the fused list that
+    Twofold's ``rrf`` makes from the same three retrievers' top 100 (every document of
+    the 100-doc collection that a retriever scores): the same documents, the same
+    scores (ties at the cut aside)."""
+    remote = Collection(backend_collections["milvus"])
+    assert milvus_retrievers(remote) == ["sparse", "splade", "dense"]
+    pipeline = build_pipeline(remote, "milvus-rrf")
+    assert list(pipeline.retrievers) == ["sparse", "splade", "dense"]
+    retrievers = {n: RETRIEVERS.get(n)(remote) for n in pipeline.retrievers}
+    for text in QUERIES:
+        q = Query("q", text)
+        got = pipeline.search(q, 20)
+        want = rrf("q", {n: r.retrieve(q, 100) for n, r in retrievers.items()}, 20)
+        assert len(got.hits) == len(want.hits), text
+        np.testing.assert_allclose(
+            [h.score for h in got.hits], [h.score for h in want.hits], rtol=1e-5, atol=1e-7
+        )
+        cut = want.hits[-1].score + 1e-6 if len(want.hits) == 20 else -np.inf
+        sw = {h.doc_id: h.score for h in want.hits if h.score > cut}
+        sg = {h.doc_id: h.score for h in got.hits if h.score > cut}
+        assert set(sg) == set(sw), text
+        assert all(set(h.sources) == {"milvus-rrf"} for h in got.hits)
+
+
+def test_milvus_weighted_and_where_milvus_fusion_is_offered(
+    backend_collections: dict[str, Path],
+) -> None:
+    remote = Collection(backend_collections["milvus"])
+    embedded = Collection(backend_collections["embedded"])
+    weighted = build_pipeline(remote, "milvus-weighted")
+    assert isinstance(weighted.fuser, MilvusFusion)
+    assert dict(weighted.fuser.weights) == {"sparse": 0.25, "splade": 0.25, "dense": 0.5}
+    top = weighted.search(Query("q", QUERIES[0]), 10)
+    assert len(top.hits) == 10
+    assert [h.score for h in top.hits] == sorted((h.score for h in top.hits), reverse=True)
+    assert weighted.search(Query("q", "   "), 10).hits == ()
+    assert {"milvus-rrf", "milvus-weighted"} <= set(available_pipelines(remote))
+    assert not {"milvus-rrf", "milvus-weighted"} & set(available_pipelines(embedded))
+    with pytest.raises(InputError, match=r"fuses in Milvus.*--backend milvus"):
+        build_pipeline(embedded, "milvus-rrf")
+    assert describe_pipeline(remote, "milvus-rrf")["fusion"] == (
+        "Milvus hybrid_search, RRFRanker k=60"
     )
 
 

@@ -106,8 +106,9 @@ class CollectionState:
     def pipeline(self, name: str) -> Pipeline:
         if name in self.pipelines:
             return self.pipelines[name]
-        if name in PIPELINES and PIPELINES.get(name).rerank:
-            build_pipeline(self.collection, name)  # raises: no reranker, says how to add one
+        if name in PIPELINES and (PIPELINES.get(name).rerank or PIPELINES.get(name).milvus):
+            # raises, saying what is missing: a reranker, or the sub-indexes in Milvus
+            build_pipeline(self.collection, name)
         if name in PIPELINES:
             raise InputError(
                 f"pipeline {name!r} cannot run on collection {self.name!r} (it has "

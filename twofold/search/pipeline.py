@@ -22,13 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from twofold.core.errors import InputError, TwofoldError
 from twofold.core.registry import Registry
 from twofold.core.types import Hit, Query, Ranking, SparseVec, settle
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
+from twofold.search.milvus_fusion import MilvusFusion, milvus_retrievers
 from twofold.search.retrievers import RETRIEVERS, Explainer, Retriever
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,14 @@ def _check(stop_at: float | None, stage: str) -> None:
 
 class Fuser(Protocol):
     def fuse(self, query_id: str, rankings: Mapping[str, Ranking], depth: int) -> Ranking: ...
+
+
+@runtime_checkable
+class ServerFusion(Protocol):
+    """A fusion run by the engine that holds the vectors (``milvus_fusion``): it
+    retrieves and fuses in one call, so the pipeline runs neither stage itself."""
+
+    def search(self, query: Query, retrievers: Mapping[str, Retriever], depth: int) -> Ranking: ...
 
 
 class Reranker(Protocol):
@@ -118,7 +127,7 @@ class Pipeline:
 
     name: str
     retrievers: Mapping[str, Retriever]
-    fuser: Fuser = field(default_factory=FusionConfig)
+    fuser: Fuser | ServerFusion = field(default_factory=FusionConfig)
     reranker: Reranker | None = None
     depths: Depths = field(default_factory=Depths)
     doc_text: Callable[[str], str] | None = None
@@ -145,10 +154,43 @@ class Pipeline:
         depth = k if passthrough else max(self.depths.retrieve, k)
 
         _check(stop_at, "retrievers")
+        encoded: dict[str, SparseVec] = {}
+        if isinstance(self.fuser, ServerFusion):
+            t0 = time.perf_counter()
+            fused = self.fuser.search(query, self.retrievers, depth)
+            timings["retrieve+fuse"] = _ms(t0)
+        else:
+            fused, encoded = self._retrieve_and_fuse(
+                self.fuser, query, depth, timings, degraded, stop_at
+            )
+
+        ranking = fused
+        if self.reranker is not None:
+            _check(stop_at, "reranking")
+            t0 = time.perf_counter()
+            try:
+                ranking = self._rerank(self.reranker, query, fused, deadline)
+            except Exception as exc:
+                log.warning("reranker %s degraded: %s", self.reranker.name, exc)
+                degraded.append(f"rerank skipped: {exc}")
+            timings["rerank"] = _ms(t0)
+        return SearchOutcome(ranking.top(k), timings, tuple(degraded), encoded)
+
+    def _retrieve_and_fuse(
+        self,
+        fuser: Fuser,
+        query: Query,
+        depth: int,
+        timings: dict[str, float],
+        degraded: list[str],
+        stop_at: float | None,
+    ) -> tuple[Ranking, dict[str, SparseVec]]:
+        """Every retriever's top ``depth``, fused (a lone retriever's list passes); the
+        sparse query vectors made on the way, kept for explanations."""
         # Retrievers run concurrently (Lucene, FAISS and numpy release the GIL), so the
         # retrieve stage costs about the slowest one; one whose fusion weight is 0 is not
         # run (it could only add zero-weight candidates).
-        weights = getattr(self.fuser, "weights", None) or {}
+        weights = getattr(fuser, "weights", None) or {}
         active = {n: r for n, r in self.retrievers.items() if weights.get(n, 1.0) != 0}
         active = active or dict(self.retrievers)
 
@@ -192,20 +234,9 @@ class Pipeline:
                 ),
             )
         else:
-            fused = self.fuser.fuse(query.query_id, rankings, depth)
+            fused = fuser.fuse(query.query_id, rankings, depth)
             timings["fuse"] = _ms(t0)
-
-        ranking = fused
-        if self.reranker is not None:
-            _check(stop_at, "reranking")
-            t0 = time.perf_counter()
-            try:
-                ranking = self._rerank(self.reranker, query, fused, deadline)
-            except Exception as exc:
-                log.warning("reranker %s degraded: %s", self.reranker.name, exc)
-                degraded.append(f"rerank skipped: {exc}")
-            timings["rerank"] = _ms(t0)
-        return SearchOutcome(ranking.top(k), timings, tuple(degraded), encoded)
+        return fused, encoded
 
     def _rerank(
         self, reranker: Reranker, query: Query, fused: Ranking, deadline: float | None
@@ -264,13 +295,15 @@ def interpolate(rerank: Sequence[float], fused: Sequence[float], alpha: float) -
 class PipelineSpec:
     """A named pipeline. ``retrievers`` None means every retriever the collection has
     (``hybrid``); ``fusion`` None means the collection's tuned fusion for ``hybrid``
-    (manifest ``pipelines.hybrid.fusion``), else :func:`family_fusion`."""
+    (manifest ``pipelines.hybrid.fusion``), else :func:`family_fusion`. ``milvus``: the
+    fusion runs in Milvus (``milvus_fusion``) over the retrievers Milvus holds."""
 
     name: str
     description: str
     retrievers: tuple[str, ...] | None = None
     fusion: FusionConfig | None = None
     rerank: bool = False
+    milvus: Literal["rrf", "weighted"] | None = None
 
 
 PIPELINES: Registry[PipelineSpec] = Registry("pipeline")
@@ -287,6 +320,18 @@ for _spec in (
     PipelineSpec("hybrid-rrf", "all retrievers, plain RRF k=60", fusion=FusionConfig("rrf")),
     PipelineSpec("hybrid+rerank", "hybrid, then the cross-encoder reranker", rerank=True),
     PipelineSpec("bm25+rerank", "BM25, then the cross-encoder reranker", ("bm25",), rerank=True),
+    PipelineSpec(
+        "milvus-rrf",
+        "the retrievers Milvus holds (sparse, splade, dense; not bm25), fused in Milvus by "
+        "hybrid_search with RRF k=60",
+        milvus="rrf",
+    ),
+    PipelineSpec(
+        "milvus-weighted",
+        "the retrievers Milvus holds, fused in Milvus by hybrid_search's WeightedRanker, "
+        "one vote per model family",
+        milvus="weighted",
+    ),
 ):
     PIPELINES.register(_spec.name, _spec)
 
@@ -334,10 +379,27 @@ def collection_retrievers(collection: Collection) -> list[str]:
     return [r for r in collection.retrievers if r in RETRIEVERS]
 
 
+def spec_retrievers(collection: Collection, spec: PipelineSpec) -> tuple[str, ...]:
+    """What ``spec`` runs on ``collection``: its own list, the ones Milvus holds (a Milvus
+    fusion), else every retriever (``hybrid``)."""
+    if spec.milvus is not None:
+        return tuple(milvus_retrievers(collection))
+    return spec.retrievers or tuple(collection_retrievers(collection))
+
+
+def spec_fusion(collection: Collection, spec: PipelineSpec) -> FusionConfig | MilvusFusion:
+    """How ``spec`` fuses on ``collection``."""
+    retrievers = spec_retrievers(collection, spec)
+    if spec.milvus == "weighted":
+        return MilvusFusion("weighted", weights=family_fusion(retrievers).weights)
+    if spec.milvus == "rrf":
+        return MilvusFusion("rrf")
+    return spec.fusion or tuned_fusion(collection) or family_fusion(retrievers)
+
+
 def pipeline_retrievers(collection: Collection, name: str) -> list[str]:
     """The retrievers the named pipeline runs on ``collection`` (``hybrid``: all of them)."""
-    spec = PIPELINES.get(name)
-    return list(spec.retrievers or collection_retrievers(collection))
+    return list(spec_retrievers(collection, PIPELINES.get(name)))
 
 
 def tuned_fusion(collection: Collection) -> FusionConfig | None:
@@ -362,7 +424,7 @@ def make_pipeline(
     collection: Collection,
     name: str,
     retrievers: Sequence[str],
-    fusion: FusionConfig | None = None,
+    fusion: FusionConfig | MilvusFusion | None = None,
     reranker: Reranker | None = None,
     depths: Depths | None = None,
     opened: Mapping[str, Retriever] | None = None,
@@ -412,12 +474,18 @@ def build_pipeline(
             "(a Hugging Face *ForSequenceClassification directory) to `twofold serve`, "
             "`twofold search` or `twofold eval`, or set TWOFOLD_RERANKER"
         )
-    retrievers = spec.retrievers or tuple(collection_retrievers(collection))
+    retrievers = spec_retrievers(collection, spec)
+    if spec.milvus is not None and len(retrievers) < 2:
+        raise InputError(
+            f"pipeline {name!r} fuses in Milvus and collection {collection.name!r} has "
+            f"{len(retrievers)} sub-index in Milvus; build with --backend milvus and two or "
+            "more of --retrievers sparse,splade,dense, or use the hybrid pipeline"
+        )
     return make_pipeline(
         collection,
         name,
         retrievers,
-        fusion=spec.fusion,
+        fusion=spec_fusion(collection, spec) if spec.milvus else spec.fusion,
         reranker=reranker if spec.rerank else None,
         depths=Depths(depth, rerank_depth),
         opened=opened,
@@ -429,8 +497,9 @@ def available_pipelines(collection: Collection, with_reranker: bool = False) -> 
     names = []
     for n in PIPELINES.names():
         spec = PIPELINES.get(n)
-        needed = spec.retrievers or tuple(collection_retrievers(collection))
-        runnable = bool(needed) and all(collection.has(r) and r in RETRIEVERS for r in needed)
+        needed = spec_retrievers(collection, spec)
+        enough = len(needed) >= (2 if spec.milvus else 1)
+        runnable = enough and all(collection.has(r) and r in RETRIEVERS for r in needed)
         if runnable and (with_reranker or not spec.rerank):
             names.append(n)
     return names
@@ -439,8 +508,8 @@ def available_pipelines(collection: Collection, with_reranker: bool = False) -> 
 def describe_pipeline(collection: Collection, name: str) -> dict[str, Any]:
     """What a named pipeline does on this collection (for listings and the web page)."""
     spec = PIPELINES.get(name)
-    retrievers = spec.retrievers or tuple(collection_retrievers(collection))
-    fusion = spec.fusion or tuned_fusion(collection) or family_fusion(retrievers)
+    retrievers = spec_retrievers(collection, spec)
+    fusion = spec_fusion(collection, spec)
     return {
         "name": name,
         "description": spec.description,

@@ -1,0 +1,143 @@
+"""Fusion inside Milvus: one ``hybrid_search`` over a Milvus-backed collection's learned
+retrievers, an option beside Twofold's own fusion (which stays the default).
+
+Each query is encoded here, exactly as the retrievers encode it (idf weights for
+``sparse``, the SPLADE MLM for ``splade``, MiniLM and the collection's query adapter for
+``dense``). Milvus then runs one request per vector field and fuses the lists itself:
+
+* ``rrf``: ``RRFRanker(k)``, ``sum_r 1 / (k + rank_r(d))``, the formula of Twofold's
+  unweighted RRF (``fusion.rrf``), so the two agree on the same lists;
+* ``weighted``: ``WeightedRanker`` with one vote per model family
+  (``pipeline.family_fusion``) over scores that Milvus normalizes itself (arctan for
+  inner product), not Twofold's min-max: a different fusion, not a faster copy.
+
+BM25 is not in it: it stays on Lucene, outside Milvus, so these pipelines fuse
+``sparse``, ``splade`` and ``dense`` only. The pipelines ``milvus-rrf`` and
+``milvus-weighted`` use it; the reranker sits on top as on any pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from twofold.core.errors import InputError
+from twofold.core.types import Hit, Query, Ranking
+from twofold.indexing.collection import Collection
+from twofold.search.fusion import RRF_K
+
+FUSED_IN_MILVUS = ("sparse", "splade", "dense")  # what Milvus holds; bm25 is on Lucene
+Method = Literal["rrf", "weighted"]
+
+
+def milvus_retrievers(collection: Collection) -> list[str]:
+    """The collection's sub-indexes that Milvus holds (``backend: milvus``)."""
+    subs = collection.manifest.sub_indexes
+    return [
+        name
+        for name in FUSED_IN_MILVUS
+        if name in subs and dict(subs[name]).get("backend", "local") == "milvus"
+    ]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One ANN request of a ``hybrid_search``: a query vector, its field and params."""
+
+    remote: Any  # ``milvus_index._Remote``
+    data: Any
+    params: dict[str, Any]
+
+
+def _request(name: str, retriever: Any, query: Query, depth: int) -> _Request | None:
+    """The request of retriever ``name`` for ``query`` (None when the query has no terms
+    left for a sparse retriever)."""
+    params: dict[str, Any] = {}
+    data: Any
+    if name in ("sparse", "splade"):
+        vector = retriever.encode_query(query)
+        data = {j: w for j, w in vector.as_dict().items() if w > 0}
+        remote = getattr(retriever.searcher.engine, "remote", None)
+        params = {"drop_ratio_search": 0.0}
+        if not data:
+            return None
+    elif name == "dense":
+        adapter = retriever.adapter
+        if adapter is not None and adapter.docs is not None:
+            raise InputError(
+                "Milvus fusion cannot use a two-sided adapter (it maps the stored document "
+                "vectors, which Milvus holds unmapped): use the hybrid pipeline"
+            )
+        data = [float(x) for x in retriever.encode([query.text])[0]]
+        index = retriever.index
+        remote = getattr(index, "remote", None)
+        if remote is not None:
+            hnsw = index.index_type == "hnsw"
+            params = {"ef": max(index.ef, depth)} if hnsw else {"nprobe": index.nprobe}
+    else:
+        raise InputError(f"Milvus holds no {name!r} vectors; it fuses {FUSED_IN_MILVUS}")
+    if remote is None:
+        raise InputError(f"the {name!r} sub-index is not held by Milvus: use the hybrid pipeline")
+    return _Request(remote, data, params)
+
+
+@dataclass(frozen=True)
+class MilvusFusion:
+    """A pipeline's fusion run by Milvus ``hybrid_search`` (the pipeline's
+    ``ServerFusion``): retrieval and fusion in one call."""
+
+    method: Method = "rrf"
+    k: int = RRF_K  # rrf only
+    weights: Mapping[str, float] = field(default_factory=dict)  # weighted only
+
+    def describe(self) -> str:
+        if self.method == "rrf":
+            return f"Milvus hybrid_search, RRFRanker k={self.k}"
+        shown = ", ".join(f"{n}={w:g}" for n, w in sorted(self.weights.items()))
+        return f"Milvus hybrid_search, WeightedRanker (arctan-normalized), weights {shown}"
+
+    def search(self, query: Query, retrievers: Mapping[str, Any], depth: int) -> Ranking:
+        """The top ``depth`` of ``query``, fused by Milvus over ``retrievers``' fields."""
+        if not query.text.strip():
+            return Ranking(query.query_id, ())
+        names: Sequence[str] = [n for n in FUSED_IN_MILVUS if n in retrievers]
+        extra = sorted(set(retrievers) - set(names))
+        if extra or len(names) < 2:
+            raise InputError(
+                f"Milvus fuses two or more of {', '.join(FUSED_IN_MILVUS)}, not "
+                f"{', '.join(sorted(retrievers))}"
+            )
+        pairs = [(n, _request(n, retrievers[n], query, depth)) for n in names]
+        requests = [(n, r) for n, r in pairs if r is not None]
+        if not requests:
+            return Ranking(query.query_id, ())
+        collections = {r.remote.collection for _, r in requests}
+        if len(collections) != 1:
+            raise InputError(f"the retrievers are in several Milvus collections: {collections}")
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        reqs = [
+            AnnSearchRequest(
+                data=[r.data],
+                anns_field=r.remote.field,
+                param={"metric_type": "IP", "params": r.params},
+                limit=depth,
+            )
+            for _, r in requests
+        ]
+        ranker: Any
+        if self.method == "rrf":
+            ranker = RRFRanker(self.k)
+        else:
+            ranker = WeightedRanker(*(self.weights.get(n, 1.0) for n, _ in requests))
+        remote = requests[0][1].remote
+        (hits,) = remote.client.hybrid_search(
+            remote.collection, reqs, ranker, limit=depth, output_fields=["doc_id"]
+        )
+        key = f"milvus-{self.method}"
+        fused = [(str(h["entity"]["doc_id"]), float(h["distance"])) for h in hits]
+        return Ranking(
+            query.query_id,
+            tuple(Hit(d, score, {key: (i, score)}) for i, (d, score) in enumerate(fused, start=1)),
+        )
