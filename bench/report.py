@@ -128,10 +128,43 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
+def milvus_quality(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_milvus.py`: the same pipelines on an embedded collection and on its "
+        "copy pushed into Milvus (stored vectors, not re-encoded). `milvus-rrf` and "
+        "`milvus-weighted` are fused by Milvus's `hybrid_search`; their embedded column is "
+        "Twofold's own fusion of the same three retrievers (RRF k=60; convex min-max, the "
+        "same family weights). Overlap@10: mean share of a query's top 10 in both.",
+        "",
+        "| dataset | pipeline | embedded | Milvus | delta | overlap@10 "
+        "| unseen: embedded | unseen: Milvus |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for result in results:
+        for name, r in result["pipelines"].items():
+            unseen = (
+                f"{r['unseen_ndcg@10_embedded']:.4f} | {r['unseen_ndcg@10_milvus']:.4f}"
+                if "unseen_ndcg@10_embedded" in r
+                else "- | -"
+            )
+            lines.append(
+                f"| {result['dataset']} {result['split']} ({r['queries']} q) | {name} | "
+                f"{r['ndcg@10_embedded']:.4f} | {r['ndcg@10_milvus']:.4f} | {r['delta']:+.4f} "
+                f"| {r['overlap@10']:.3f} | {unseen} |"
+            )
+        sources.append(
+            f"- `{result['command']}` ({result['date']}, {result['machine']}; "
+            f"server: {result['server']})"
+        )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 SECTIONS = {
     "sparse-synthetic": lambda: sparse_synthetic(_load("sparse-synthetic")),
     "sparse-quality": lambda: sparse_quality(_quality()),
     "hybrid-parallel": lambda: hybrid_parallel(_load("hybrid-parallel-")),
+    "milvus-quality": lambda: milvus_quality(_load("milvus-quality-")),
 }
 
 

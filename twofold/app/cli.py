@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--pipeline",
         default="bm25",
-        help="bm25, sparse, splade, dense, hybrid, hybrid-rrf, hybrid+rerank, bm25+rerank "
+        help="bm25, sparse, splade, dense, hybrid, hybrid-rrf, hybrid+rerank, bm25+rerank; "
+        "on a Milvus-backed collection also milvus-rrf, milvus-weighted (fused by Milvus) "
         "(default bm25; the collection must have the retrievers it uses)",
     )
     search.add_argument("--k", type=int, default=10, help="hits to print, 1-1000 (default 10)")
