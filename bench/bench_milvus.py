@@ -33,6 +33,7 @@ from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.milvus_store import MilvusTarget, push_collection
 from twofold.search.evaluate import PipelineResult, evaluate
 from twofold.search.fusion import FusionConfig
+from twofold.search.milvus_fusion import milvus_retrievers
 from twofold.search.pipeline import (
     Pipeline,
     available_pipelines,
@@ -42,13 +43,12 @@ from twofold.search.pipeline import (
 )
 from twofold.search.unseen import REFERENCE_SPLIT, subset_means, unseen_document_queries
 
-THREE = ["sparse", "splade", "dense"]
 
-
-def twofold_twin(embedded: Collection, name: str) -> Pipeline:
-    """Twofold's own fusion of the three retrievers a Milvus-only pipeline fuses."""
-    fusion = FusionConfig("rrf") if name == "milvus-rrf" else family_fusion(THREE)
-    return make_pipeline(embedded, f"twofold-{name}", THREE, fusion=fusion)
+def twofold_twin(embedded: Collection, remote: Collection, name: str) -> Pipeline:
+    """Twofold's own fusion of the retrievers a Milvus-only pipeline fuses."""
+    names = milvus_retrievers(remote)
+    fusion = FusionConfig("rrf") if name == "milvus-rrf" else family_fusion(names)
+    return make_pipeline(embedded, f"twofold-{name}", names, fusion=fusion)
 
 
 def compare(a: PipelineResult, b: PipelineResult, unseen: set[str] | None) -> dict[str, float]:
@@ -101,7 +101,7 @@ def main() -> None:
         if name.startswith("milvus-"):
             if name not in available_pipelines(remote):
                 continue
-            baseline = twofold_twin(embedded, name)
+            baseline = twofold_twin(embedded, remote, name)
         elif name in available_pipelines(embedded):
             baseline = build_pipeline(embedded, name)
         else:

@@ -147,6 +147,12 @@ def test_milvus_rrf_fuses_as_twofolds_own_rrf(backend_collections: dict[str, Pat
         sg = {h.doc_id: h.score for h in got.hits if h.score > cut}
         assert set(sg) == set(sw), text
         assert all(set(h.sources) == {"milvus-rrf"} for h in got.hits)
+    # the sparse query vectors it sent are kept, so explanations work as on any pipeline
+    outcome = pipeline.run(Query("q", QUERIES[0]), 5)
+    assert set(outcome.encoded) == {"sparse", "splade"}
+    for name, vector in outcome.encoded.items():
+        assert vector == retrievers[name].encode_query(Query("q", QUERIES[0]))
+        assert retrievers[name].explain(vector, outcome.ranking.hits[0].doc_id)
 
 
 def test_milvus_weighted_and_where_milvus_fusion_is_offered(
@@ -168,6 +174,23 @@ def test_milvus_weighted_and_where_milvus_fusion_is_offered(
     assert describe_pipeline(remote, "milvus-rrf")["fusion"] == (
         "Milvus hybrid_search, RRFRanker k=60"
     )
+
+
+def test_milvus_fusion_is_not_offered_over_a_two_sided_adapter(
+    backend_collections: dict[str, Path], tmp_path: Path
+) -> None:
+    """A ``both`` adapter maps the stored document vectors, which Milvus holds unmapped:
+    the Milvus pipelines are not offered there (a service warming every pipeline up
+    would fail on them), and asking for one says why."""
+    copy = tmp_path / "cranfield"
+    shutil.copytree(backend_collections["milvus"], copy)
+    (copy / "adapter").mkdir()
+    (copy / "adapter" / "adapter.json").write_text(json.dumps({"variant": "both"}))
+    collection = Collection(copy)
+    assert "hybrid" in available_pipelines(collection)
+    assert not {"milvus-rrf", "milvus-weighted"} & set(available_pipelines(collection))
+    with pytest.raises(InputError, match="variant 'both'"):
+        build_pipeline(collection, "milvus-weighted")
 
 
 def test_other_sparse_engines_are_refused_with_the_reason(

@@ -13,18 +13,24 @@ Each query is encoded here, exactly as the retrievers encode it (idf weights for
 
 BM25 is not in it: it stays on Lucene, outside Milvus, so these pipelines fuse
 ``sparse``, ``splade`` and ``dense`` only. The pipelines ``milvus-rrf`` and
-``milvus-weighted`` use it; the reranker sits on top as on any pipeline.
+``milvus-weighted`` use it. They are offered only where they can answer
+(:func:`fusion_problem`): two or more sub-indexes in one Milvus collection, and no
+two-sided dense adapter (it maps the stored document vectors, which Milvus holds
+unmapped). The sparse query vectors are kept for explanations, as on any pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from twofold.core.errors import InputError
-from twofold.core.types import Hit, Query, Ranking
+from twofold.core.errors import CollectionError, InputError
+from twofold.core.types import Hit, Query, Ranking, SparseVec
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.search.fusion import RRF_K
 
 FUSED_IN_MILVUS = ("sparse", "splade", "dense")  # what Milvus holds; bm25 is on Lucene
@@ -41,6 +47,32 @@ def milvus_retrievers(collection: Collection) -> list[str]:
     ]
 
 
+def fusion_problem(collection: Collection) -> str | None:
+    """Why Milvus cannot fuse this collection's retrievers, or None when it can."""
+    names = milvus_retrievers(collection)
+    if len(names) < 2:
+        return (
+            f"collection {collection.name!r} has {len(names)} sub-index in Milvus; build with "
+            "--backend milvus and two or more of --retrievers sparse,splade,dense"
+        )
+    subs = collection.manifest.sub_indexes
+    targets = {str(dict(subs[n]).get("milvus", {}).get("collection")) for n in names}
+    if len(targets) != 1:
+        return f"its sub-indexes are in several Milvus collections ({', '.join(sorted(targets))})"
+    meta = collection.root / ADAPTER_FOLDER / "adapter.json"
+    if "dense" in names and meta.is_file():
+        try:
+            variant = json.loads(meta.read_text(encoding="utf-8")).get("variant")
+        except (OSError, ValueError):
+            variant = None
+        if variant == "both":
+            return (
+                "its dense adapter maps the stored document vectors too (variant 'both'), "
+                "and Milvus holds them unmapped"
+            )
+    return None
+
+
 @dataclass(frozen=True)
 class _Request:
     """One ANN request of a ``hybrid_search``: a query vector, its field and params."""
@@ -48,6 +80,7 @@ class _Request:
     remote: Any  # ``milvus_index._Remote``
     data: Any
     params: dict[str, Any]
+    vector: SparseVec | None = None  # a sparse query's, kept for explanations
 
 
 def _request(name: str, retriever: Any, query: Query, depth: int) -> _Request | None:
@@ -55,6 +88,7 @@ def _request(name: str, retriever: Any, query: Query, depth: int) -> _Request | 
     left for a sparse retriever)."""
     params: dict[str, Any] = {}
     data: Any
+    vector = None
     if name in ("sparse", "splade"):
         vector = retriever.encode_query(query)
         data = {j: w for j, w in vector.as_dict().items() if w > 0}
@@ -79,7 +113,7 @@ def _request(name: str, retriever: Any, query: Query, depth: int) -> _Request | 
         raise InputError(f"Milvus holds no {name!r} vectors; it fuses {FUSED_IN_MILVUS}")
     if remote is None:
         raise InputError(f"the {name!r} sub-index is not held by Milvus: use the hybrid pipeline")
-    return _Request(remote, data, params)
+    return _Request(remote, data, params, vector)
 
 
 @dataclass(frozen=True)
@@ -97,24 +131,30 @@ class MilvusFusion:
         shown = ", ".join(f"{n}={w:g}" for n, w in sorted(self.weights.items()))
         return f"Milvus hybrid_search, WeightedRanker (arctan-normalized), weights {shown}"
 
-    def search(self, query: Query, retrievers: Mapping[str, Any], depth: int) -> Ranking:
-        """The top ``depth`` of ``query``, fused by Milvus over ``retrievers``' fields."""
+    def search(
+        self,
+        query: Query,
+        retrievers: Mapping[str, Any],
+        depth: int,
+        check: Callable[[str], None],
+        pool: Executor,
+    ) -> tuple[Ranking, dict[str, SparseVec]]:
+        """The top ``depth`` of ``query``, fused by Milvus over ``retrievers``' fields, and
+        the sparse query vectors (for explanations). The queries are encoded on ``pool``,
+        concurrently; ``check(stage)`` raises once the caller's deadline has passed."""
         if not query.text.strip():
-            return Ranking(query.query_id, ())
-        names: Sequence[str] = [n for n in FUSED_IN_MILVUS if n in retrievers]
-        extra = sorted(set(retrievers) - set(names))
-        if extra or len(names) < 2:
+            return Ranking(query.query_id, ()), {}
+        names = [n for n in FUSED_IN_MILVUS if n in retrievers]
+        if sorted(names) != sorted(retrievers) or len(names) < 2:
             raise InputError(
                 f"Milvus fuses two or more of {', '.join(FUSED_IN_MILVUS)}, not "
                 f"{', '.join(sorted(retrievers))}"
             )
-        pairs = [(n, _request(n, retrievers[n], query, depth)) for n in names]
-        requests = [(n, r) for n, r in pairs if r is not None]
+        made = pool.map(lambda n: (n, _request(n, retrievers[n], query, depth)), names)
+        requests = [(n, r) for n, r in made if r is not None]
+        encoded = {n: r.vector for n, r in requests if r.vector is not None}
         if not requests:
-            return Ranking(query.query_id, ())
-        collections = {r.remote.collection for _, r in requests}
-        if len(collections) != 1:
-            raise InputError(f"the retrievers are in several Milvus collections: {collections}")
+            return Ranking(query.query_id, ()), encoded
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
         reqs = [
@@ -132,12 +172,20 @@ class MilvusFusion:
         else:
             ranker = WeightedRanker(*(self.weights.get(n, 1.0) for n, _ in requests))
         remote = requests[0][1].remote
-        (hits,) = remote.client.hybrid_search(
-            remote.collection, reqs, ranker, limit=depth, output_fields=["doc_id"]
-        )
+        check("Milvus hybrid_search")
+        try:
+            (hits,) = remote.client.hybrid_search(
+                remote.collection, reqs, ranker, limit=depth, output_fields=["doc_id"]
+            )
+        except Exception as exc:  # the server's error, said as the collection's state
+            raise CollectionError(
+                f"Milvus hybrid_search on {remote.collection!r} at {remote.uri} failed "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from exc
         key = f"milvus-{self.method}"
         fused = [(str(h["entity"]["doc_id"]), float(h["distance"])) for h in hits]
-        return Ranking(
+        ranking = Ranking(
             query.query_id,
             tuple(Hit(d, score, {key: (i, score)}) for i, (d, score) in enumerate(fused, start=1)),
         )
+        return ranking, encoded

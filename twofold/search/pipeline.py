@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -29,7 +29,7 @@ from twofold.core.registry import Registry
 from twofold.core.types import Hit, Query, Ranking, SparseVec, settle
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
-from twofold.search.milvus_fusion import MilvusFusion, milvus_retrievers
+from twofold.search.milvus_fusion import MilvusFusion, fusion_problem, milvus_retrievers
 from twofold.search.retrievers import RETRIEVERS, Explainer, Retriever
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,14 @@ class ServerFusion(Protocol):
     """A fusion run by the engine that holds the vectors (``milvus_fusion``): it
     retrieves and fuses in one call, so the pipeline runs neither stage itself."""
 
-    def search(self, query: Query, retrievers: Mapping[str, Retriever], depth: int) -> Ranking: ...
+    def search(
+        self,
+        query: Query,
+        retrievers: Mapping[str, Retriever],
+        depth: int,
+        check: Callable[[str], None],
+        pool: Executor,
+    ) -> tuple[Ranking, dict[str, SparseVec]]: ...
 
 
 class Reranker(Protocol):
@@ -157,7 +164,13 @@ class Pipeline:
         encoded: dict[str, SparseVec] = {}
         if isinstance(self.fuser, ServerFusion):
             t0 = time.perf_counter()
-            fused = self.fuser.search(query, self.retrievers, depth)
+            fused, encoded = self.fuser.search(
+                query,
+                self.retrievers,
+                depth,
+                lambda stage: _check(stop_at, stage),
+                _retrieve_pool(),
+            )
             timings["retrieve+fuse"] = _ms(t0)
         else:
             fused, encoded = self._retrieve_and_fuse(
@@ -475,11 +488,11 @@ def build_pipeline(
             "`twofold search` or `twofold eval`, or set TWOFOLD_RERANKER"
         )
     retrievers = spec_retrievers(collection, spec)
-    if spec.milvus is not None and len(retrievers) < 2:
+    problem = fusion_problem(collection) if spec.milvus else None
+    if problem is not None:
         raise InputError(
-            f"pipeline {name!r} fuses in Milvus and collection {collection.name!r} has "
-            f"{len(retrievers)} sub-index in Milvus; build with --backend milvus and two or "
-            "more of --retrievers sparse,splade,dense, or use the hybrid pipeline"
+            f"pipeline {name!r} fuses in Milvus, which it cannot do here: {problem}; "
+            "use the hybrid pipeline"
         )
     return make_pipeline(
         collection,
@@ -498,8 +511,9 @@ def available_pipelines(collection: Collection, with_reranker: bool = False) -> 
     for n in PIPELINES.names():
         spec = PIPELINES.get(n)
         needed = spec_retrievers(collection, spec)
-        enough = len(needed) >= (2 if spec.milvus else 1)
-        runnable = enough and all(collection.has(r) and r in RETRIEVERS for r in needed)
+        fusable = not spec.milvus or fusion_problem(collection) is None
+        runnable = bool(needed) and fusable and all(collection.has(r) for r in needed)
+        runnable = runnable and all(r in RETRIEVERS for r in needed)
         if runnable and (with_reranker or not spec.rerank):
             names.append(n)
     return names
