@@ -89,7 +89,10 @@ class PartialBuildKept(InputError):
         )
 
 
-def _lock(path: Path, out: Path) -> int:
+BUILD_HINT = "wait for it to finish, or build into another --out"
+
+
+def _lock(path: Path, out: Path, hint: str) -> int:
     """An fd holding ``flock(LOCK_EX)`` on the file now at ``path``. A holder unlinks
     the file before it lets go, so a lock won on an unlinked file is retried."""
     while True:
@@ -100,8 +103,8 @@ def _lock(path: Path, out: Path) -> int:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise BuildLocked(
-                f"another build into {out} is running (process {holder} holds {path}); "
-                "wait for it to finish, or build into another --out"
+                f"another build into {out} is running (process {holder} holds {path}: a "
+                f"build, rebuild, optimize or tune-fusion); {hint}"
             ) from None
         try:
             current = os.stat(path).st_ino
@@ -113,12 +116,12 @@ def _lock(path: Path, out: Path) -> int:
 
 
 @contextmanager
-def build_lock(out: Path) -> Iterator[Path]:
-    """Hold the exclusive lock of builds into ``out``, or raise ``BuildLocked``; the
-    lock file is removed when the build ends."""
+def build_lock(out: Path, hint: str = BUILD_HINT) -> Iterator[Path]:
+    """Hold the exclusive lock of builds into ``out``, or raise ``BuildLocked`` (its
+    message ends with ``hint``, what to do); the lock file is removed when the build ends."""
     path = lock_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _lock(path, out)
+    fd = _lock(path, out, hint)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -152,12 +152,13 @@ def write_tuned_fusion(
 
 
 def tune_fusion(job: TuneJob) -> dict[str, Any]:
-    with build_lock(job.collection) if job.write else nullcontext():
-        return _tune_fusion(job)
+    collection = Collection(job.collection)  # not a collection: refused before any lock file
+    hint = "wait for it to finish, then run tune-fusion again"
+    with build_lock(job.collection, hint) if job.write else nullcontext():
+        return _tune_fusion(job, collection)
 
 
-def _tune_fusion(job: TuneJob) -> dict[str, Any]:
-    collection = Collection(job.collection)
+def _tune_fusion(job: TuneJob, collection: Collection) -> dict[str, Any]:
     names = collection_retrievers(collection)
     if len(names) < 2:
         raise InputError(
