@@ -105,7 +105,8 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
     for report in results:
         stats = report["latency_ms"]
         slowest = stats[report["slowest_single"]]["p50"]
-        name = Path(report["collection"]).name
+        threads = report.get("torch_threads", "-")
+        name = f"{Path(report['collection']).name}, torch threads {threads}"
         for system, r in stats.items():
             ratio = f"{r['p50'] / slowest:.2f}"
             serial = f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}" if "hybrid" in system else ""
