@@ -261,14 +261,25 @@ def hold_pipeline(monkeypatch: pytest.MonkeyPatch, state: AppState, name: str) -
     return hold
 
 
-def test_explain_is_inside_the_budget(
-    full_collection: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("pipeline", "extra", "stage"),
+    [
+        ("sparse", {"explain": True, "fields": ["score"]}, "explain"),
+        ("dense", {"diversify": True}, "diversify"),
+    ],
+)
+def test_explain_and_diversify_are_inside_the_budget(
+    full_collection: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline: str,
+    extra: dict[str, Any],
+    stage: str,
 ) -> None:
     settings = Settings(collections=[full_collection], warmup=False)
     with serving(settings) as (base, state):
-        hold = hold_pipeline(monkeypatch, state, "sparse")
-        body = {"query": "heat transfer", "k": 3, "pipeline": "sparse", "explain": True}
-        stopped_before(base, hold, "/v1/search", {**body, "fields": ["score"]}, "explain")
+        hold = hold_pipeline(monkeypatch, state, pipeline)
+        body = {"query": "heat transfer", "k": 3, "pipeline": pipeline, **extra}
+        stopped_before(base, hold, "/v1/search", body, stage)
 
 
 def test_document_reads_are_inside_the_budget(
@@ -281,16 +292,6 @@ def test_document_reads_are_inside_the_budget(
         monkeypatch.setattr(docs, "get", hold)
         body = {"query": "heat transfer", "k": 3, "pipeline": "bm25", "fields": ["title"]}
         stopped_before(base, hold, "/v1/search", body, "document reads and snippets")
-
-
-def test_diversify_is_inside_the_budget(
-    full_collection: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = Settings(collections=[full_collection], warmup=False)
-    with serving(settings) as (base, state):
-        hold = hold_pipeline(monkeypatch, state, "dense")
-        body = {"query": "heat transfer", "k": 3, "pipeline": "dense", "diversify": True}
-        stopped_before(base, hold, "/v1/search", body, "diversify")
 
 
 def test_recommend_checks_its_budget_before_each_stage(

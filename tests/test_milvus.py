@@ -16,7 +16,7 @@ from pymilvus import DataType, MilvusClient
 
 from tests.conftest import BACKEND_DOCS
 from twofold.core.errors import CollectionError, InputError
-from twofold.core.types import Query
+from twofold.core.types import Query, Ranking
 from twofold.indexing import build
 from twofold.indexing.build import PartialBuildKept, build_collection, partial_dir
 from twofold.indexing.buildctx import BuildOptions
@@ -84,6 +84,20 @@ def test_the_milvus_collection_holds_vectors_and_doc_fields(
     np.testing.assert_allclose(np.asarray(row[0]["dense"]), stored, rtol=0, atol=1e-6)
 
 
+def assert_same_top(want: Ranking, got: Ranking, k: int, atol: float, tie: float) -> None:
+    """The same scores rank by rank, and the same documents with the same scores, ties
+    (within ``tie``) at the ``k`` cut aside."""
+    assert len(got.hits) == len(want.hits), want.query_id
+    np.testing.assert_allclose(
+        [h.score for h in got.hits], [h.score for h in want.hits], rtol=1e-5, atol=atol
+    )
+    cut = want.hits[-1].score + tie if len(want.hits) == k else -np.inf
+    sw = {h.doc_id: h.score for h in want.hits if h.score > cut}
+    sg = {h.doc_id: h.score for h in got.hits if h.score > cut}
+    assert set(sg) == set(sw), want.query_id
+    np.testing.assert_allclose([sg[d] for d in sw], list(sw.values()), rtol=1e-5, atol=atol)
+
+
 @pytest.mark.parametrize("retriever", ["sparse", "splade", "dense"])
 def test_milvus_rankings_equal_the_embedded_ones(
     backend_collections: dict[str, Path], retriever: str
@@ -91,18 +105,8 @@ def test_milvus_rankings_equal_the_embedded_ones(
     embedded = RETRIEVERS.get(retriever)(Collection(backend_collections["embedded"]))
     remote = RETRIEVERS.get(retriever)(Collection(backend_collections["milvus"]))
     for text in QUERIES:
-        q = Query("q", text)
-        a, b = embedded.retrieve(q, 20), remote.retrieve(q, 20)
-        assert len(a.hits) == len(b.hits), text
-        np.testing.assert_allclose(
-            [h.score for h in b.hits], [h.score for h in a.hits], rtol=1e-5, atol=1e-5
-        )
-        # the same documents with the same scores, ties at the k cut aside
-        cut = a.hits[-1].score + 1e-3 if len(a.hits) == 20 else -np.inf
-        sa = {h.doc_id: h.score for h in a.hits if h.score > cut}
-        sb = {h.doc_id: h.score for h in b.hits if h.score > cut}
-        assert set(sa) == set(sb), text
-        np.testing.assert_allclose([sb[d] for d in sa], list(sa.values()), rtol=1e-5, atol=1e-5)
+        q = Query(text, text)  # the query id names the query in a failure
+        assert_same_top(embedded.retrieve(q, 20), remote.retrieve(q, 20), 20, 1e-5, 1e-3)
 
 
 def test_hybrid_pipeline_and_explanations_on_milvus(backend_collections: dict[str, Path]) -> None:
@@ -135,17 +139,10 @@ def test_milvus_rrf_fuses_as_twofolds_own_rrf(backend_collections: dict[str, Pat
     assert list(pipeline.retrievers) == ["sparse", "splade", "dense"]
     retrievers = {n: RETRIEVERS.get(n)(remote) for n in pipeline.retrievers}
     for text in QUERIES:
-        q = Query("q", text)
+        q = Query(text, text)
         got = pipeline.search(q, 20)
-        want = rrf("q", {n: r.retrieve(q, 100) for n, r in retrievers.items()}, 20)
-        assert len(got.hits) == len(want.hits), text
-        np.testing.assert_allclose(
-            [h.score for h in got.hits], [h.score for h in want.hits], rtol=1e-5, atol=1e-7
-        )
-        cut = want.hits[-1].score + 1e-6 if len(want.hits) == 20 else -np.inf
-        sw = {h.doc_id: h.score for h in want.hits if h.score > cut}
-        sg = {h.doc_id: h.score for h in got.hits if h.score > cut}
-        assert set(sg) == set(sw), text
+        want = rrf(text, {n: r.retrieve(q, 100) for n, r in retrievers.items()}, 20)
+        assert_same_top(want, got, 20, 1e-7, 1e-6)
         assert all(set(h.sources) == {"milvus-rrf"} for h in got.hits)
     # the sparse query vectors it sent are kept, so explanations work as on any pipeline
     outcome = pipeline.run(Query("q", QUERIES[0]), 5)

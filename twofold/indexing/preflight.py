@@ -17,7 +17,7 @@ from pathlib import Path
 
 from twofold.core.errors import InputError, ModelError, UnknownNameError
 from twofold.indexing.buildctx import BuildOptions
-from twofold.indexing.sparse.seismic import default_engine
+from twofold.indexing.sparse.index import default_engine
 
 MODEL_FLAGS = {"sparse": "--sparse-model", "splade": "--splade-model", "dense": "--dense-model"}
 

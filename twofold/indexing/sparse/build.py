@@ -30,7 +30,9 @@ from twofold.indexing.buildctx import BuildContext
 from twofold.indexing.bundle import bundle_model
 from twofold.indexing.encoding import by_shard, shard_chunks
 from twofold.indexing.sparse.index import (
+    DEFAULT_ENGINE_RULE,
     FORMAT_VERSION,
+    default_engine,
     iter_shards,
     shard_path,
     write_doc_ids,
@@ -39,7 +41,7 @@ from twofold.indexing.sparse.index import (
     write_shard,
     write_vocab,
 )
-from twofold.indexing.sparse.seismic import SeismicParams, build_seismic, default_engine
+from twofold.indexing.sparse.seismic import SeismicParams, build_seismic
 
 if TYPE_CHECKING:
     from twofold.models.sparse import Pruning
@@ -167,8 +169,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         "quantization": {"scale": params["scale"], "rule": "round(w * scale), docs and queries"},
         "engines": params["engines"],
         "default_engine": params["engine"],
-        "default_engine_rule": "the build's --sparse-engine, else native below "
-        "50,000 documents and seismic from there on",
+        "default_engine_rule": DEFAULT_ENGINE_RULE,
         "engine_info": {k: v for k, v in ENGINE_INFO.items() if k in params["engines"]},
         "vocab_size": encoder.vocab_size,
         "postings": nnz,

@@ -26,8 +26,8 @@ Engines, one interface (``search(term_ids, weights, k)`` -> (doc_id, score) pair
 * ``seismic``: Seismic's pruned, block-skipping search proposes candidates that the
   forward index scores exactly (``sparse.seismic``): approximate recall, exact scores.
 
-The default engine is the build's choice, else by size (``sparse.seismic.default_engine``:
-``native`` below 50,000 documents, ``seismic`` from there on); a process overrides it
+The default engine is the build's choice, else by size (:func:`default_engine`:
+``native`` below 150,000 documents, ``lucene`` from there on); a process overrides it
 with ``use_engine`` (``--sparse-engine``, ``TWOFOLD_SPARSE_ENGINE``).
 """
 
@@ -48,6 +48,25 @@ from twofold.core.errors import CollectionError, FormatVersionError, InputError,
 from twofold.indexing.lucene.jvm import run_anserini
 from twofold.indexing.lucene.searcher import ImpactSearcher, escape_term
 from twofold.indexing.sparse.seismic import ForwardIndex, SeismicEngine, SeismicParams
+
+# The default engine by collection size, from bench/bench_sparse_synthetic.py (BENCHMARKS.md,
+# "Scale: sparse engines", 2026-12-03, one thread): exact ``native`` scoring was the
+# fastest engine at 10,000 documents (p50 0.39 ms; lucene 1.71, seismic 2.18) and at
+# 100,000 (3.15; lucene 4.04, seismic 18.0). It grows about x8 per x10 documents and
+# lucene about x2.4, so lucene overtakes it near 150,000 (extrapolated: the 1M point is
+# not measured). Seismic, as configured, grew as fast as native and was the slowest at
+# both sizes: it is built and selectable (``--sparse-engine seismic``), not the default.
+NATIVE_MAX_DOCS = 150_000
+DEFAULT_ENGINE_RULE = (
+    f"the build's --sparse-engine, else native below {NATIVE_MAX_DOCS:,} documents and "
+    "lucene from there on"
+)
+
+
+def default_engine(doc_count: int) -> str:
+    """A collection's default sparse engine when the build names none."""
+    return "native" if doc_count < NATIVE_MAX_DOCS else "lucene"
+
 
 FORMAT_VERSION = 1
 DEFAULT_SCALE = 100.0

@@ -32,10 +32,6 @@ from twofold.core.errors import CollectionError, DependencyError
 log = logging.getLogger(__name__)
 
 INDEX_STEM = "seismic/index"  # Seismic appends ``.index.seismic``
-# Default engine by collection size: exact below, Seismic from here on. Below ~50k
-# documents exact scoring costs a few ms (bench/bench_sparse_synthetic.py); above, it
-# grows linearly with N while Seismic stays about flat.
-SEISMIC_MIN_DOCS = 50_000
 
 
 @dataclass(frozen=True)
@@ -63,12 +59,6 @@ class SeismicParams:
     def from_json(cls, data: dict[str, Any] | None) -> SeismicParams:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
-
-def default_engine(doc_count: int) -> str:
-    """The rule for a collection's default sparse engine: ``native`` (exact) below
-    ``SEISMIC_MIN_DOCS`` documents, ``seismic`` from there on."""
-    return "seismic" if doc_count >= SEISMIC_MIN_DOCS else "native"
 
 
 def _seismic() -> Any:
