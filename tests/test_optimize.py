@@ -5,6 +5,7 @@ in the collection (and what is not, is not), and the report has one row per step
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -52,12 +53,17 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "c", data
 
 
-def test_optimize_keeps_only_what_helps_held_out(setup: tuple[Path, Path], tmp_path: Path) -> None:
+def test_optimize_keeps_only_what_helps_held_out(
+    setup: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     collection, data = setup
     base = save_tiny_cross_encoder(tmp_path / "student")
     job = OptimizeJob(collection, "split", data, reranker_base=str(base), seed=1)
     dense_before = Collection(collection).manifest.sub_indexes["dense"]
-    report = optimize(job)
+    with caplog.at_level(logging.INFO, logger="twofold.indexing.dense.shards"):
+        report = optimize(job)
+    # the rebuild wrote the trainer's corpus vectors instead of encoding the corpus again
+    assert "reusing the 40 corpus vectors the trainer made" in caplog.text
     assert [s.step for s in report.steps] == ["dense", "fusion", "adapter", "reranker"]
     assert report.heldout == 10 and report.tuning > 0
     table = report.table()

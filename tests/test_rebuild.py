@@ -101,3 +101,31 @@ def test_a_discarded_or_refused_rebuild_changes_nothing(
     assert {sub: _inodes(out, sub) for sub in before} == before
     assert (out / "manifest.json").read_text() == manifest
     assert verify_collection(out).ok
+
+
+def test_a_rebuild_reuses_vectors_only_from_the_same_encoder(
+    built: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    """``ReuseVectors`` (what ``optimize`` hands the rebuild: the trainer's corpus
+    vectors): with the new model's key, the staged vectors are exactly the ones given
+    (scaled by 0.5 here, so encoding them again could not match); with a key of other
+    settings, the corpus is encoded again."""
+    from twofold.indexing.dense.shards import ReuseVectors, encoding_key
+    from twofold.indexing.encoding import LocalExecutor
+    from twofold.models.dense import DenseEncoder
+    from twofold.models.registry import model_fingerprint
+
+    out, corpus, _, new = built
+    full = tmp_path / "full"
+    build_collection(corpus, full, _options(new))
+    vectors = np.load(full / "dense" / "vectors.npy")
+    encoder = DenseEncoder(str(new), max_length=_options(new).max_length)
+    key = encoding_key(model_fingerprint(str(new))["sha256"], encoder)
+    for given, reused in ((key, True), ({**key, "max_length": 7}, False)):
+        reuse = ReuseVectors(LocalExecutor("cpu", False), 0.5 * vectors, given)
+        with build_lock(out):
+            staged = stage_rebuild(out, "dense", {"model": str(new)}, False, reuse)
+            got = np.load(staged / "dense" / "vectors.npy")
+            discard_rebuild(out)
+        assert reuse.reused is reused
+        assert np.array_equal(got, 0.5 * vectors if reused else vectors)

@@ -33,7 +33,7 @@ from twofold.indexing.build import publish as publish_build
 from twofold.indexing.buildctx import BuildOptions, DenseOptions, InterestOptions
 from twofold.indexing.bundle import MODEL_DIR, place_file
 from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
-from twofold.indexing.encoding import LocalExecutor
+from twofold.indexing.encoding import Executor, LocalExecutor
 from twofold.indexing.manifest import Manifest, read_manifest, write_manifest
 from twofold.indexing.preflight import check_options
 from twofold.indexing.subindexes import SUBINDEXES
@@ -87,10 +87,17 @@ def _options(
     )
 
 
-def stage_rebuild(out: Path, name: str, changes: Mapping[str, Any], progress: bool = True) -> Path:
+def stage_rebuild(
+    out: Path,
+    name: str,
+    changes: Mapping[str, Any],
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> Path:
     """Stage ``out`` with sub-index ``name`` (and what requires it) built again with
     ``changes`` to its options (e.g. ``{"model": DIR}``); returns the staged directory
-    (a collection that opens, not yet published)."""
+    (a collection that opens, not yet published). ``executor``: where the documents are
+    encoded (default: here), e.g. ``dense.shards.ReuseVectors``."""
     if name not in REBUILDABLE:
         raise InputError(f"only {', '.join(REBUILDABLE)} can be rebuilt in place, not {name!r}")
     manifest = read_manifest(out)
@@ -109,7 +116,7 @@ def stage_rebuild(out: Path, name: str, changes: Mapping[str, Any], progress: bo
     _link_tree(out.resolve(), staging, {*names, *TRAINED_OVER.get(name, ())})
     try:
         device = resolve_device("auto")
-        executor = LocalExecutor(device, progress)
+        executor = executor or LocalExecutor(device, progress)
         entries = build_subindexes(staging, names, options, device, executor)
         recorded = dict(manifest.build.get("options") or {})
         recorded.update({n: options.subindex_fingerprint(n) for n in names})

@@ -39,9 +39,10 @@ import numpy as np
 
 from twofold.core.errors import InputError
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.shards import encoding_key
 from twofold.models.dense import DenseEncoder
 from twofold.models.device import resolve_device
-from twofold.models.registry import resolve
+from twofold.models.registry import model_fingerprint, resolve
 from twofold.search.dense import DenseRetriever
 from twofold.train.adapter import heldout_ndcg
 from twofold.train.loop import (
@@ -123,6 +124,10 @@ class DenseResult:
     heldout_queries: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    # the corpus as the published student encodes it (its held-out check) and what made
+    # it (``shards.encoding_key``): a rebuild with that model can reuse the vectors
+    doc_vectors: np.ndarray | None = None
+    doc_encoding: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kept(self) -> bool:
@@ -228,6 +233,7 @@ def train_dense(
         prefixed = [student.query_prefix + t for t in held_text]  # as encode_queries does
         held_vectors = student.embed(prefixed, config.query_length).cpu().numpy()
     result.heldout_trained = heldout_ndcg(held_q, held_vectors, doc_vecs, collection.docs.ids)
+    result.doc_vectors = doc_vecs
     result.seconds = time.monotonic() - started
     log.info(
         "dense: held-out nDCG@10 %.4f (collection) -> %.4f (student), %d steps in %.0fs",
@@ -272,4 +278,5 @@ def train_dense(
                 shutil.copy2(src, staging / name)
 
     publish_model(out, write, record, base_dir)
+    result.doc_encoding = encoding_key(model_fingerprint(str(out))["sha256"], student)
     return result

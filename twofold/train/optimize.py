@@ -9,8 +9,9 @@ pass the check. Steps, in order, each measured on the held-out queries against t
 collection as the previous steps left it:
 
 1. ``dense``: the collection's bi-encoder fine-tuned on the tuning queries
-   (:func:`twofold.train.dense.train_dense`), the corpus re-encoded with it into a staged
-   copy of the collection that is published only if it passes the check
+   (:func:`twofold.train.dense.train_dense`), and a staged copy of the collection with
+   the corpus vectors the trainer made for its own held-out check (``ReuseVectors``: the
+   corpus is encoded once, not twice), published only if it passes the check
    (:mod:`twofold.indexing.rebuild`). First, because fusion weights and the adapter are
    tuned over the dense vectors.
 2. ``fusion``: the ``hybrid`` weights, searched on the tuning queries over RRF and convex
@@ -51,8 +52,11 @@ from twofold.indexing.build import build_lock
 from twofold.indexing.bundle import bundled_model
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
+from twofold.indexing.dense.shards import ReuseVectors
+from twofold.indexing.encoding import LocalExecutor
 from twofold.indexing.manifest import read_manifest, write_manifest
 from twofold.indexing.rebuild import discard_rebuild, publish_rebuild, stage_rebuild
+from twofold.models.device import resolve_device
 from twofold.search.evaluate import clean_run, score_run
 from twofold.search.fusion import FusionConfig
 from twofold.search.pipeline import (
@@ -347,7 +351,13 @@ def _dense_step(
     with build_lock(job.collection), tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
         model = Path(tmp) / "dense"
         trained = train_dense(collection, tune, model, config, {"data": f"optimize {job.source}"})
-        staged = stage_rebuild(job.collection, "dense", {"model": str(model)}, job.progress)
+        executor = None
+        if trained.doc_vectors is not None:  # the trainer's corpus encoding, not done twice
+            local = LocalExecutor(resolve_device("auto"), job.progress)
+            executor = ReuseVectors(local, trained.doc_vectors, trained.doc_encoding)
+        staged = stage_rebuild(
+            job.collection, "dense", {"model": str(model)}, job.progress, executor
+        )
         try:
             after = heldout_scores(staged, "hybrid", held)
         except BaseException:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ import numpy as np
 from twofold.core.errors import CollectionError
 from twofold.core.types import Doc
 from twofold.indexing.buildctx import BuildContext
-from twofold.indexing.encoding import by_shard, shard_chunks
+from twofold.indexing.docstore import DocStore
+from twofold.indexing.encoding import (
+    Chunk,
+    ChunkEncoder,
+    EncoderRecipe,
+    Executor,
+    Outputs,
+    by_shard,
+    shard_chunks,
+)
 
 log = logging.getLogger(__name__)
 ENCODE_CHUNK = 512  # texts encoded per call (length-sorted within it)
@@ -64,6 +74,50 @@ class DenseChunks:
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         return {"vectors": np.asarray(self.encoder.encode_docs(texts), dtype=np.float32)}
+
+
+def encoding_key(sha256: str, encoder: Any) -> dict[str, Any]:
+    """What makes two encodings of one corpus the same: the weights and the settings a
+    ``DenseEncoder`` reads documents with."""
+    return {"sha256": sha256, "max_length": encoder.max_length, "pooling": encoder.pooling,
+            "doc_prefix": encoder.doc_prefix}  # fmt: skip
+
+
+class ReuseVectors:
+    """An ``encoding.Executor`` that answers the dense encoding from corpus vectors made
+    already by the same weights and settings (``encoding_key``), such as a trainer's
+    held-out check, instead of encoding the corpus again; any other recipe, or vectors
+    that do not match, go to ``inner``."""
+
+    def __init__(self, inner: Executor, vectors: np.ndarray, key: Mapping[str, Any]) -> None:
+        self.inner, self.vectors, self.key = inner, vectors, dict(key)
+        self.kind, self.device, self.actors = inner.kind, inner.device, inner.actors
+        self.reused = False
+
+    def encode(
+        self,
+        docs: DocStore,
+        recipe: EncoderRecipe,
+        chunks: Sequence[Chunk],
+        local: ChunkEncoder,
+        desc: str,
+    ) -> Iterator[tuple[Chunk, Outputs]]:
+        encoder = getattr(local, "encoder", None)
+        same = (
+            isinstance(recipe, DenseRecipe)
+            and encoder is not None
+            and encoding_key(recipe.weights_sha256, encoder) == self.key
+            and self.vectors.shape == (len(docs), encoder.dim)
+        )
+        if not same:
+            log.info("dense: the vectors at hand were made otherwise; encoding the corpus")
+            yield from self.inner.encode(docs, recipe, chunks, local, desc)
+            return
+        log.info("dense: reusing the %d corpus vectors the trainer made", len(self.vectors))
+        self.reused = True
+        for chunk in chunks:
+            rows = np.asarray(self.vectors[chunk.start : chunk.stop], dtype=np.float32)
+            yield chunk, {"vectors": rows}
 
 
 def shard_path(directory: Path, i: int) -> Path:
