@@ -1,6 +1,11 @@
 """The API contract, checked by a schema fuzzer: ``schemathesis run --checks all``
 against a real ``twofold serve`` on 127.0.0.1, bounded in examples and time; 0 failures.
 
+Server errors are judged from the server's own ``/metrics``, not by schemathesis's
+``not_a_server_error``: a fuzzed ``budget_ms`` of 100 on a loaded machine is rightly a 504
+``time_budget_exceeded`` (documented in the schema), which that check counts as a
+failure. Every other 5xx, 500 above all, fails the test.
+
 The server has an API key, an admin key, a reranker and a small real collection with every
 retriever and the interests index (``full_collection``), so that ``/v1/recommend`` answers
 rather than 404s and every retriever's query path is fuzzed. The admin route (reload) is
@@ -54,6 +59,7 @@ def fuzz(base: str, key: str, tmp_path: Path, *select: str) -> str:
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert exe, "schemathesis is a dev dependency (pip install -e '.[dev]')"
     cmd = [exe, "run", f"{base}/openapi.json", "--checks", "all", *select]
+    cmd += ["--exclude-checks", "not_a_server_error"]  # judged from /metrics instead
     cmd += ["--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_TIME_S)]
     cmd += ["--seed", "1", "--workers", "1", "--phases", "examples,coverage,fuzzing"]
     cmd += ["-H", f"Authorization: Bearer {key}", "--request-timeout", "30"]
@@ -79,13 +85,30 @@ def _answered(metrics: str) -> dict[tuple[str, str], float]:
     return found
 
 
+def _server_errors(metrics: str) -> dict[tuple[str, str, str], float]:
+    """(method, route, status) -> requests answered 5xx, from the Prometheus text."""
+    found: dict[tuple[str, str, str], float] = {}
+    for m in re.finditer(
+        r'^twofold_http_requests_total\{method="(\w+)",route="([^"]+)",status="(5\d\d)"\} (\S+)$',
+        metrics,
+        re.M,
+    ):
+        found[m.group(1), m.group(2), m.group(3)] = float(m.group(4))
+    return found
+
+
 def test_schemathesis_finds_no_failures(fuzz_server: tuple[str, Path], tmp_path: Path) -> None:
     base, log = fuzz_server
     out = fuzz(base, KEY, tmp_path, "--exclude-path-regex", "reload")
     assert "8 selected / 9 total" in out  # every operation but the admin one
     out = fuzz(base, ADMIN_KEY, tmp_path, "--include-path-regex", "reload")
     assert "1 selected / 9 total" in out
-    answered = _answered(httpx.get(f"{base}/metrics", timeout=30).text)
+    metrics = httpx.get(f"{base}/metrics", timeout=30).text
+    # /readyz answers 503 while the collections load (the fixture polls it); elsewhere
+    # only the time budget's 504 is allowed: no 500, no 503
+    errors = {k: n for k, n in _server_errors(metrics).items() if k[1] != "/readyz"}
+    assert all(status == "504" for _, _, status in errors), errors
+    answered = _answered(metrics)
     # the collection can answer what was fuzzed: recommendations succeeded (reload is
     # fuzzed with made-up collection names, so it answers 404 / 409, never 200)
     assert answered.get(("POST", "/v1/recommend"), 0) > 0, answered
