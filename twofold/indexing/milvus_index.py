@@ -32,6 +32,13 @@ from twofold.indexing.sparse.index import DEFAULT_SCALE, QueryEncoder, SparseInd
 from twofold.indexing.sparse.index import FORMAT_VERSION as SPARSE_FORMAT
 
 ENGINE = "milvus"
+SPARSE_SEARCH = {"drop_ratio_search": 0.0}  # no query term dropped: exact inner products
+
+
+def sparse_query(term_ids: Any, weights: Any) -> dict[int, float]:
+    """A sparse query as Milvus takes it: the positive weights of in-vocabulary terms."""
+    ids, ws = np.asarray(term_ids).tolist(), np.asarray(weights).tolist()
+    return {int(j): float(w) for j, w in zip(ids, ws, strict=True) if w > 0 and j >= 0}
 
 
 class _Remote:
@@ -79,11 +86,10 @@ class MilvusSparseEngine:
         self.remote = remote
 
     def search(self, term_ids: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[str, float]]:
-        ids, ws = np.asarray(term_ids).tolist(), np.asarray(weights).tolist()
-        query = {int(j): float(w) for j, w in zip(ids, ws, strict=True) if w > 0 and j >= 0}
+        query = sparse_query(term_ids, weights)
         if not query:
             return []
-        (hits,) = self.remote.search([query], k, {"drop_ratio_search": 0.0})
+        (hits,) = self.remote.search([query], k, SPARSE_SEARCH)
         return [(str(h["entity"]["doc_id"]), float(h["distance"])) for h in hits]
 
 
@@ -174,6 +180,10 @@ class MilvusDenseIndex(DenseIndex):
         if nprobe is not None:
             self.nprobe = int(nprobe)
 
+    def search_params(self, k: int) -> dict[str, Any]:
+        """The ANN parameters of a top-``k`` search (HNSW's ``ef`` at least ``k``)."""
+        return {"ef": max(self.ef, k)} if self.index_type == "hnsw" else {"nprobe": self.nprobe}
+
     def search_vectors(
         self, queries: np.ndarray, k: int, within: np.ndarray | None = None
     ) -> VectorHits:
@@ -192,8 +202,7 @@ class MilvusDenseIndex(DenseIndex):
                 empty = np.zeros((len(q), 0))
                 return VectorHits(empty.astype(np.float32), empty.astype(np.int64))
             where = f"id in {subset.tolist()}"
-        params = {"ef": max(self.ef, kk)} if self.index_type == "hnsw" else {"nprobe": self.nprobe}
-        results = self.remote.search(q.tolist(), kk, params, where)
+        results = self.remote.search(q.tolist(), kk, self.search_params(kk), where)
         scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
         ordinals = np.full((len(q), kk), -1, dtype=np.int64)
         for row, hits in enumerate(results):

@@ -31,6 +31,7 @@ from twofold.core.errors import CollectionError, InputError
 from twofold.core.types import Hit, Query, Ranking, SparseVec
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
+from twofold.indexing.milvus_index import SPARSE_SEARCH, sparse_query
 from twofold.search.fusion import RRF_K
 
 FUSED_IN_MILVUS = ("sparse", "splade", "dense")  # what Milvus holds; bm25 is on Lucene
@@ -91,9 +92,9 @@ def _request(name: str, retriever: Any, query: Query, depth: int) -> _Request | 
     vector = None
     if name in ("sparse", "splade"):
         vector = retriever.encode_query(query)
-        data = {j: w for j, w in vector.as_dict().items() if w > 0}
+        data = sparse_query(vector.indices, vector.values)
         remote = getattr(retriever.searcher.engine, "remote", None)
-        params = {"drop_ratio_search": 0.0}
+        params = SPARSE_SEARCH
         if not data:
             return None
     elif name == "dense":
@@ -107,8 +108,7 @@ def _request(name: str, retriever: Any, query: Query, depth: int) -> _Request | 
         index = retriever.index
         remote = getattr(index, "remote", None)
         if remote is not None:
-            hnsw = index.index_type == "hnsw"
-            params = {"ef": max(index.ef, depth)} if hnsw else {"nprobe": index.nprobe}
+            params = index.search_params(depth)
     else:
         raise InputError(f"Milvus holds no {name!r} vectors; it fuses {FUSED_IN_MILVUS}")
     if remote is None:

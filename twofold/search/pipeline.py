@@ -498,7 +498,7 @@ def build_pipeline(
         collection,
         name,
         retrievers,
-        fusion=spec_fusion(collection, spec) if spec.milvus else spec.fusion,
+        fusion=spec_fusion(collection, spec),
         reranker=reranker if spec.rerank else None,
         depths=Depths(depth, rerank_depth),
         opened=opened,
@@ -512,8 +512,9 @@ def available_pipelines(collection: Collection, with_reranker: bool = False) -> 
         spec = PIPELINES.get(n)
         needed = spec_retrievers(collection, spec)
         fusable = not spec.milvus or fusion_problem(collection) is None
-        runnable = bool(needed) and fusable and all(collection.has(r) for r in needed)
-        runnable = runnable and all(r in RETRIEVERS for r in needed)
+        runnable = (
+            bool(needed) and fusable and all(collection.has(r) and r in RETRIEVERS for r in needed)
+        )
         if runnable and (with_reranker or not spec.rerank):
             names.append(n)
     return names
