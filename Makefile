@@ -59,15 +59,40 @@ pytest: install browser
 
 test: install browser lint typecheck pytest
 
-# Benchmarks: results under bench/results/*.json, BENCHMARKS.md sections regenerated from
-# them (bench/report.py). `make bench` takes about 30-60 min on 2 cores (mostly the 100k
-# Seismic and Lucene builds); the 1M point is `make bench-1m`, not part of CI.
-bench: install
+# Benchmarks: results under bench/results/*.json; BENCHMARKS.md sections and plots/*.png
+# regenerated from them (bench/report.py, bench/plots.py). `make bench` takes about 60-90
+# min on 2 cores: the two real collections (SciFact about 15 min, Cranfield 5), the peers,
+# pruning and eval runs (10), the synthetic 10k/100k points (30-60, mostly the 100k Seismic
+# and Lucene builds). The 1M points are `make bench-1m`, not part of CI.
+DATASETS ?= ../shared/datasets
+BENCH_RETRIEVERS := bm25,sparse,splade,dense
+BENCH_ENV := OPENBLAS_CORETYPE=SkylakeX
+
+build/bench-%/manifest.json: | $(STAMP)
+	$(TWOFOLD) index build $(DATASETS)/$* --out build/bench-$* --retrievers $(BENCH_RETRIEVERS) \
+	  --sparse-engines lucene,seismic
+	if [ -f $(DATASETS)/$*/qrels/train.tsv ]; then \
+	  $(TWOFOLD) tune-fusion build/bench-$* --dataset $(DATASETS)/$* --split train; fi
+
+bench: install build/bench-scifact/manifest.json build/bench-cranfield/manifest.json
+	$(BENCH_ENV) $(TWOFOLD) eval build/bench-scifact --dataset $(DATASETS)/scifact --quiet \
+	  --pipeline bm25,sparse,splade,dense,hybrid,hybrid-rrf --out bench/results/eval-scifact-all.json
+	for d in scifact cranfield; do \
+	  $(BENCH_ENV) $(PY) bench/bench_peers.py build/bench-$$d --dataset $(DATASETS)/$$d \
+	    --rounds 3 --out bench/results/peers-$$d.json && \
+	  $(PY) bench/bench_pruning.py build/bench-$$d --dataset $(DATASETS)/$$d \
+	    --out bench/results/pruning-$$d.json || exit 1; done
+	OMP_NUM_THREADS=1 $(PY) bench/bench_dense_memory.py --sizes 10000,100000 \
+	  --workdir build/bench-dense-memory --out bench/results/dense-memory.json
 	$(PY) bench/bench_sparse_synthetic.py --docs 10000 100000 --out bench/results/sparse-synthetic.json
+	$(PY) bench/plots.py
 	$(PY) bench/report.py
 
 bench-1m: install
 	$(PY) bench/bench_sparse_synthetic.py --docs 1000000 --out bench/results/sparse-synthetic-1m.json
+	OMP_NUM_THREADS=1 $(PY) bench/bench_dense_memory.py --sizes 1000000 \
+	  --workdir build/bench-dense-memory --out bench/results/dense-memory-1m.json
+	$(PY) bench/plots.py
 	$(PY) bench/report.py
 
 bench-smoke: install

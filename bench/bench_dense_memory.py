@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +104,16 @@ def main() -> None:
     if model is None:
         model = str(args.workdir / "tiny-384")
         write_model(Path(model))
-    results: dict[str, object] = {"model": model, "index": args.index, "seed": args.seed}
+    results: dict[str, object] = {
+        "benchmark": "dense-memory",
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "model": model,
+        "index": args.index,
+        "seed": args.seed,
+    }
     for n in (int(s) for s in args.sizes.split(",")):
         corpus = args.workdir / f"corpus-{n}.jsonl"
         if not corpus.is_file():

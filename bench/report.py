@@ -11,7 +11,9 @@ carries its result file's machine, date and command; nothing is typed by hand.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -53,6 +55,81 @@ def sparse_synthetic(results: list[dict[str, Any]]) -> str:
                     f"{r['p50_ms']} ({r['iqr_ms']}) | {r['p99_ms']} | {ratio} | "
                     f"{r['top10_overlap']} |"
                 )
+    return "\n".join([*lines, "", *growth(results), "", "Runs:", *sources])
+
+
+def _per_x10(points: list[tuple[int, float]]) -> str:
+    """Growth from each size to the next, as a factor per x10 documents."""
+    steps = []
+    for (n0, v0), (n1, v1) in itertools.pairwise(points):
+        factor = (v1 / v0) ** (1 / math.log10(n1 / n0)) if v0 > 0 and n1 > n0 else float("nan")
+        steps.append(f"x{factor:.2f} ({n0:,} -> {n1:,})")
+    return ", ".join(steps) or "-"
+
+
+def growth(results: list[dict[str, Any]]) -> list[str]:
+    rows = sorted((row for r in results for row in r["results"]), key=lambda row: row["docs"])
+    lines = ["Growth per x10 documents (from the rows above, all files together):", ""]
+    for name in ENGINES:
+        pts = [(row["docs"], row[name]) for row in rows if name in row]
+        if len(pts) < 2:
+            continue
+        p50 = _per_x10([(n, r["p50_ms"]) for n, r in pts])
+        rss = _per_x10([(n, r["peak_rss_bytes"]) for n, r in pts])
+        disk = _per_x10([(n, r["disk_bytes"]) for n, r in pts])
+        lines.append(f"- {name}: p50 {p50}; peak build RSS {rss}; disk {disk}")
+    return lines
+
+
+def dense_memory(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_dense_memory.py`: `twofold index build --retrievers dense` (flat) in "
+        "its own process, peak RSS from `wait4`; synthetic corpora and a random one-layer "
+        "384-d BERT, so each vector has minilm-l6's size while encoding stays cheap.",
+        "",
+        "| docs | vectors.npy MB | peak RSS MB | build s |",
+        "|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        sizes = sorted((int(n), v) for n, v in report.items() if n.isdigit())
+        for n, v in sizes:
+            lines.append(f"| {n:,} | {v['vectors_mb']} | {v['peak_rss_mb']} | {v['seconds']} |")
+        rss = _per_x10([(n, v["peak_rss_mb"]) for n, v in sizes])
+        sources.append(
+            f"- `{report['command']}` ({report['date']}, {report['machine']}); "
+            f"peak RSS growth per x10 documents: {rss}"
+        )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
+def pruning(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_pruning.py`: each document keeps its top-t terms (the build's own "
+        "`prune`), every test query scored exactly (q.D^T); unpruned is checked against the "
+        "native engine (difference in the last column). SciFact's unseen-document queries: "
+        "those none of whose judged documents is a train positive.",
+        "",
+        "| dataset | retriever | top-t | postings / doc | nDCG@10 | unseen nDCG@10 |",
+        "|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        for lv in report["levels"]:
+            unseen = lv.get("unseen_ndcg@10")
+            lines.append(
+                f"| {report['dataset']} | {lv['retriever']} | {lv['top_k']} | "
+                f"{lv['postings_per_doc']:.1f} | {lv['ndcg@10']:.4f} | "
+                f"{f'{unseen:.4f}' if unseen is not None else '-'} |"
+            )
+        checks = ", ".join(
+            f"{name} {r['native_check']['difference']:+.6f}"
+            for name, r in report["retrievers"].items()
+        )
+        sources.append(
+            f"- `{report['command']}` ({report['date']}, {report['machine']}; "
+            f"exact minus native engine, unpruned: {checks})"
+        )
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -161,11 +238,44 @@ def milvus_quality(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
+def peers(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_peers.py`: in one process, per query in a rotating order, each "
+        "comparison's systems on the same collection and queries (sparse and dense: the "
+        "same query vectors, encoded once). nDCG@10 on the test split; overlap@10 with the "
+        "comparison's first system; p50 (q1-q3) in ms, one thread; ratio = p50 / the first "
+        "system's p50, in the same run.",
+        "",
+        "| dataset | comparison | system | nDCG@10 | overlap@10 | p50 ms (q1-q3) | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        for name, comp in report["comparisons"].items():
+            for system, r in comp["systems"].items():
+                lat = r["latency_ms"]
+                lines.append(
+                    f"| {report['dataset']} ({report['queries']} q) | {name} | {system} | "
+                    f"{r['ndcg@10']:.4f} | {r['overlap@10']:.3f} | {lat['p50']:.3f} "
+                    f"({lat['p25']:.3f}-{lat['p75']:.3f}) | {r['ratio_p50']:.2f} |"
+                )
+        load = report["load_average"]
+        sources.append(
+            f"- `{report['command']}` ({report['date']}, {report['machine']}; "
+            f"{report['rounds']} rounds; load average {load['before'][0]:.1f} before, "
+            f"{load['after'][0]:.1f} after)"
+        )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 SECTIONS = {
     "sparse-synthetic": lambda: sparse_synthetic(_load("sparse-synthetic")),
     "sparse-quality": lambda: sparse_quality(_quality()),
     "hybrid-parallel": lambda: hybrid_parallel(_load("hybrid-parallel-")),
     "milvus-quality": lambda: milvus_quality(_load("milvus-quality-")),
+    "peers": lambda: peers(_load("peers-")),
+    "pruning": lambda: pruning(_load("pruning-")),
+    "dense-memory": lambda: dense_memory(_load("dense-memory")),
 }
 
 

@@ -31,3 +31,47 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "| 1,000 | seismic |" in table and report["command"] in table
     doc = "a\n<!-- generated:sparse-synthetic -->\nold\n<!-- /generated -->\nb\n"
     assert "old" not in render(doc) and render(doc).startswith("a\n")
+
+
+def _run(script: str, *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], check=True, cwd=ROOT)
+
+
+def test_peers_pruning_and_plots_smoke(full_collection: Path, tmp_path: Path) -> None:
+    """bench_peers, bench_pruning and plots on the 100-document sample collection: every
+    peer runs, peers over the same index agree with Twofold, and the plots are drawn."""
+    sample = str(ROOT / "data" / "cranfield")
+    results = tmp_path / "results"
+    peers_file, pruning_file = results / "peers-sample.json", results / "pruning-sample.json"
+    common = ["--dataset", sample, "--max-queries", "20"]
+    _run("bench_peers.py", str(full_collection), *common, "--rounds", "1", "--out", str(peers_file))
+    _run("bench_pruning.py", str(full_collection), *common, "--out", str(pruning_file))
+    peers = json.loads(peers_file.read_text())
+    assert {"command", "date", "machine"} <= set(peers)
+    comps = peers["comparisons"]
+    assert set(comps) == {"bm25", "sparse", "splade", "dense"}
+    for comp in comps.values():
+        base = comp["systems"][comp["baseline"]]
+        assert base["overlap@10"] == 1.0 and base["ratio_p50"] == 1.0
+    bm25, sparse, dense = comps["bm25"]["systems"], comps["sparse"]["systems"], comps["dense"]
+    # the same Lucene index under the same BM25: Pyserini returns Twofold's ranking
+    assert bm25["pyserini LuceneSearcher"]["overlap@10"] == 1.0
+    assert "bm25s" in bm25
+    # the same impact index and quantized queries: Pyserini returns Twofold's lucene engine's
+    assert sparse["pyserini LuceneImpactSearcher"]["ndcg@10"] == sparse["twofold lucene"]["ndcg@10"]
+    assert dense["systems"]["faiss IndexFlatIP"]["overlap@10"] == 1.0  # flat is exact
+
+    pruning = json.loads(pruning_file.read_text())
+    for check in (r["native_check"] for r in pruning["retrievers"].values()):
+        assert check["difference"] == 0.0 and check["top10_overlap"] == 1.0
+
+    plots = tmp_path / "plots"
+    _run("plots.py", "--results", str(results), "--out", str(plots))
+    png = plots / "ndcg-vs-postings.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from bench.report import peers as peers_table
+
+    assert "pyserini LuceneImpactSearcher" in peers_table([peers]) and peers["command"] in (
+        peers_table([peers])
+    )
