@@ -154,6 +154,23 @@ def test_prefixes_from_prompts_and_arguments(tmp_path: Path) -> None:
     )
 
 
+def test_tokenize_once_then_count_and_encode(tmp_path: Path) -> None:
+    """``tokenize_docs`` adds the doc prefix and truncates as ``encode_docs`` does; its
+    lengths are the tokenizer's by hand and ``encode_tokenized`` of it is ``encode_docs``."""
+    from transformers import AutoTokenizer
+
+    directory = make_tiny_model(tmp_path / "e5", prompts={"passage": "passage: "})
+    enc = DenseEncoder(str(directory), max_length=8, batch_size=3)
+    tokenized = enc.tokenize_docs(TEXTS)
+    tok = AutoTokenizer.from_pretrained(str(directory))
+    by_hand = [min(len(tok("passage: " + t)["input_ids"]), 8) for t in TEXTS]
+    assert tokenized.lengths == by_hand and tokenized.total == sum(by_hand)
+    assert max(by_hand) == 8 > min(by_hand)  # some truncated, some not
+    np.testing.assert_allclose(enc.encode_tokenized(tokenized), enc.encode_docs(TEXTS), atol=1e-6)
+    empty = enc.tokenize_docs([])
+    assert len(empty) == empty.total == 0 and enc.encode_tokenized(empty).shape == (0, 32)
+
+
 def test_training_path_has_grad_and_same_values(tiny_mean: Path) -> None:
     enc = DenseEncoder(str(tiny_mean))
     emb = enc.embed(TEXTS[:2])

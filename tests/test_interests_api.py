@@ -4,8 +4,11 @@ the real minilm-l6 encoder + interests), the API through a real uvicorn on 127.0
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +17,7 @@ from tests.conftest import TINY_DOCS
 from tests.test_api import run_in_thread
 from twofold.app.cli import main
 from twofold.app.settings import Settings
+from twofold.app.state import AppState
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions, InterestOptions
 
@@ -36,10 +40,17 @@ def interests_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base_url(interests_collection: Path) -> Iterator[str]:
+def served(interests_collection: Path) -> Iterator[tuple[str, AppState]]:
+    """The app on 127.0.0.1 in a thread of this process, and its ``AppState``."""
     settings = Settings(collections=[interests_collection], default_pipeline="dense", warmup=False)
-    with run_in_thread(settings) as base:
-        yield base
+    runner = run_in_thread(settings)
+    with runner as base:
+        yield base, runner.server.config.app.state.twofold
+
+
+@pytest.fixture(scope="module")
+def base_url(served: tuple[str, AppState]) -> str:
+    return served[0]
 
 
 def test_recommend_returns_interests_and_mixture(base_url: str) -> None:
@@ -164,3 +175,40 @@ def test_recommend_limits_history_text_by_its_tokens(base_url: str) -> None:
         f"{MAX_HISTORY_TEXT_TOKENS} are encoded per request (send doc ids, or fewer or "
         "shorter texts)"
     )
+
+
+class CountingTokenizer:
+    """A real tokenizer that records the texts of every tokenizing call; everything else
+    (``pad``, attributes) goes straight to it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.texts: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str | list[str], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.texts.extend([text] if isinstance(text, str) else text)
+        return self.real(text, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_recommend_tokenizes_each_history_text_once(
+    served: tuple[str, AppState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request with free-text history: its token cap is checked and its texts are
+    encoded from one tokenization (the real minilm-l6 tokenizer, its calls counted)."""
+    base, state = served
+    retriever = state.collection("tiny").interests
+    assert retriever is not None and retriever.encoder is not None
+    encoder = retriever.encoder.encoder  # the dense index's DenseEncoder (loaded here)
+    counting = CountingTokenizer(encoder.tokenizer)
+    monkeypatch.setattr(encoder, "tokenizer", counting)
+    texts = ["heat transfer in a boundary layer", "buckling of thin cylindrical shells"]
+    payload = {"history": [{"text": t} for t in texts] + ["d2"], "k": 3}
+    r = httpx.post(f"{base}/v1/recommend", json=payload, timeout=60)
+    assert r.status_code == 200, r.text
+    assert "d2" not in [h["doc_id"] for h in r.json()["hits"]]
+    assert Counter(counting.texts) == Counter(encoder.doc_prefix + t for t in texts)

@@ -221,16 +221,17 @@ def _run(
     with state.lease(body.collection) as cs:
         retriever = interest_retriever(state, cs)
         ids, texts = body.split()
-        tokens = retriever.text_tokens(texts)
-        if tokens > MAX_HISTORY_TEXT_TOKENS:
+        # tokenized once: counted here, then encoded from the same tokens
+        tokenized = retriever.tokenize_texts(texts)
+        if tokenized.total > MAX_HISTORY_TEXT_TOKENS:
             raise InputError(
-                f"the history's texts take {tokens} tokens to encode; at most "
+                f"the history's texts take {tokenized.total} tokens to encode; at most "
                 f"{MAX_HISTORY_TEXT_TOKENS} are encoded per request (send doc ids, or fewer "
                 "or shorter texts)"
             )
         deadline.check("recommend")
         rec: Recommendation = retriever.recommend(
-            ids, body.k, body.mixture.params(), texts, method=body.method, order=body.order
+            ids, body.k, body.mixture.params(), tokenized, method=body.method, order=body.order
         )
         fields = frozenset(RECOMMEND_FIELDS if body.fields is None else body.fields)
         docs = cs.collection.docs

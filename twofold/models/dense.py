@@ -122,6 +122,32 @@ def l2_normalize(x: Any) -> Any:
     return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
+@dataclass(frozen=True)
+class TokenizedTexts:
+    """Texts as a ``DenseEncoder`` tokenized them: its prefix added, truncated to its
+    ``max_length``, special tokens included; exactly what its model runs on.
+
+    Tokenize once (``tokenize_docs``), read the cost (``lengths``, ``total``), then
+    ``encode_tokenized`` without tokenizing again. Only the encoder that made it may
+    encode it (the ids are its tokenizer's).
+    """
+
+    input_ids: tuple[tuple[int, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per text."""
+        return [len(x) for x in self.input_ids]
+
+    @property
+    def total(self) -> int:
+        """Tokens of all the texts: what encoding them runs the model on."""
+        return sum(self.lengths)
+
+
 class DenseEncoder:
     """``encode_queries`` / ``encode_docs`` -> float32 arrays (n, dim), rows of unit norm.
 
@@ -199,38 +225,53 @@ class DenseEncoder:
         return l2_normalize(pool(out.last_hidden_state, batch["attention_mask"], self.pooling))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode([self.query_prefix + t for t in texts])
+        return self.encode_tokenized(self.tokenize_queries(texts))
 
     def encode_docs(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode([self.doc_prefix + t for t in texts])
+        return self.encode_tokenized(self.tokenize_docs(texts))
+
+    def tokenize_queries(self, texts: Sequence[str]) -> TokenizedTexts:
+        """``texts`` tokenized as ``encode_queries`` tokenizes them (query prefix added)."""
+        return self._tokenize([self.query_prefix + t for t in texts])
+
+    def tokenize_docs(self, texts: Sequence[str]) -> TokenizedTexts:
+        """``texts`` tokenized as ``encode_docs`` tokenizes them (doc prefix added): count
+        them (``total`` is the encoding cost), then ``encode_tokenized``."""
+        return self._tokenize([self.doc_prefix + t for t in texts])
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text after truncation (special tokens included). The same tokenizer
-        settings as ``_encode``, so concurrent calls leave its state as they found it."""
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        return [len(x) for x in ids["input_ids"]]
+        """Tokens per text after truncation (special tokens included), no prefix added."""
+        return self._tokenize(list(texts)).lengths
 
-    def doc_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens ``encode_docs`` runs the model on for each text: its encoding cost."""
-        return self.count_tokens([self.doc_prefix + t for t in texts])
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+    def _tokenize(self, texts: list[str]) -> TokenizedTexts:
+        # Encoders are called from several threads at once. A fast tokenizer's call
+        # re-applies truncation/padding to its backend only when they differ from the
+        # current ones, so every serving call passes the same settings (padding is left
+        # to ``tokenizer.pad``, which does not touch the backend).
         if not texts:
+            return TokenizedTexts(())
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return TokenizedTexts(tuple(tuple(x) for x in encoded["input_ids"]))
+
+    def encode_tokenized(self, batch: TokenizedTexts) -> np.ndarray:
+        """Serving path for texts tokenized by this encoder: (len(batch), dim) float32,
+        rows of unit norm, in the batch's order; run in batches of ``batch_size`` sorted
+        by token length (less padding)."""
+        out = np.zeros((len(batch), self.dim), dtype=np.float32)
+        if not len(batch):
             return out
         torch = self._torch
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        ids: list[list[int]] = encoded["input_ids"]
+        ids = batch.input_ids
         order = np.argsort([-len(x) for x in ids], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
-                batch = self.tokenizer.pad(
-                    {"input_ids": [ids[i] for i in rows]}, padding=True, return_tensors="pt"
+                padded = self.tokenizer.pad(
+                    {"input_ids": [list(ids[i]) for i in rows]}, padding=True, return_tensors="pt"
                 ).to(self.device)
                 hidden = self.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]
                 ).last_hidden_state
-                vecs = l2_normalize(pool(hidden.float(), batch["attention_mask"], self.pooling))
+                vecs = l2_normalize(pool(hidden.float(), padded["attention_mask"], self.pooling))
                 out[rows] = vecs.cpu().numpy()
         return out

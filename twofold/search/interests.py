@@ -19,8 +19,9 @@ Choices made here (parameters of :class:`InterestRetriever` methods):
   ``"score"``: all hits by score, best first.
 * The single-vector baseline searches the same index exhaustively with the normalized
   mean of the history embeddings.
-* History texts are encoded as documents (``encode_docs``); a diversified query is
-  encoded as a query.
+* History texts are encoded as documents (``tokenize_docs`` then ``encode_tokenized``,
+  so a caller that counts their tokens first tokenizes them once: ``tokenize_texts``);
+  a diversified query is encoded as a query.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from twofold.core.types import Hit, Ranking
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.interests import InterestIndex
 from twofold.indexing.docstore import DocStore
+from twofold.models.dense import TokenizedTexts
 from twofold.models.knn_embed import (
     Component,
     MixtureParams,
@@ -58,9 +60,9 @@ SLACK = 8  # extra candidates per component against duplicates
 class TextEncoder(Protocol):
     def encode_queries(self, texts: Sequence[str]) -> Any: ...
 
-    def encode_docs(self, texts: Sequence[str]) -> Any: ...
+    def tokenize_docs(self, texts: Sequence[str]) -> TokenizedTexts: ...
 
-    def doc_tokens(self, texts: Sequence[str]) -> list[int]: ...
+    def encode_tokenized(self, batch: TokenizedTexts) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -184,18 +186,25 @@ class InterestRetriever:
             raise InputError("free-text history needs the dense encoder, which is not loaded")
         return self.encoder
 
-    def text_tokens(self, texts: Sequence[str]) -> int:
-        """The tokens that encoding ``texts`` as history documents runs the model on
-        (after truncation): what free-text history costs."""
-        return sum(self._text_encoder().doc_tokens(texts)) if texts else 0
-
-    def _encode(self, texts: Sequence[str], as_query: bool) -> FloatArray:
+    def tokenize_texts(self, texts: Sequence[str]) -> TokenizedTexts:
+        """Free history ``texts`` tokenized as documents, once. Its ``total`` is the tokens
+        encoding them runs the model on (after truncation): what free-text history costs.
+        Pass it as ``texts`` to ``recommend`` / ``history_vectors`` to encode it without
+        tokenizing again."""
         if not texts:
-            return np.zeros((0, self.index.dim), dtype=np.float32)
-        encoder = self._text_encoder()
+            return TokenizedTexts(())
         if any(not t.strip() for t in texts):
             raise InputError("a history text is empty")
-        raw = encoder.encode_queries(texts) if as_query else encoder.encode_docs(texts)
+        return self._text_encoder().tokenize_docs(texts)
+
+    def _text_vectors(self, texts: Sequence[str] | TokenizedTexts) -> FloatArray:
+        """(len(texts), d) embeddings of free history texts, encoded as documents."""
+        batch = texts if isinstance(texts, TokenizedTexts) else self.tokenize_texts(texts)
+        if not len(batch):
+            return np.zeros((0, self.index.dim), dtype=np.float32)
+        return self._checked(self._text_encoder().encode_tokenized(batch))
+
+    def _checked(self, raw: Any) -> FloatArray:
         vecs = normalize_rows(np.asarray(raw, dtype=np.float32))
         if vecs.shape[1] != self.index.dim:
             raise InputError(
@@ -205,15 +214,16 @@ class InterestRetriever:
         return vecs
 
     def history_vectors(
-        self, doc_ids: Sequence[str], texts: Sequence[str] = ()
+        self, doc_ids: Sequence[str], texts: Sequence[str] | TokenizedTexts = ()
     ) -> tuple[FloatArray, list[int]]:
-        """(h, d) embeddings of a history and the ordinals of its doc ids."""
+        """(h, d) embeddings of a history and the ordinals of its doc ids; ``texts`` as
+        strings or as ``tokenize_texts`` gave them."""
         if len(doc_ids) + len(texts) == 0:
             raise InputError("the history is empty; give at least one doc id or text")
         if len(doc_ids) + len(texts) > MAX_HISTORY:
             raise InputError(f"a history holds at most {MAX_HISTORY} items")
         ordinals = self.resolve_history(doc_ids)
-        vecs = np.concatenate([self.index.vectors(ordinals), self._encode(texts, False)])
+        vecs = np.concatenate([self.index.vectors(ordinals), self._text_vectors(texts)])
         return vecs, ordinals
 
     # -- retrieval ---------------------------------------------------------------
@@ -325,13 +335,14 @@ class InterestRetriever:
         doc_ids: Sequence[str],
         k: int = 10,
         params: MixtureParams | None = None,
-        texts: Sequence[str] = (),
+        texts: Sequence[str] | TokenizedTexts = (),
         *,
         method: Literal["knn_embed", "single_vector"] = "knn_embed",
         order: MergeOrder = "proportional",
     ) -> Recommendation:
-        """Recommend ``k`` documents for a history of ``doc_ids`` and free ``texts``;
-        the history's own documents are never returned."""
+        """Recommend ``k`` documents for a history of ``doc_ids`` and free ``texts``
+        (strings, or ``tokenize_texts`` of them); the history's own documents are never
+        returned."""
         vecs, ordinals = self.history_vectors(doc_ids, texts)
         if method == "single_vector":
             return self.single_vector_vectors(vecs, k, set(ordinals))
@@ -381,7 +392,7 @@ class InterestRetriever:
         """:meth:`diversify` for a query text (encoded with ``encode_queries``)."""
         if not query.strip():
             raise InputError("the query is empty")
-        vec = self._encode([query], as_query=True)[0]
+        vec = self._checked(self._text_encoder().encode_queries([query]))[0]
         return self.diversify(vec, k, params, neighbourhood, order=order)
 
     def diversify_ranking(

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from twofold.core.errors import CollectionError, InputError
 from twofold.indexing.buildctx import BuildContext, DenseOptions
 from twofold.indexing.bundle import bundle_model, bundled_model, model_reference
 from twofold.indexing.dense.shards import DenseRecipe, consolidate, encode_to_shards
+
+if TYPE_CHECKING:
+    from twofold.models.dense import TokenizedTexts
 
 log = logging.getLogger(__name__)
 
@@ -379,8 +382,12 @@ class DenseIndex:
         result: np.ndarray = self.encoder.encode_docs(texts)
         return result
 
-    def doc_tokens(self, texts: Sequence[str]) -> list[int]:
-        result: list[int] = self.encoder.doc_tokens(texts)
+    def tokenize_docs(self, texts: Sequence[str]) -> TokenizedTexts:
+        result: TokenizedTexts = self.encoder.tokenize_docs(texts)
+        return result
+
+    def encode_tokenized(self, batch: TokenizedTexts) -> np.ndarray:
+        result: np.ndarray = self.encoder.encode_tokenized(batch)
         return result
 
     def search_vectors(
