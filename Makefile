@@ -81,7 +81,12 @@ bench: install build/bench-scifact/manifest.json build/bench-cranfield/manifest.
 	  $(BENCH_ENV) $(PY) bench/bench_peers.py build/bench-$$d --dataset $(DATASETS)/$$d \
 	    --rounds 3 --out bench/results/peers-$$d.json && \
 	  $(PY) bench/bench_pruning.py build/bench-$$d --dataset $(DATASETS)/$$d \
-	    --out bench/results/pruning-$$d.json || exit 1; done
+	    --out bench/results/pruning-$$d.json && \
+	  $(PY) bench/bench_seismic_sweep.py --collection build/bench-$$d --dataset $(DATASETS)/$$d \
+	    --out bench/results/seismic-quality-$$d.json || exit 1; done
+	$(PY) bench/bench_seismic_sweep.py --docs 100000 --n-postings 4000 1000 500 250 \
+	  --out bench/results/seismic-sweep.json
+	$(PY) bench/bench_sparse_limit.py --docs 100000 --out bench/results/sparse-limit.json
 	OMP_NUM_THREADS=1 $(PY) bench/bench_dense_memory.py --sizes 10000,100000 \
 	  --workdir build/bench-dense-memory --out bench/results/dense-memory.json
 	$(PY) bench/bench_sparse_synthetic.py --docs 10000 100000 --out bench/results/sparse-synthetic.json
@@ -90,6 +95,8 @@ bench: install build/bench-scifact/manifest.json build/bench-cranfield/manifest.
 
 bench-1m: install
 	$(PY) bench/bench_sparse_synthetic.py --docs 1000000 --out bench/results/sparse-synthetic-1m.json
+	$(PY) bench/bench_seismic_sweep.py --docs 1000000 --n-postings 4000 2000 1000 \
+	  --out bench/results/seismic-sweep-1m.json
 	OMP_NUM_THREADS=1 $(PY) bench/bench_dense_memory.py --sizes 1000000 \
 	  --workdir build/bench-dense-memory --out bench/results/dense-memory-1m.json
 	$(PY) bench/plots.py

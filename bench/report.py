@@ -133,6 +133,87 @@ def pruning(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
+def seismic_sweep(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_seismic_sweep.py`: one Seismic index per `n_postings` (Twofold's other "
+        "build parameters), searched through `pyseismic-lsr` at k=10, one thread, queries "
+        'in a rotating order; "20 + exact re-score" is what Twofold\'s engine does (20 '
+        "candidates scored exactly). Ratio: p50 / exact scoring's p50 (scipy CSC) in the "
+        "same run; overlap: top-10 overlap with exact.",
+        "",
+        "| docs | n_postings | build s | query_cut | heap_factor | re-scored | p50 ms (q1-q3) "
+        "| / exact | overlap@10 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    pattern = re.compile(r"query_cut=(\w+) heap_factor=([\d.]+)( 20 \+ exact re-score)?")
+    sources = []
+    for report in results:
+        for row in report["results"]:
+            n_postings = row["build_params"]["n_postings"]
+            for name, r in row["systems"].items():
+                m = pattern.search(name)
+                cut, heap, rescored = (m[1], m[2], "yes" if m[3] else "no") if m else ("exact",) * 3
+                lines.append(
+                    f"| {row['docs']:,} | {n_postings} | {row['build_seconds']} | {cut} | {heap} "
+                    f"| {rescored} | {r['p50_ms']} ({r['q1_ms']}-{r['q3_ms']}) | "
+                    f"{r['ratio_to_exact']:.2f} | {r['top10_overlap']} |"
+                )
+        load = report["load_average_end"][0]
+        sources.append(
+            f"- `{report['command']}` ({report['date']}, {report['machine']}; load average "
+            f"{load:.1f} at the end)"
+        )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
+def seismic_quality(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_seismic_sweep.py --collection`: Twofold's seismic engine (candidates "
+        "re-scored exactly) on a real collection's own Seismic index under each query "
+        "setting, against the exact native engine; test split.",
+        "",
+        "| dataset | retriever | query_cut | heap_factor | nDCG@10 seismic | exact | overlap@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        for r in report["results"]:
+            lines.append(
+                f"| {report['dataset']} | {r['retriever']} | {r['query_cut'] or 'all'} | "
+                f"{r['heap_factor']} | {r['ndcg@10']:.4f} | {r['exact_ndcg@10']:.4f} | "
+                f"{r['overlap@10']:.4f} |"
+            )
+        sources.append(f"- `{report['command']}` ({report['date']}, {report['machine']})")
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
+def sparse_limit(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_sparse_limit.py`: the native (exact) engine's postings scored per "
+        "second, one thread, against the same run's streamed read bandwidth (numpy sum over "
+        "1 GiB) and its numpy gather-add rate (sorted indices into a 1M accumulator). A "
+        "posting moves 8 bytes (int32 doc ordinal + float32 weight).",
+        "",
+        "| docs | postings touched / query | p50 ms | postings / s | bytes / s share of read "
+        "bandwidth | share of gather-add rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        for r in report["results"]:
+            lines.append(
+                f"| {r['docs']:,} | {r['postings_touched_per_query']:,} | {r['p50_ms']} | "
+                f"{r['postings_per_s'] / 1e6:.0f}M | {r['bytes_share_of_read_bandwidth']:.3f} | "
+                f"{r['share_of_gather_add_rate']:.2f} |"
+            )
+        sources.append(
+            f"- `{report['command']}` ({report['date']}, {report['machine']}; read "
+            f"{report['read_bytes_per_s'] / 1e9:.1f} GB/s, gather-add "
+            f"{report['gather_add_postings_per_s'] / 1e6:.0f}M postings/s)"
+        )
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 def sparse_quality(results: list[dict[str, Any]]) -> str:
     lines = [
         "Each file: `twofold eval DIR --dataset D --pipeline sparse,splade --sparse-engine "
@@ -275,6 +356,9 @@ SECTIONS = {
     "milvus-quality": lambda: milvus_quality(_load("milvus-quality-")),
     "peers": lambda: peers(_load("peers-")),
     "pruning": lambda: pruning(_load("pruning-")),
+    "seismic-sweep": lambda: seismic_sweep(_load("seismic-sweep")),
+    "seismic-quality": lambda: seismic_quality(_load("seismic-quality-")),
+    "sparse-limit": lambda: sparse_limit(_load("sparse-limit")),
     "dense-memory": lambda: dense_memory(_load("dense-memory")),
 }
 

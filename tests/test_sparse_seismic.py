@@ -30,7 +30,7 @@ from twofold.indexing.sparse.index import (
     write_shard,
     write_vocab,
 )
-from twofold.indexing.sparse.seismic import SeismicParams, build_seismic
+from twofold.indexing.sparse.seismic import SeismicParams, auto_n_postings, build_seismic
 
 N_DOCS, SHARD = 3000, 700  # five shards, a ragged last one
 
@@ -72,6 +72,26 @@ def test_streaming_merge_equals_scipy(index: SparseIndex, corpus: sp.csr_matrix)
     assert np.array_equal(np.load(index.path / "forward" / "terms.npy"), corpus.indices)
 
 
+def test_native_scores_equal_a_term_at_a_time_loop_bitwise(
+    index: SparseIndex, corpus: sp.csr_matrix
+) -> None:
+    """The native engine's gathered CSC product gives, bit for bit, the float32 sums of
+    ``acc[docs] += q_j * w`` term by term (what it computed before), the seismic engine's
+    exact re-scoring included; out-of-range term ids are skipped."""
+    native = index.native
+    for ids, weights in synthetic.queries(corpus, 30, seed=3):
+        ids = np.append(ids, [-1, corpus.shape[1]])  # not in the vocabulary: ignored
+        weights = np.append(weights, [1.0, 1.0]).astype(np.float32)
+        acc = np.zeros(corpus.shape[0], dtype=np.float32)
+        for j, w in zip(ids.tolist(), weights.tolist(), strict=True):
+            if 0 <= j < corpus.shape[1]:
+                s, e = int(native.indptr[j]), int(native.indptr[j + 1])
+                acc[native.docs[s:e]] += np.float32(w) * native.weights[s:e]
+        scores = native.scores(ids, weights)
+        assert scores.dtype == np.float32 and np.array_equal(scores, acc)
+    assert not native.scores(np.array([-5]), np.array([1.0])).any()
+
+
 def test_top10_overlap_and_exact_scores(index: SparseIndex, corpus: sp.csr_matrix) -> None:
     seismic, native = index.engine("seismic"), index.engine("native")
     overlaps = []
@@ -107,6 +127,22 @@ def test_explanations_equal_across_engines(index: SparseIndex, corpus: sp.csr_ma
             }  # the same contributions whatever engine found the hit
             assert parts["native"] == parts["seismic"]
             assert sum(c.contribution for c in parts["seismic"]) == pytest.approx(score, rel=1e-5)
+
+
+def test_auto_n_postings_is_recorded(tmp_path: Path, corpus: sp.csr_matrix) -> None:
+    # one posting a term per 100 documents, from 1,000 to 4,000 (measured: BENCHMARKS.md)
+    assert [auto_n_postings(n) for n in (0, 5_000, 100_000, 250_000, 10**6, 10**7)] == [
+        1000,
+        1000,
+        1000,
+        2500,
+        4000,
+        4000,
+    ]
+    index = write_index(tmp_path / "auto", corpus[:200], 100, SeismicParams())
+    assert SeismicParams().n_postings == 0  # chosen at build time ...
+    assert index.entry["seismic"]["n_postings"] == 1000  # ... and recorded as used
+    assert index.engine("seismic").params.n_postings == 1000
 
 
 def test_engine_selection(tmp_path: Path, corpus: sp.csr_matrix) -> None:

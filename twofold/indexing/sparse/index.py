@@ -271,14 +271,27 @@ class NativeEngine:
         self.indptr = self.docs = self.weights = np.zeros(1, dtype=np.int64)
 
     def scores(self, term_ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """(N,) float32 scores ``sum_j q_j * w_d[j]`` for every document."""
-        acc = np.zeros(len(self.doc_ids), dtype=np.float32)
+        """(N,) float32 scores ``sum_j q_j * w_d[j]`` for every document.
+
+        The query terms' posting lists are gathered into one small CSC matrix (one column
+        a term, in the query's order) and multiplied by the query weights in scipy's C
+        loop: the same float32 sums, term by term, as a numpy loop of ``acc[docs] += q_j
+        * w`` gives, bitwise, at about a third of its time (``bench/bench_sparse_limit.py``).
+        """
+        n_terms = len(self.indptr) - 1
+        spans, q = [], []
         for j, w in zip(np.asarray(term_ids).tolist(), np.asarray(weights).tolist(), strict=True):
-            if not 0 <= j < len(self.indptr) - 1:
-                continue
-            s, e = int(self.indptr[j]), int(self.indptr[j + 1])
-            acc[self.docs[s:e]] += np.float32(w) * self.weights[s:e]
-        return acc
+            if 0 <= j < n_terms:
+                spans.append((int(self.indptr[j]), int(self.indptr[j + 1])))
+                q.append(w)
+        if not spans:
+            return np.zeros(len(self.doc_ids), dtype=np.float32)
+        docs = np.concatenate([self.docs[s:e] for s, e in spans])
+        ptr = np.zeros(len(spans) + 1, dtype=docs.dtype)
+        np.cumsum([e - s for s, e in spans], out=ptr[1:])
+        values = np.concatenate([self.weights[s:e] for s, e in spans])
+        matrix = sp.csc_matrix((values, docs, ptr), shape=(len(self.doc_ids), len(spans)))
+        return np.asarray(matrix @ np.asarray(q, dtype=np.float32), dtype=np.float32)
 
     def search(self, term_ids: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[str, float]]:
         acc = self.scores(term_ids, weights)
