@@ -86,7 +86,7 @@ bench: install build/bench-scifact/manifest.json build/bench-cranfield/manifest.
 	    --out bench/results/seismic-quality-$$d.json || exit 1; done
 	$(PY) bench/bench_seismic_sweep.py --docs 100000 --n-postings 4000 1000 500 250 \
 	  --out bench/results/seismic-sweep.json
-	$(PY) bench/bench_sparse_limit.py --docs 100000 --out bench/results/sparse-limit.json
+	$(PY) bench/bench_sparse_limit.py --docs 100000 1000000 --out bench/results/sparse-limit.json
 	OMP_NUM_THREADS=1 $(PY) bench/bench_dense_memory.py --sizes 10000,100000 \
 	  --workdir build/bench-dense-memory --out bench/results/dense-memory.json
 	$(PY) bench/bench_sparse_synthetic.py --docs 10000 100000 --out bench/results/sparse-synthetic.json

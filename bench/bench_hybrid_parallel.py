@@ -23,13 +23,10 @@ load average before and after:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import provenance, write_report  # noqa: E402
 from twofold.core.types import Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
@@ -119,10 +117,7 @@ def main() -> int:
     stats = {s: spread(v) for s, v in times.items()}
     slowest = max(singles, key=lambda s: stats[s]["p50"])
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **provenance(),
         "collection": str(args.collection),
         "queries": len(queries),
         "rounds": args.rounds,
@@ -140,11 +135,7 @@ def main() -> int:
         ),
         "load_average": {"before": load_before, "after": load_after},
     }
-    text = json.dumps(report, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    sys.stdout.write(text)
+    write_report(report, args.out)
     return 0
 
 

@@ -27,13 +27,10 @@ the system's p50 over the baseline's p50, both measured in this run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import provenance, write_report  # noqa: E402
 from twofold.core.types import Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
@@ -273,10 +271,7 @@ def main() -> int:
         )
     report: dict[str, Any] = {
         "benchmark": "peers",
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **provenance(),
         "collection": str(args.collection),
         "dataset": args.dataset.name,
         "split": args.split,
@@ -286,11 +281,7 @@ def main() -> int:
         "comparisons": comparisons,
         "load_average": {"before": load_before, "after": os.getloadavg()},
     }
-    text = json.dumps(report, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    sys.stdout.write(text)
+    write_report(report, args.out)
     return 0
 
 

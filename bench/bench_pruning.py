@@ -24,12 +24,9 @@ their difference, the top-10 overlap and the largest score difference (float32 v
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import provenance, write_report  # noqa: E402
 from twofold.core.types import Qrels, Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
@@ -190,10 +188,7 @@ def main() -> int:
         unseen = unseen_document_queries(qrels, data.qrels(REFERENCE_SPLIT))
     names = [n for n in args.retrievers.split(",") if collection.has(n)]
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **provenance(),
         "collection": str(args.collection),
         "dataset": args.dataset.name,
         "split": args.split,
@@ -209,11 +204,7 @@ def main() -> int:
         result = bench_retriever(collection.index(name), queries, qrels, unseen, args)
         report["retrievers"][name] = {k: v for k, v in result.items() if k != "levels"}
         report["levels"] += [{"retriever": name, **level} for level in result["levels"]]
-    text = json.dumps(report, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    sys.stdout.write(text)
+    write_report(report, args.out)
     return 0
 
 

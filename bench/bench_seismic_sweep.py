@@ -24,13 +24,10 @@ exactly) under the same query grid, beside the exact native engine's, for ``spar
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import synthetic  # noqa: E402
+from bench.common import provenance, write_report  # noqa: E402
 from twofold.indexing.sparse.seismic import SeismicParams, build_seismic  # noqa: E402
 
 QUERY_CUTS = (0, 10, 5)
@@ -217,10 +215,7 @@ def main() -> int:
             results += sweep(n, args.n_postings, args.queries, args.rounds, Path(work))
     report = {
         "benchmark": "seismic-sweep",
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **provenance(),
         "corpus": str(args.collection)
         if args.collection
         else "bench/synthetic.py seed 0 (topical Zipfian, ~250 terms/doc, ~20/query)",
@@ -228,11 +223,7 @@ def main() -> int:
         "load_average_end": os.getloadavg(),
         "results": results,
     }
-    text = json.dumps(report, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    sys.stdout.write(text)
+    write_report(report, args.out)
     return 0
 
 

@@ -8,8 +8,8 @@ Measured here, one thread, interleaved round by round:
 
 - ``read``: numpy summing a float32 array far larger than the caches (GB/s streamed);
 - ``gather-add``: ``acc[idx] += w * v`` over sorted random ``idx`` into a 1M-entry
-  accumulator, the numpy update that the engine runs on each posting list (posting lists
-  are sorted by doc ordinal), with no index files in the way (postings/s);
+  accumulator: numpy's update of one posting list, which the engine ran until it moved
+  to one gathered scipy CSC product (postings/s, no index files in the way);
 - ``native``: the engine on synthetic corpora (``bench/synthetic.py``, seed 0), postings
   touched per query (the query terms' posting list lengths) over its time.
 
@@ -21,13 +21,10 @@ Reported: postings/s and the bytes they move (8 a posting) as a share of ``read`
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import synthetic  # noqa: E402
+from bench.common import provenance, write_report  # noqa: E402
 from twofold.indexing.sparse.index import (  # noqa: E402
     NativeEngine,
     shard_path,
@@ -129,21 +127,14 @@ def main() -> int:
         row["share_of_gather_add_rate"] = round(row["postings_per_s"] / gather, 3)
     report = {
         "benchmark": "sparse-limit",
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **provenance(),
         "machine_rates": {"before": before, "after": after},
         "read_bytes_per_s": read,
         "gather_add_postings_per_s": gather,
         "results": rows,
         "load_average_end": os.getloadavg(),
     }
-    text = json.dumps(report, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    sys.stdout.write(text)
+    write_report(report, args.out)
     return 0
 
 

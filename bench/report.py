@@ -191,7 +191,8 @@ def sparse_limit(results: list[dict[str, Any]]) -> str:
     lines = [
         "`bench/bench_sparse_limit.py`: the native (exact) engine's postings scored per "
         "second, one thread, against the same run's streamed read bandwidth (numpy sum over "
-        "1 GiB) and its numpy gather-add rate (sorted indices into a 1M accumulator). A "
+        "1 GiB) and numpy's gather-add rate (`acc[idx] += w * v`, sorted indices into a 1M "
+        "accumulator: the update the engine ran before its gathered CSC product). A "
         "posting moves 8 bytes (int32 doc ordinal + float32 weight).",
         "",
         "| docs | postings touched / query | p50 ms | postings / s | bytes / s share of read "
