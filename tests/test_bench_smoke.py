@@ -5,6 +5,7 @@ rendered from the result file. Asserts shapes and exactness, never timings."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,19 @@ def test_peers_pruning_and_plots_smoke(full_collection: Path, tmp_path: Path) ->
     assert "pyserini LuceneImpactSearcher" in peers_table([peers]) and peers["command"] in (
         peers_table([peers])
     )
+
+
+def test_gpu_script_parses_and_refuses_without_a_gpu(tmp_path: Path) -> None:
+    """bench/gpu.sh is valid bash; on a machine with no CUDA GPU it stops with status 2
+    and a line that says why, and writes no result file."""
+    import torch
+
+    script = ROOT / "bench" / "gpu.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    if torch.cuda.is_available():
+        return  # a GPU machine runs the script itself; nothing to refuse here
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "w")}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "no CUDA GPU" in done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
