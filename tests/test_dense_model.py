@@ -156,7 +156,8 @@ def test_prefixes_from_prompts_and_arguments(tmp_path: Path) -> None:
 
 def test_tokenize_once_then_count_and_encode(tmp_path: Path) -> None:
     """``tokenize_docs`` adds the doc prefix and truncates as ``encode_docs`` does; its
-    lengths are the tokenizer's by hand and ``encode_tokenized`` of it is ``encode_docs``."""
+    lengths are the tokenizer's by hand, and ``encode_tokenized`` pools exactly those
+    tokens (checked against the model run by hand)."""
     from transformers import AutoTokenizer
 
     directory = make_tiny_model(tmp_path / "e5", prompts={"passage": "passage: "})
@@ -166,7 +167,17 @@ def test_tokenize_once_then_count_and_encode(tmp_path: Path) -> None:
     by_hand = [min(len(tok("passage: " + t)["input_ids"]), 8) for t in TEXTS]
     assert tokenized.lengths == by_hand and tokenized.total == sum(by_hand)
     assert max(by_hand) == 8 > min(by_hand)  # some truncated, some not
-    np.testing.assert_allclose(enc.encode_tokenized(tokenized), enc.encode_docs(TEXTS), atol=1e-6)
+    # encoded from those tokens: each text's prefixed, truncated tokens pooled by hand
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(directory)).eval()
+    want = []
+    for t in TEXTS:
+        ids = tok("passage: " + t, truncation=True, max_length=8, return_tensors="pt")
+        with torch.no_grad():
+            v = model(**ids).last_hidden_state[0].mean(dim=0).numpy()
+        want.append(v / np.linalg.norm(v))
+    np.testing.assert_allclose(enc.encode_tokenized(tokenized), np.stack(want), atol=1e-5)
     empty = enc.tokenize_docs([])
     assert len(empty) == empty.total == 0 and enc.encode_tokenized(empty).shape == (0, 32)
 

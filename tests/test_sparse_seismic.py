@@ -72,13 +72,19 @@ def test_streaming_merge_equals_scipy(index: SparseIndex, corpus: sp.csr_matrix)
     assert np.array_equal(np.load(index.path / "forward" / "terms.npy"), corpus.indices)
 
 
+@pytest.mark.parametrize("gather", [None, 37])  # the default budget, and one of 37 postings
 def test_native_scores_equal_a_term_at_a_time_loop_bitwise(
-    index: SparseIndex, corpus: sp.csr_matrix
+    index: SparseIndex, corpus: sp.csr_matrix, gather: int | None, monkeypatch: Any
 ) -> None:
-    """The native engine's gathered CSC product gives, bit for bit, the float32 sums of
-    ``acc[docs] += q_j * w`` term by term (what it computed before), the seismic engine's
-    exact re-scoring included; out-of-range term ids are skipped."""
-    native = index.native
+    """The native engine's gathered CSC products give, bit for bit, the float32 sums of
+    ``acc[docs] += q_j * w`` term by term (what it computed before), also when the
+    postings are gathered in many small groups; out-of-range term ids are skipped; and
+    the seismic engine's exact re-scoring (``ForwardIndex.scores``) gives the same bits."""
+    from twofold.indexing.sparse import index as sparse_index
+
+    if gather is not None:
+        monkeypatch.setattr(sparse_index, "GATHER_POSTINGS", gather)
+    native, forward = index.native, index.engine("seismic").forward
     for ids, weights in synthetic.queries(corpus, 30, seed=3):
         ids = np.append(ids, [-1, corpus.shape[1]])  # not in the vocabulary: ignored
         weights = np.append(weights, [1.0, 1.0]).astype(np.float32)
@@ -89,6 +95,8 @@ def test_native_scores_equal_a_term_at_a_time_loop_bitwise(
                 acc[native.docs[s:e]] += np.float32(w) * native.weights[s:e]
         scores = native.scores(ids, weights)
         assert scores.dtype == np.float32 and np.array_equal(scores, acc)
+        some = np.flatnonzero(acc)[:50]
+        assert np.array_equal(forward.scores(some, ids, weights), acc[some])
     assert not native.scores(np.array([-5]), np.array([1.0])).any()
 
 

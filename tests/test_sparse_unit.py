@@ -22,6 +22,7 @@ from twofold.indexing.build import build_collection, partial_dir
 from twofold.indexing.buildctx import BuildOptions, SparseOptions
 from twofold.indexing.collection import Collection
 from twofold.indexing.sparse.index import quantize
+from twofold.indexing.sparse.seismic import SeismicParams
 from twofold.models import sparse as msparse
 from twofold.models.sparse import (
     IdfQueryEncoder,
@@ -273,9 +274,11 @@ def test_resume_keeps_finished_shards(
         return real(self, ids, batch_size)
 
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", counting)
-    resumed = _build(tiny_corpus, out, model, shard_size=2)
+    # other Seismic knobs (not document parameters) keep the finished shards too
+    resumed = _build(tiny_corpus, out, model, shard_size=2, seismic=SeismicParams(query_cut=3))
     # sparse: shards 1 and 2 (2 + 1 docs) only; splade reuses the sparse doc side
     assert resumed_calls == [2, 1]
+    assert resumed.manifest.sub_indexes["sparse"]["seismic"]["query_cut"] == 3
     assert "doc_side" in resumed.manifest.sub_indexes["splade"]
     monkeypatch.setattr(MLMSparseEncoder, "encode_ids", real)
     fresh = _build(tiny_corpus, tmp_path / "fresh", model, shard_size=2)

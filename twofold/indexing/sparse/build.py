@@ -90,13 +90,22 @@ def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
     }
 
 
+# Parameters of what is built from the shards, not of the shards themselves: changing one
+# (a Seismic default, the engines, the impact scale) keeps the finished shards on resume.
+INDEX_PARAMS = frozenset({"engine", "engines", "seismic", "scale"})
+
+
+def _shard_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in INDEX_PARAMS}
+
+
 def _prepare(out: Path, params: dict[str, Any]) -> None:
-    """Keep finished shards only if they were made with the same parameters."""
+    """Keep finished shards only if they were made with the same document parameters."""
     file = out / PARAMS
     if out.is_dir():
         try:
-            same = json.loads(file.read_text()) == params
-        except (OSError, json.JSONDecodeError):
+            same = _shard_params(json.loads(file.read_text())) == _shard_params(params)
+        except (OSError, json.JSONDecodeError, AttributeError):
             same = False
         if not same:  # other parameters, or other weights under the same model name
             log.info("%s: finished shards were made otherwise; encoding again", out.name)
