@@ -66,9 +66,10 @@ test: install browser lint typecheck pytest
 # and Lucene builds). The 1M points are `make bench-1m`, not part of CI.
 DATASETS ?= ../shared/datasets
 BENCH_RETRIEVERS := bm25,sparse,splade,dense
-BENCH_ENV := OPENBLAS_CORETYPE=SkylakeX
+# faiss-cpu's OpenBLAS takes this CPU for a generic one; SkylakeX kernels need AVX-512
+BENCH_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),OPENBLAS_CORETYPE=SkylakeX)
 
-build/bench-%/manifest.json: | $(STAMP)
+build/bench-%/manifest.json: | install
 	$(TWOFOLD) index build $(DATASETS)/$* --out build/bench-$* --retrievers $(BENCH_RETRIEVERS) \
 	  --sparse-engines lucene,seismic
 	if [ -f $(DATASETS)/$*/qrels/train.tsv ]; then \

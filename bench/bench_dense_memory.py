@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import provenance
 
 
 def write_corpus(path: Path, n: int, seed: int) -> None:
@@ -106,10 +108,7 @@ def main() -> None:
         write_model(Path(model))
     results: dict[str, object] = {
         "benchmark": "dense-memory",
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **provenance(),
         "model": model,
         "index": args.index,
         "seed": args.seed,

@@ -1,21 +1,23 @@
-"""Seismic's query knobs on the synthetic corpora: why it misses the issue's anchor.
+"""Seismic's knobs on the synthetic corpora: why it missed the issue's anchor.
 
 The issue's anchor is Seismic 0.59 ms against 6.9 ms for Lucene impact search on a 51k
-synthetic corpus. Here, with Twofold's defaults (``SeismicParams``: every query term,
-``heap_factor`` 0.9), Seismic was slower than Lucene at 100k. This script asks whether
-the query-time settings explain it: one Seismic index per size, built with Twofold's
-build parameters, searched straight through ``pyseismic-lsr`` (no exact re-scoring) at
-k=10 under a grid of ``query_cut`` (query terms kept, heaviest first; 0 = all) and
-``heap_factor``, each against exact scoring of the same queries (scipy CSC, which is
-also timed, as the baseline of the ratios). One thread, queries in a rotating order.
+synthetic corpus. Here, with Twofold's first parameters (4,000 postings a term at every
+size, every query term, ``heap_factor`` 0.9), Seismic was slower than Lucene at 100k.
+This script asks which settings explain it. Per size, one Seismic index per
+``--n-postings`` (Twofold's other build parameters), searched straight through
+``pyseismic-lsr`` at k=10 under a grid of ``query_cut`` (query terms kept, heaviest
+first; 0 = all) and ``heap_factor``, with and without Twofold's exact re-scoring of 20
+candidates, each against exact scoring of the same queries (scipy CSC, also timed, the
+baseline of the ratios). One thread, queries in a rotating order.
 
     .venv/bin/python bench/bench_seismic_sweep.py --docs 100000 --n-postings 4000 1000 500 250 \\
         --out bench/results/seismic-sweep.json
 
 With ``--collection DIR --dataset BEIR_DIR`` it measures quality instead, on a real
-collection's own Seismic index: nDCG@10 of Twofold's seismic engine (candidates re-scored
-exactly) under the same query grid, beside the exact native engine's, for ``sparse`` and
-``splade``:
+collection: a Seismic index rebuilt from the collection's own forward index for each
+``--n-postings`` (default: 0, the size rule Twofold builds with, and 4,000), and nDCG@10
+of Twofold's seismic engine (candidates re-scored exactly) under the same query grid,
+beside the exact native engine's, for ``sparse`` and ``splade``:
 
     .venv/bin/python bench/bench_seismic_sweep.py --collection build/bench-scifact \\
         --dataset ../shared/datasets/scifact --out bench/results/seismic-quality-scifact.json
@@ -138,8 +140,31 @@ def search_grid(index: Any, docs: Any, csc: Any, queries: list[Any], rounds: int
     }
 
 
-def quality(collection: Path, dataset: Path, split: str) -> list[dict[str, Any]]:
-    """nDCG@10 and overlap@10 with exact of the seismic engine under each query setting."""
+def _rebuilt(index: Any, n_postings: int, work: Path) -> Any:
+    """A Seismic engine over ``index``'s own forward index, rebuilt with ``n_postings``
+    (0: ``auto_n_postings`` for its size) and its other build parameters."""
+    from dataclasses import replace
+
+    import scipy.sparse as sp
+
+    from twofold.indexing.sparse.seismic import ForwardIndex, SeismicEngine
+
+    fwd = ForwardIndex(index.path)
+    docs = sp.csr_matrix(
+        (np.asarray(fwd.weights), np.asarray(fwd.terms), np.asarray(fwd.indptr)),
+        shape=(len(index.doc_ids), len(index.vocab)),
+    )
+    (work / "forward").symlink_to(index.path / "forward")
+    params = replace(index.engine("seismic").params, n_postings=n_postings)
+    built = build_seismic(work, [docs], len(index.vocab), params)
+    return SeismicEngine(work, index.doc_ids, len(index.vocab), SeismicParams.from_json(built))
+
+
+def quality(
+    collection: Path, dataset: Path, split: str, n_postings: list[int]
+) -> list[dict[str, Any]]:
+    """nDCG@10 and overlap@10 with exact of the seismic engine under each query setting,
+    on a Seismic index rebuilt from the collection's forward index per ``n_postings``."""
     from dataclasses import replace
 
     from twofold.indexing.collection import Collection
@@ -159,7 +184,6 @@ def quality(collection: Path, dataset: Path, split: str) -> list[dict[str, Any]]
         index = coll.index(name)
         searcher = SparseSearcher(index, "native")
         vectors = [searcher.encode(q.text) for q in queries]
-        built = index.engine("seismic")
         exact = {
             q.query_id: searcher.search_vector(v, 10) for q, v in zip(queries, vectors, strict=True)
         }
@@ -167,37 +191,51 @@ def quality(collection: Path, dataset: Path, split: str) -> list[dict[str, Any]]
         def ndcg(run: dict[str, list[tuple[str, float]]]) -> float:
             return float(np.mean([m["ndcg@10"] for m in score_run(qrels, run).values()]))
 
-        for cut in QUERY_CUTS:
-            for heap in HEAP_FACTORS:
-                params = replace(built.params, query_cut=cut, heap_factor=heap)
-                engine = SeismicEngine(index.path, index.doc_ids, len(index.vocab), params)
-                run = {
-                    q.query_id: engine.search(
-                        np.asarray(v.indices), np.asarray(v.values, dtype=np.float32), 10
-                    )
-                    for q, v in zip(queries, vectors, strict=True)
-                }
-                overlap = np.mean(
-                    [len({d for d, _ in run[q]} & {d for d, _ in exact[q]}) / 10 for q in exact]
-                )
-                rows.append(
-                    {
-                        "retriever": name,
-                        "query_cut": cut,
-                        "heap_factor": heap,
-                        "ndcg@10": round(ndcg(run), 4),
-                        "exact_ndcg@10": round(ndcg(exact), 4),
-                        "overlap@10": round(float(overlap), 4),
-                    }
-                )
-                print(rows[-1], flush=True)
+        for postings in n_postings:
+            with tempfile.TemporaryDirectory(prefix="seismic-quality-") as work:
+                built = _rebuilt(index, postings, Path(work))
+                for cut in QUERY_CUTS:
+                    for heap in HEAP_FACTORS:
+                        params = replace(built.params, query_cut=cut, heap_factor=heap)
+                        engine = SeismicEngine(Path(work), index.doc_ids, len(index.vocab), params)
+                        run = {
+                            q.query_id: engine.search(
+                                np.asarray(v.indices), np.asarray(v.values, dtype=np.float32), 10
+                            )
+                            for q, v in zip(queries, vectors, strict=True)
+                        }
+                        overlap = np.mean(
+                            [
+                                len({d for d, _ in run[q]} & {d for d, _ in exact[q]}) / 10
+                                for q in exact
+                            ]
+                        )
+                        rows.append(
+                            {
+                                "retriever": name,
+                                "n_postings": built.params.n_postings,
+                                "query_cut": cut,
+                                "heap_factor": heap,
+                                "ndcg@10": round(ndcg(run), 4),
+                                "exact_ndcg@10": round(ndcg(exact), 4),
+                                "overlap@10": round(float(overlap), 4),
+                            }
+                        )
+                        print(rows[-1], flush=True)
     return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--docs", type=int, nargs="+", default=[100_000])
-    ap.add_argument("--n-postings", type=int, nargs="+", default=[4000, 1000, 500, 250])
+    ap.add_argument(
+        "--n-postings",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Seismic builds to compare (0: by corpus size; default 4000 1000 500 250, "
+        "with --collection 0 4000)",
+    )
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--collection", type=Path, help="measure quality on this collection")
@@ -206,10 +244,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     results = []
+    if args.n_postings is None:
+        args.n_postings = [0, 4000] if args.collection else [4000, 1000, 500, 250]
     if args.collection:
         if not args.dataset:
             ap.error("--collection needs --dataset")
-        results = quality(args.collection, args.dataset, args.split)
+        results = quality(args.collection, args.dataset, args.split, args.n_postings)
     for n in [] if args.collection else args.docs:
         with tempfile.TemporaryDirectory(prefix="seismic-sweep-") as work:
             results += sweep(n, args.n_postings, args.queries, args.rounds, Path(work))

@@ -33,13 +33,8 @@ RESULTS = ROOT / "bench" / "results"
 ENGINES = ("native", "seismic", "lucene")
 
 
-def _load(pattern: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
-
-
-def _use_results(directory: Path) -> None:
-    global RESULTS
-    RESULTS = directory
+def _load(results: Path, pattern: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob(pattern))]
 
 
 def _save(fig: Any, out: Path, name: str, sources: list[str]) -> Path:
@@ -51,13 +46,13 @@ def _save(fig: Any, out: Path, name: str, sources: list[str]) -> Path:
     return path
 
 
-def _synthetic_rows() -> list[dict[str, Any]]:
-    rows = [row for report in _load("sparse-synthetic*.json") for row in report["results"]]
+def _synthetic_rows(results: Path) -> list[dict[str, Any]]:
+    rows = [row for report in _load(results, "sparse-synthetic*.json") for row in report["results"]]
     return sorted(rows, key=lambda r: r["docs"])
 
 
-def sparse_latency(out: Path) -> Path | None:
-    rows = _synthetic_rows()
+def sparse_latency(results: Path, out: Path) -> Path | None:
+    rows = _synthetic_rows(results)
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -71,16 +66,14 @@ def sparse_latency(out: Path) -> Path | None:
     return _save(fig, out, "sparse-latency-vs-docs.png", ["sparse-synthetic*.json"])
 
 
-def build_memory(out: Path) -> Path | None:
-    rows = _synthetic_rows()
-    dense = sorted(
-        {
-            (int(n), v["peak_rss_mb"])
-            for r in _load("dense-memory*.json")
-            for n, v in r.items()
-            if n.isdigit()
-        }
-    )
+def build_memory(results: Path, out: Path) -> Path | None:
+    rows = _synthetic_rows(results)
+    latest: dict[int, tuple[str, float]] = {}  # size -> (date, MB): the newest run of each
+    for r in _load(results, "dense-memory*.json"):
+        for n, v in r.items():
+            if n.isdigit() and (int(n) not in latest or r["date"] > latest[int(n)][0]):
+                latest[int(n)] = (r["date"], v["peak_rss_mb"])
+    dense = sorted((n, mb) for n, (_, mb) in latest.items())
     if not rows and not dense:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -99,8 +92,8 @@ def build_memory(out: Path) -> Path | None:
     )
 
 
-def scifact_pipelines(out: Path) -> Path | None:
-    reports = _load("eval-scifact-all.json")
+def scifact_pipelines(results: Path, out: Path) -> Path | None:
+    reports = _load(results, "eval-scifact-all.json")
     if not reports:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -114,8 +107,8 @@ def scifact_pipelines(out: Path) -> Path | None:
     return _save(fig, out, "scifact-ndcg-vs-latency.png", ["eval-scifact-all.json"])
 
 
-def pruning(out: Path) -> Path | None:
-    reports = _load("pruning-*.json")
+def pruning(results: Path, out: Path) -> Path | None:
+    reports = _load(results, "pruning-*.json")
     if not reports:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -137,10 +130,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "plots")
     ap.add_argument("--results", type=Path, default=RESULTS, help="result files to draw from")
     args = ap.parse_args()
-    _use_results(args.results)
     args.out.mkdir(parents=True, exist_ok=True)
     for draw in (sparse_latency, build_memory, scifact_pipelines, pruning):
-        path = draw(args.out)
+        path = draw(args.results, args.out)
         print(f"{draw.__name__}: {path if path else 'skipped (no result files)'}")
     return 0
 

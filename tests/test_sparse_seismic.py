@@ -155,7 +155,7 @@ def test_auto_n_postings_is_recorded(tmp_path: Path, corpus: sp.csr_matrix) -> N
 
 def test_engine_selection(tmp_path: Path, corpus: sp.csr_matrix) -> None:
     # the measured rule (bench/results/sparse-synthetic.json): native is the fastest up
-    # to 100k documents; lucene grows slowest, and takes over from NATIVE_MAX_DOCS
+    # to 1M documents; lucene grows slower, and takes over from NATIVE_MAX_DOCS
     assert default_engine(NATIVE_MAX_DOCS - 1) == "native"
     assert default_engine(NATIVE_MAX_DOCS) == "lucene"
     small = corpus[:50]

@@ -290,7 +290,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default=None,
         choices=["native", "lucene", "seismic"],
         help="sparse/splade: engine the retrievers use by default (default: native below "
-        "150,000 documents, lucene from there on: the faster by measurement)",
+        "1,000,000 documents, lucene from there on: the faster by measurement)",
     )
     p.add_argument(
         "--sparse-engines",

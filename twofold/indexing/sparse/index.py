@@ -27,7 +27,7 @@ Engines, one interface (``search(term_ids, weights, k)`` -> (doc_id, score) pair
   forward index scores exactly (``sparse.seismic``): approximate recall, exact scores.
 
 The default engine is the build's choice, else by size (:func:`default_engine`:
-``native`` below 150,000 documents, ``lucene`` from there on); a process overrides it
+``native`` below 1,000,000 documents, ``lucene`` from there on); a process overrides it
 with ``use_engine`` (``--sparse-engine``, ``TWOFOLD_SPARSE_ENGINE``).
 """
 
@@ -50,13 +50,14 @@ from twofold.indexing.lucene.searcher import ImpactSearcher, escape_term
 from twofold.indexing.sparse.seismic import ForwardIndex, SeismicEngine, SeismicParams
 
 # The default engine by collection size, from bench/bench_sparse_synthetic.py (BENCHMARKS.md,
-# "Scale: sparse engines", 2026-12-03, one thread): exact ``native`` scoring was the
-# fastest engine at 10,000 documents (p50 0.39 ms; lucene 1.71, seismic 2.18) and at
-# 100,000 (3.15; lucene 4.04, seismic 18.0). It grows about x8 per x10 documents and
-# lucene about x2.4, so lucene overtakes it near 150,000 (extrapolated: the 1M point is
-# not measured). Seismic, as configured, grew as fast as native and was the slowest at
-# both sizes: it is built and selectable (``--sparse-engine seismic``), not the default.
-NATIVE_MAX_DOCS = 150_000
+# "Scale: sparse engines", 2026-12-03, one thread, native as one gathered CSC product):
+# exact ``native`` scoring is the fastest engine at 10,000 documents (p50 0.25 ms; seismic
+# 1.09, lucene 1.65) and at 100,000 (1.26; lucene 3.40, seismic 3.86). At 1,000,000 it is
+# even with lucene (16.9 against 17.8 ms; seismic 13.9, at overlap 0.99 and a 8 GB build).
+# Native grows about x13 per x10 documents there and lucene x5, so lucene takes over from
+# 1M documents (its build needs 0.7 GB). Seismic is built and selectable
+# (``--sparse-engine seismic``), not the default: its build memory grows x4.5 per x10.
+NATIVE_MAX_DOCS = 1_000_000
 DEFAULT_ENGINE_RULE = (
     f"the build's --sparse-engine, else native below {NATIVE_MAX_DOCS:,} documents and "
     "lucene from there on"
