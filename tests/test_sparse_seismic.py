@@ -100,6 +100,25 @@ def test_native_scores_equal_a_term_at_a_time_loop_bitwise(
     assert not native.scores(np.array([-5]), np.array([1.0])).any()
 
 
+def test_native_top_k_is_the_best_k_by_score_then_ordinal(
+    index: SparseIndex, corpus: sp.csr_matrix
+) -> None:
+    """``search`` keeps the k best positive scores, best first, ties by doc ordinal; k
+    past the number of matching documents returns them all, k <= 0 none."""
+    native = index.native
+    for ids, weights in synthetic.queries(corpus, 10, seed=4):
+        acc = native.scores(ids, weights)
+        ranked = sorted(np.flatnonzero(acc > 0).tolist(), key=lambda d: (-acc[d], d))
+        for k in (1, 10, N_DOCS + 5):
+            hits = native.search(ids, weights, k)
+            assert [d for d, _ in hits] == [f"d{d}" for d in ranked[:k]]
+            assert [s for _, s in hits] == [float(acc[d]) for d in ranked[:k]]
+        assert native.search(ids, weights, 0) == []
+    lengths = np.diff(np.asarray(native.indptr))
+    rare = int(np.flatnonzero((lengths > 0) & (lengths < 50))[0])  # a term in 1-49 documents
+    assert len(native.search(np.array([rare]), np.ones(1), 50)) == lengths[rare]
+
+
 def test_top10_overlap_and_exact_scores(index: SparseIndex, corpus: sp.csr_matrix) -> None:
     seismic, native = index.engine("seismic"), index.engine("native")
     overlaps = []

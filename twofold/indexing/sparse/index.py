@@ -332,10 +332,11 @@ class NativeEngine:
 
     def search(self, term_ids: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[str, float]]:
         acc = self.scores(term_ids, weights)
-        hit = np.flatnonzero(acc > 0)
-        if len(hit) > k:
-            hit = hit[np.argpartition(-acc[hit], k - 1)[:k]]
-        order = hit[np.lexsort((hit, -acc[hit]))]
+        n = len(acc)
+        # the k largest straight from acc (no copy of the N scores), then the positive ones
+        top = np.argpartition(acc, n - k)[n - k :] if 0 < k < n else np.arange(n if k > 0 else 0)
+        top = top[acc[top] > 0]
+        order = top[np.lexsort((top, -acc[top]))]
         return [(self.doc_ids[i], float(acc[i])) for i in order]
 
     def doc_weights(self, ordinal: int, term_ids: np.ndarray) -> np.ndarray:
