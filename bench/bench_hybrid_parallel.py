@@ -32,12 +32,11 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `twofold` does at query time
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import provenance, write_report  # noqa: E402
+from bench.common import collection_args, provenance, spread, write_report  # noqa: E402
 from twofold.core.types import Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
@@ -46,20 +45,9 @@ from twofold.search import pipeline as pipeline_module  # noqa: E402
 from twofold.search.pipeline import build_pipeline, collection_retrievers  # noqa: E402
 
 
-def spread(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    q = {f"p{p}": float(np.percentile(a, p)) for p in (10, 25, 50, 75, 90)}
-    return {k: round(v, 3) for k, v in q.items()} | {"n": len(ms)}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("collection", type=Path)
-    ap.add_argument("--dataset", type=Path, required=True, help="BEIR dir for the queries")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2, help="passes over the queries")
-    ap.add_argument("--max-queries", type=int, default=None)
+    collection_args(ap)
     ap.add_argument(
         "--torch-threads",
         type=int,

@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import provenance, write_report  # noqa: E402
+from bench.common import collection_args, provenance, spread, write_report  # noqa: E402
 from twofold.core.types import Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
@@ -57,12 +57,6 @@ from twofold.search.sparse import SparseSearcher  # noqa: E402
 Hits = list[tuple[str, float]]
 System = Callable[[int], Hits]  # query index -> ranked (doc id, score)
 K1, B = 0.9, 0.4
-
-
-def spread(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    q = {f"p{p}": round(float(np.percentile(a, p)), 4) for p in (10, 25, 50, 75, 90)}
-    return q | {"n": len(ms)}
 
 
 def compare(
@@ -102,7 +96,7 @@ def compare(
         out["systems"][name] = {
             "ndcg@10": round(ndcg, 4),
             "overlap@10": round(float(overlap), 4),
-            "latency_ms": spread(times[name]),
+            "latency_ms": spread(times[name], digits=4),
             "ratio_p50": round(p50 / base_p50, 3),
         }
     return out
@@ -231,12 +225,7 @@ def dense_systems(coll: Collection, queries: list[Query], k: int) -> Any:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("collection", type=Path)
-    ap.add_argument("--dataset", type=Path, required=True, help="BEIR dir for the queries")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2, help="passes over the queries")
-    ap.add_argument("--max-queries", type=int, default=None)
+    collection_args(ap)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     import torch

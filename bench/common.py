@@ -3,6 +3,7 @@ written: indented JSON to ``--out`` (its folder made) and to stdout."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -10,6 +11,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def provenance() -> dict[str, str]:
@@ -28,3 +31,20 @@ def write_report(report: dict[str, Any], out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
     sys.stdout.write(text)
+
+
+def spread(ms: list[float], digits: int = 3) -> dict[str, float]:
+    """p10, q1, median, q3 and p90 of the timings ``ms``, and their count."""
+    a = np.asarray(ms)
+    q = {f"p{p}": round(float(np.percentile(a, p)), digits) for p in (10, 25, 50, 75, 90)}
+    return q | {"n": len(ms)}
+
+
+def collection_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments of a benchmark over one collection and a BEIR split's queries."""
+    ap.add_argument("collection", type=Path)
+    ap.add_argument("--dataset", type=Path, required=True, help="BEIR dir for the queries")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the queries")
+    ap.add_argument("--max-queries", type=int, default=None)
