@@ -60,10 +60,11 @@ pytest: install browser
 test: install browser lint typecheck pytest
 
 # Benchmarks: results under bench/results/*.json; BENCHMARKS.md sections and plots/*.png
-# regenerated from them (bench/report.py, bench/plots.py). `make bench` takes about 60-90
-# min on 2 cores: the two real collections (SciFact about 15 min, Cranfield 5), the peers,
-# pruning and eval runs (10), the synthetic 10k/100k points (30-60, mostly the 100k Seismic
-# and Lucene builds). The 1M points are `make bench-1m`, not part of CI.
+# regenerated from them (bench/report.py, bench/plots.py). `make bench` took 21 min on a
+# fresh clone on 2 cores (2026-12-03, venv already installed): the two real collections,
+# then eval, peers, pruning, the Seismic sweep at 100k, the limit, dense memory and the
+# synthetic 10k/100k points. The 1M points are `make bench-1m` (about 45 min, 10 GB of
+# RAM for the Seismic build), not part of CI.
 DATASETS ?= ../shared/datasets
 BENCH_RETRIEVERS := bm25,sparse,splade,dense
 # faiss-cpu's OpenBLAS takes this CPU for a generic one; SkylakeX kernels need AVX-512

@@ -51,10 +51,10 @@ from twofold.indexing.sparse.seismic import ForwardIndex, SeismicEngine, Seismic
 
 # The default engine by collection size, from bench/bench_sparse_synthetic.py (BENCHMARKS.md,
 # "Scale: sparse engines", 2026-12-03, one thread, native as one gathered CSC product):
-# exact ``native`` scoring is the fastest engine at 10,000 documents (p50 0.25 ms; seismic
-# 1.09, lucene 1.65) and at 100,000 (1.26; lucene 3.40, seismic 3.86). At 1,000,000 it is
-# even with lucene (16.9 against 17.8 ms; seismic 13.9, at overlap 0.99 and a 8 GB build).
-# Native grows about x13 per x10 documents there and lucene x5, so lucene takes over from
+# exact ``native`` scoring is the fastest engine at 10,000 documents (p50 0.20 ms; seismic
+# 1.09, lucene 1.85) and at 100,000 (1.03; lucene 3.30, seismic 3.70). At 1,000,000 it is
+# even with lucene (16.9 against 17.8 ms; seismic 13.9, at overlap 0.99 and an 8 GB build).
+# Native grows about x16 per x10 documents there and lucene x5, so lucene takes over from
 # 1M documents (its build needs 0.7 GB). Seismic is built and selectable
 # (``--sparse-engine seismic``), not the default: its build memory grows x4.5 per x10.
 NATIVE_MAX_DOCS = 1_000_000

@@ -46,7 +46,7 @@ class SeismicParams:
       ``min_candidates``), scored exactly.
 
     The defaults are measured (``bench/bench_seismic_sweep.py``, BENCHMARKS.md "Seismic's
-    knobs"): ``query_cut`` 10 (Seismic's own advice) is 1.6-2.1x faster than every term
+    knobs"): ``query_cut`` 10 (Seismic's own advice) is 1.6-2.4x faster than every term
     on the synthetic corpora at 100k and 1M documents, at top-10 overlap >= 0.995, and
     leaves SciFact's and Cranfield's nDCG@10 within 0.0001 of exact; ``heap_factor`` 1.0
     is faster still but lower in overlap (0.989 at 1M)."""
@@ -78,7 +78,7 @@ def auto_n_postings(docs: int) -> int:
     """``n_postings`` for ``docs`` documents: one per 100 documents, from 1,000 to 4,000.
 
     Measured on the synthetic corpora (about 250 terms a document): at 100k documents,
-    1,000 postings a term answer 4.5x faster than 4,000 at top-10 overlap 0.9965 (4,000
+    1,000 postings a term answer 5x faster than 4,000 at top-10 overlap 0.9965 (4,000
     prunes nothing there, so Seismic scans whole lists); at 1M, 2,000 fall to overlap
     0.975 and 4,000 keep 0.9955. Seismic's authors use 3,000-6,000 at 8.8M documents."""
     return min(N_POSTINGS_MAX, max(N_POSTINGS_MIN, docs // 100))
