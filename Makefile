@@ -50,6 +50,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check twofold tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
+	@$(PY) bench/report.py --check || { echo "BENCHMARKS.md is not what bench/results/*.json give: run python bench/report.py"; exit 1; }
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
