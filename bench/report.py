@@ -25,6 +25,12 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 ENGINES = ("native", "seismic", "lucene")
 
 
+def _run(report: dict[str, Any], note: str = "") -> str:
+    """One "Runs:" line: the command, then its date and machine (and ``note``)."""
+    extra = f"; {note}" if note else ""
+    return f"- `{report['command']}` ({report['date']}, {report['machine']}{extra})"
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.0f}"
 
@@ -41,7 +47,7 @@ def sparse_synthetic(results: list[dict[str, Any]]) -> str:
     ]
     sources = []
     for report in results:
-        sources.append(f"- `{report['command']}` ({report['date']}, {report['machine']})")
+        sources.append(_run(report))
         for row in report["results"]:
             lucene = row.get("lucene", {}).get("p50_ms")
             for name in ENGINES:
@@ -96,10 +102,7 @@ def dense_memory(results: list[dict[str, Any]]) -> str:
         for n, v in sizes:
             lines.append(f"| {n:,} | {v['vectors_mb']} | {v['peak_rss_mb']} | {v['seconds']} |")
         rss = _per_x10([(n, v["peak_rss_mb"]) for n, v in sizes])
-        sources.append(
-            f"- `{report['command']}` ({report['date']}, {report['machine']}); "
-            f"peak RSS growth per x10 documents: {rss}"
-        )
+        sources.append(_run(report) + f"; peak RSS growth per x10 documents: {rss}")
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -126,10 +129,7 @@ def pruning(results: list[dict[str, Any]]) -> str:
             f"{name} {r['native_check']['difference']:+.6f}"
             for name, r in report["retrievers"].items()
         )
-        sources.append(
-            f"- `{report['command']}` ({report['date']}, {report['machine']}; "
-            f"exact minus native engine, unpruned: {checks})"
-        )
+        sources.append(_run(report, f"exact minus native engine, unpruned: {checks}"))
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -159,10 +159,7 @@ def seismic_sweep(results: list[dict[str, Any]]) -> str:
                     f"{r['ratio_to_exact']:.2f} | {r['top10_overlap']} |"
                 )
         load = report["load_average_end"][0]
-        sources.append(
-            f"- `{report['command']}` ({report['date']}, {report['machine']}; load average "
-            f"{load:.1f} at the end)"
-        )
+        sources.append(_run(report, f"load average {load:.1f} at the end"))
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -186,7 +183,7 @@ def seismic_quality(results: list[dict[str, Any]]) -> str:
                 f"{r['heap_factor']} | {r['ndcg@10']:.4f} | {r['exact_ndcg@10']:.4f} | "
                 f"{r['overlap@10']:.4f} |"
             )
-        sources.append(f"- `{report['command']}` ({report['date']}, {report['machine']})")
+        sources.append(_run(report))
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -213,10 +210,7 @@ def sparse_limit(results: list[dict[str, Any]]) -> str:
                 f"{r['bytes_share_of_read_bandwidth']:.3f} | "
                 f"{r['scores_speedup_over_numpy_loop']:.2f}x |"
             )
-        sources.append(
-            f"- `{report['command']}` ({report['date']}, {report['machine']}; read "
-            f"{report['read_bytes_per_s'] / 1e9:.1f} GB/s)"
-        )
+        sources.append(_run(report, f"read {report['read_bytes_per_s'] / 1e9:.1f} GB/s"))
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -284,11 +278,13 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
         )
         load = report["load_average"]
         sources.append(
-            f"- `{report['command']}` ({report['date']}, {report['machine']}; "
-            f"{report['queries']} queries x {report['rounds']} rounds, torch threads "
-            f"{report.get('torch_threads', '-')}; load average "
-            f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after). Inside hybrid, "
-            f"each retriever's own p50 at the fusion depth: {inner} ms"
+            _run(
+                report,
+                f"{report['queries']} queries x {report['rounds']} rounds, torch threads "
+                f"{report.get('torch_threads', '-')}; load average "
+                f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after",
+            )
+            + f". Inside hybrid, each retriever's own p50 at the fusion depth: {inner} ms"
         )
     return "\n".join([*lines, "", "Runs:", *sources])
 
@@ -318,10 +314,7 @@ def milvus_quality(results: list[dict[str, Any]]) -> str:
                 f"{r['ndcg@10_embedded']:.4f} | {r['ndcg@10_milvus']:.4f} | {r['delta']:+.4f} "
                 f"| {r['overlap@10']:.3f} | {unseen} |"
             )
-        sources.append(
-            f"- `{result['command']}` ({result['date']}, {result['machine']}; "
-            f"server: {result['server']})"
-        )
+        sources.append(_run(result, f"server: {result['server']}"))
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
@@ -348,9 +341,11 @@ def peers(results: list[dict[str, Any]]) -> str:
                 )
         load = report["load_average"]
         sources.append(
-            f"- `{report['command']}` ({report['date']}, {report['machine']}; "
-            f"{report['rounds']} rounds; load average {load['before'][0]:.1f} before, "
-            f"{load['after'][0]:.1f} after)"
+            _run(
+                report,
+                f"{report['rounds']} rounds; load average {load['before'][0]:.1f} before, "
+                f"{load['after'][0]:.1f} after",
+            )
         )
     return "\n".join([*lines, "", "Runs:", *sources])
 
