@@ -9,7 +9,9 @@ query (so that the machine's load falls on every system alike):
 - ``hybrid`` as served: its retrievers on the pipeline's thread pool, each fetching the
   fusion depth;
 - ``hybrid-serial``: the same pipeline with its retrievers run one after another (the
-  pool swapped for a one-thread pool), the baseline that parallel retrieval must beat.
+  pool swapped for a one-thread pool), the baseline that parallel retrieval must beat;
+- the same single pipelines and ``hybrid`` with the encoders' TorchScript traces turned
+  off (``-eager``: ``twofold.models.traced``), the query path as it was before them.
 
 Reports medians with p10/q1/q3/p90, the ratio of hybrid's p50 to the slowest single
 pipeline's p50 and to hybrid-serial's, each retriever's own time inside hybrid, and the
@@ -23,6 +25,7 @@ load average before and after:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -41,6 +44,7 @@ from twofold.core.types import Query  # noqa: E402
 from twofold.indexing.collection import Collection  # noqa: E402
 from twofold.indexing.corpus import BeirDataset  # noqa: E402
 from twofold.models.threads import set_torch_threads  # noqa: E402
+from twofold.models.traced import TracedForward  # noqa: E402
 from twofold.search import pipeline as pipeline_module  # noqa: E402
 from twofold.search.pipeline import build_pipeline, collection_retrievers  # noqa: E402
 
@@ -67,9 +71,14 @@ def main() -> int:
     pipelines = {name: build_pipeline(collection, name) for name in singles}
     parallel_pool = pipeline_module._retrieve_pool()
     serial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twofold-serial")
-    systems = [*singles, "hybrid", "hybrid-serial"]
+    eager = [f"{s}-eager" for s in singles]
+    systems = [*singles, "hybrid", "hybrid-serial", *eager, "hybrid-eager"]
+    traces: list[TracedForward] = []
 
     def run(system: str, query: Query) -> tuple[float, dict[str, float]]:
+        for forward in traces:  # the encoders' traces on, or off for an -eager system
+            forward.enabled = not system.endswith("-eager")
+        system = system.removesuffix("-eager")
         if system.startswith("hybrid"):
             pool = serial_pool if system == "hybrid-serial" else parallel_pool
             pipeline_module._retrieve_pool = lambda: pool  # type: ignore[assignment]
@@ -82,9 +91,10 @@ def main() -> int:
         pipelines[system].search(query, args.k)
         return (time.perf_counter() - t0) * 1000, {}
 
-    for q in queries[:20]:  # warm-up: JVM JIT, encoders, memory maps
+    for q in queries[:20]:  # warm-up: JVM JIT, encoders (their traces), memory maps
         for s in systems:
             run(s, q)
+        traces = [o for o in gc.get_objects() if isinstance(o, TracedForward) and o.active]
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {s: [] for s in systems}
     inner: dict[str, list[float]] = {}
@@ -96,7 +106,7 @@ def main() -> int:
             for s in order:
                 ms, parts = run(s, q)
                 times[s].append(ms)
-                if s == "hybrid":
+                if s == "hybrid":  # (not hybrid-eager)
                     for n, v in parts.items():
                         inner.setdefault(n, []).append(v)
     load_after = os.getloadavg()
@@ -104,6 +114,7 @@ def main() -> int:
 
     stats = {s: spread(v) for s, v in times.items()}
     slowest = max(singles, key=lambda s: stats[s]["p50"])
+    slowest_eager = max(eager, key=lambda s: stats[s]["p50"])
     report: dict[str, Any] = {
         **provenance(),
         "collection": str(args.collection),
@@ -117,6 +128,11 @@ def main() -> int:
         "slowest_single": slowest,
         "ratio_hybrid_to_slowest_single_p50": round(
             stats["hybrid"]["p50"] / stats[slowest]["p50"], 3
+        ),
+        "traced_encoders": len(traces),
+        "slowest_single_eager": slowest_eager,
+        "ratio_hybrid_eager_to_slowest_single_eager_p50": round(
+            stats["hybrid-eager"]["p50"] / stats[slowest_eager]["p50"], 3
         ),
         "ratio_hybrid_to_serial_p50": round(
             stats["hybrid"]["p50"] / stats["hybrid-serial"]["p50"], 3

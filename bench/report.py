@@ -254,7 +254,9 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
         "`bench/bench_hybrid_parallel.py`: in one process, per query in a rotating order, "
         "each single-retriever pipeline at k, `hybrid` as served (retrievers on the "
         "pipeline's thread pool) and `hybrid-serial` (the same pipeline, retrievers one "
-        "after another). Milliseconds: p50 (q1-q3, p10-p90).",
+        "after another); where a run has them, `-eager` rows are the same pipelines with "
+        "the encoders' TorchScript traces off, their ratio taken to the slowest eager "
+        "single. Milliseconds: p50 (q1-q3, p10-p90).",
         "",
         "| collection | system | p50 ms | q1-q3 | p10-p90 | p50 / slowest single | p50 / serial |",
         "|---|---|---|---|---|---|---|",
@@ -263,11 +265,17 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
     for report in results:
         stats = report["latency_ms"]
         slowest = stats[report["slowest_single"]]["p50"]
+        slowest_eager = stats[report.get("slowest_single_eager", report["slowest_single"])]["p50"]
         threads = report.get("torch_threads", "-")
         name = f"{Path(report['collection']).name}, torch threads {threads}"
         for system, r in stats.items():
-            ratio = f"{r['p50'] / slowest:.2f}"
-            serial = f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}" if "hybrid" in system else ""
+            base = slowest_eager if system.endswith("-eager") else slowest
+            ratio = f"{r['p50'] / base:.2f}"
+            serial = (
+                f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}"
+                if system in ("hybrid", "hybrid-serial")
+                else ""
+            )
             lines.append(
                 f"| {name} | {system} | {r['p50']:.1f} | {r['p25']:.1f}-{r['p75']:.1f} | "
                 f"{r['p10']:.1f}-{r['p90']:.1f} | {ratio} | {serial} |"

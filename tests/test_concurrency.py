@@ -183,7 +183,9 @@ def splade_tiny() -> MLMSparseEncoder:
 
 
 def test_query_encoding_leaves_torch_threads_alone(splade_tiny: MLMSparseEncoder) -> None:
-    """The thread count a SPLADE query runs with is the process's, and stays so."""
+    """The thread count a SPLADE query runs with is the process's, and stays so. (The
+    hook sees the eager calls: the first query also traces the encoder and checks the
+    trace, in this thread, with the same count.)"""
     before = torch.get_num_threads()
     seen: list[int] = []
     handle = splade_tiny.model.base_model.register_forward_pre_hook(
@@ -193,5 +195,5 @@ def test_query_encoding_leaves_torch_threads_alone(splade_tiny: MLMSparseEncoder
         splade_tiny.encode_queries(["boundary layer heat transfer"])
     finally:
         handle.remove()
-    assert seen == [before]
+    assert seen and set(seen) == {before}
     assert torch.get_num_threads() == before

@@ -167,10 +167,13 @@ class DenseEncoder:
         pooling: str | None = None,
         query_prefix: str | None = None,
         doc_prefix: str | None = None,
+        traced: bool = True,
     ) -> None:
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
+
+            from twofold.models.traced import TracedForward
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             raise ModelError("the dense encoder needs torch and transformers installed") from exc
         if batch_size < 1:
@@ -196,6 +199,7 @@ class DenseEncoder:
         self.max_length = min(wanted, limit)
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
+        self._forward = TracedForward(self.model, enabled=traced)
 
     def fingerprint(self) -> dict[str, str]:
         """Name and sha256 of the weights (what a manifest records)."""
@@ -269,9 +273,7 @@ class DenseEncoder:
                 padded = self.tokenizer.pad(
                     {"input_ids": [list(ids[i]) for i in rows]}, padding=True, return_tensors="pt"
                 ).to(self.device)
-                hidden = self.model(
-                    input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]
-                ).last_hidden_state
+                hidden = self._forward.hidden(padded["input_ids"], padded["attention_mask"])
                 vecs = l2_normalize(pool(hidden.float(), padded["attention_mask"], self.pooling))
                 out[rows] = vecs.cpu().numpy()
         return out

@@ -38,6 +38,7 @@ import torch
 
 from twofold.core.errors import InputError, ModelError
 from twofold.models.registry import resolve
+from twofold.models.traced import TracedForward
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ class MLMSparseEncoder:
         pruning: Pruning | None = None,
         token_budget: int = 512,
         vocab_tile: int = 4096,
+        traced: bool = True,
     ) -> None:
         from transformers import AutoModelForMaskedLM
 
@@ -257,6 +259,7 @@ class MLMSparseEncoder:
         self.special = special_ids(self.tokenizer)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._head = self._split_head()
+        self._forward = TracedForward(self._head[0], traced) if self._head else None
 
     def _split_head(self) -> tuple[Any, Any, torch.Tensor, torch.Tensor] | None:
         """(encoder, transform, W (V, H), bias (V,)) for BERT-style heads, else None."""
@@ -330,10 +333,10 @@ class MLMSparseEncoder:
             input_ids[r, : len(x)] = torch.as_tensor(list(x), dtype=torch.long)
             mask[r, : len(x)] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        if self._head is None:
+        if self._head is None or self._forward is None:
             return self.forward(input_ids, mask)
-        encoder, transform, weight, bias = self._head
-        hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        _, transform, weight, bias = self._head
+        hidden = self._forward.hidden(input_ids, mask)
         lengths = [len(x) for x in ids]
         flat = transform(hidden[mask.bool()])  # (sum of lengths, H): no padding rows
         maxes = self._segment_max(flat, lengths, weight)
