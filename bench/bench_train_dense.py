@@ -8,9 +8,15 @@ test split (all queries and the unseen-document ones). It is the same as
 ``twofold train dense`` + ``twofold index build --dense-model`` + ``twofold eval``, with
 the corpus encoded once per seed instead of twice and the other sub-indexes not rebuilt.
 
+With ``--rerank``, each seed's copy also gets ``twofold train reranker`` (RERANK_RECIPE,
+on the same training split) and ``twofold eval`` of ``hybrid`` against
+``hybrid+rerank``. A seed whose outputs are in ``--work`` already (a published copy and
+its eval file, a reranker and its eval file) is read back, not trained again: an
+interrupted run resumes where it stopped.
+
     python bench/bench_train_dense.py build/scifact --dataset ../shared/datasets/scifact \\
-        --work build/train-dense --seeds 0,1,2 --kl-weight 1 --epochs 2 \\
-        --out bench/results/train-dense-kl1.json
+        --work build/train-dense --seeds 0,1,2 --kl-weight 1 --epochs 2 --rerank \\
+        --out bench/results/train-dense-scifact.json
 """
 
 from __future__ import annotations
@@ -34,14 +40,27 @@ from twofold.train.dense import DenseTrainConfig, train_dense
 from twofold.train.queries import PseudoConfig, load_queries
 
 PIPELINES = ("dense", "hybrid")
+RERANK_PIPELINES = ("hybrid", "hybrid+rerank")
+# session 5's recipe (BERT-tiny, LCE); alpha fixed at 0.25, the best of session 6's
+# out-of-fold curve over the 809 train queries (0.05-0.25 within 0.002 there)
+RERANK_RECIPE = (
+    "--base=splade-tiny", "--loss=lce", "--negatives=7", "--hard-negatives=3",
+    "--batch-size=16", "--epochs=4", "--lr=1e-4", "--alpha=0.25",
+)  # fmt: skip
 
 
-def evaluate(collection: Path, dataset: Path, split: str, out: Path) -> dict[str, Any]:
-    """``twofold eval`` of PIPELINES: {pipeline: {all, unseen, p50_ms}}."""
-    twofold = str(Path(sys.executable).parent / "twofold")
-    cmd = [twofold, "eval", str(collection), "--dataset", str(dataset)]
-    cmd += ["--split", split, "--pipeline", ",".join(PIPELINES), "--quiet", "--out", str(out)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+def _twofold(*argv: str) -> None:
+    exe = str(Path(sys.executable).parent / "twofold")
+    subprocess.run([exe, *argv, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+
+
+def evaluate(
+    collection: Path, args: argparse.Namespace, out: Path, pipelines: tuple[str, ...], *extra: str
+) -> dict[str, Any]:
+    """``twofold eval`` (skipped when ``out`` exists): {pipeline: {all, unseen, p50_ms}}."""
+    if not out.is_file():
+        argv = ["eval", str(collection), "--dataset", str(args.dataset), "--split", args.split]
+        _twofold(*argv, "--pipeline", ",".join(pipelines), *extra, "--out", str(out))
     report = json.loads(out.read_text())["pipelines"]
     return {
         name: {
@@ -49,34 +68,75 @@ def evaluate(collection: Path, dataset: Path, split: str, out: Path) -> dict[str
             "unseen": round(report[name]["unseen_documents"]["ndcg@10"], 4),
             "p50_ms": report[name]["latency_ms"]["p50"],
         }
-        for name in PIPELINES
+        for name in pipelines
     }
 
 
-def one_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    base = Collection(args.collection)
-    queries = load_queries("split", base, args.dataset, args.train_split, PseudoConfig(seed=seed))
-    config = DenseTrainConfig(epochs=args.epochs, kl_weight=args.kl_weight, lr=args.lr, seed=seed)
-    model = args.work / f"model-s{seed}"
-    shutil.rmtree(model, ignore_errors=True)
-    describe = {"queries": "split", "dataset": str(args.dataset), "split": args.train_split}
-    trained = train_dense(base, queries, model, config, describe)
-    copy = args.work / f"collection-s{seed}"
-    shutil.rmtree(copy, ignore_errors=True)
-    # hard links: nothing in a published collection is written in place
-    subprocess.run(["cp", "-al", str(args.collection.resolve()), str(copy)], check=True)
-    executor = None
-    if trained.doc_vectors is not None:
-        local = LocalExecutor("cpu", False)
-        executor = ReuseVectors(local, trained.doc_vectors, trained.doc_encoding)
-    stage_rebuild(copy, "dense", {"model": str(model)}, False, executor)
-    publish_rebuild(copy)
+def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any]]:
+    """Train (unless a published copy is there), rebuild a copy's dense sub-index."""
+    model, copy = args.work / f"model-s{seed}", args.work / f"collection-s{seed}"
+    if not ((copy / "manifest.json").is_file() and (model / "training_args.json").is_file()):
+        base = Collection(args.collection)
+        pseudo = PseudoConfig(seed=seed)
+        queries = load_queries("split", base, args.dataset, args.train_split, pseudo)
+        config = DenseTrainConfig(
+            epochs=args.epochs, kl_weight=args.kl_weight, lr=args.lr, seed=seed
+        )
+        shutil.rmtree(model, ignore_errors=True)
+        describe = {"queries": "split", "dataset": str(args.dataset), "split": args.train_split}
+        trained = train_dense(base, queries, model, config, describe)
+        shutil.rmtree(copy, ignore_errors=True)
+        # hard links: nothing in a published collection is written in place
+        subprocess.run(["cp", "-al", str(args.collection.resolve()), str(copy)], check=True)
+        executor = None
+        if trained.doc_vectors is not None:
+            local = LocalExecutor("cpu", False)
+            executor = ReuseVectors(local, trained.doc_vectors, trained.doc_encoding)
+        stage_rebuild(copy, "dense", {"model": str(model)}, False, executor)
+        publish_rebuild(copy)
+    card = json.loads((model / "training_args.json").read_text())
+    metrics = card["metrics"]
+    return copy, {
+        "steps": card["steps"],
+        "kl_weight": card["kl_weight"],
+        "heldout_dense": [
+            metrics["heldout_ndcg@10_collection_dense"],
+            metrics["heldout_ndcg@10_student"],
+        ],
+        "train_seconds": card["seconds"],
+        "test": evaluate(copy, args, args.work / f"eval-s{seed}.json", PIPELINES),
+    }
+
+
+def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, Any]:
+    model = args.work / f"rr-s{seed}"
+    if not (model / "training_args.json").is_file():
+        shutil.rmtree(model, ignore_errors=True)
+        argv = [
+            "train",
+            "reranker",
+            str(copy),
+            "--queries",
+            "split",
+            "--dataset",
+            str(args.dataset),
+        ]
+        _twofold(
+            *argv,
+            "--split",
+            args.train_split,
+            "--out",
+            str(model),
+            *RERANK_RECIPE,
+            "--seed",
+            str(seed),
+        )
+    card = json.loads((model / "training_args.json").read_text())
+    out = args.work / f"eval-rr-s{seed}.json"
     return {
-        "seed": seed,
-        "steps": trained.steps,
-        "heldout_dense": [round(trained.heldout_base, 4), round(trained.heldout_trained, 4)],
-        "train_seconds": round(trained.seconds, 1),
-        "test": evaluate(copy, args.dataset, args.split, args.work / f"eval-s{seed}.json"),
+        "steps": card.get("steps"),
+        "alpha": card.get("alpha", card.get("metrics", {}).get("alpha")),
+        "test": evaluate(copy, args, out, RERANK_PIPELINES, "--reranker", str(model)),
     }
 
 
@@ -91,14 +151,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--kl-weight", type=float, default=0.0)
     ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--rerank", action="store_true", help="also train and eval a reranker")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {**provenance(), "collection": str(args.collection), "runs": []}
-    base_eval = args.work / "eval-base.json"
-    report["untrained"] = evaluate(args.collection, args.dataset, args.split, base_eval)
+    report["rerank_recipe"] = " ".join(RERANK_RECIPE) if args.rerank else None
+    report["untrained"] = evaluate(args.collection, args, args.work / "eval-base.json", PIPELINES)
     for seed in (int(s) for s in args.seeds.split(",")):
-        report["runs"].append(one_seed(args, seed))
+        copy, dense = dense_stage(args, seed)
+        run = {"seed": seed, "dense": dense}
+        if args.rerank:
+            run["rerank"] = rerank_stage(args, seed, copy)
+        report["runs"].append(run)
         write_report(report, args.out)  # after every seed: nothing lost on a crash
 
 

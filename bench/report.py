@@ -358,6 +358,70 @@ def peers(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
+def _mean_spread(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    return f"**{mean:.4f}** ({min(values):.4f}-{max(values):.4f})"
+
+
+def train_dense(results: list[dict[str, Any]]) -> str:
+    """`bench/bench_train_dense.py`: per seed, the fine-tuned dense bi-encoder inside
+    its collection, and the reranker trained on that collection."""
+    lines = [
+        "`bench/bench_train_dense.py`: per seed, `twofold train dense` on the train split, "
+        "the collection's dense sub-index rebuilt from the student, then (where the run "
+        "has them) `twofold train reranker` on that collection and `hybrid+rerank`. "
+        "nDCG@10 on the test split, all queries / the unseen-document ones; held-out: "
+        "the trainer's own held-out train queries (collection dense -> student).",
+        "",
+        "| file | seed | held-out dense | dense | hybrid | hybrid+rerank | rerank gain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        name = Path(report["file"]).stem
+        base = report["untrained"]
+        cells = {k: f"{v['all']:.4f} / {v['unseen']:.4f}" for k, v in base.items()}
+        lines.append(f"| {name} | untrained | | {cells['dense']} | {cells['hybrid']} | | |")
+        cols: dict[str, list[float]] = {}
+        for run in report["runs"]:
+            test = run["dense"]["test"]
+            held = run["dense"]["heldout_dense"]
+            rr = run.get("rerank", {}).get("test")
+            row = [f"{test[p]['all']:.4f} / {test[p]['unseen']:.4f}" for p in ("dense", "hybrid")]
+            for p in ("dense", "hybrid"):
+                cols.setdefault(f"{p} all", []).append(test[p]["all"])
+                cols.setdefault(f"{p} unseen", []).append(test[p]["unseen"])
+            if rr:
+                reranked, fused = rr["hybrid+rerank"], rr["hybrid"]
+                gain = (reranked["all"] - fused["all"], reranked["unseen"] - fused["unseen"])
+                row += [f"{reranked['all']:.4f} / {reranked['unseen']:.4f}"]
+                row += [f"{gain[0]:+.4f} / {gain[1]:+.4f}"]
+                for key, value in (("rr all", reranked["all"]), ("rr unseen", reranked["unseen"])):
+                    cols.setdefault(key, []).append(value)
+                cols.setdefault("gain all", []).append(gain[0])
+                cols.setdefault("gain unseen", []).append(gain[1])
+            else:
+                row += ["", ""]
+            lines.append(
+                f"| {name} | {run['seed']} | {held[0]:.4f} -> {held[1]:.4f} | "
+                + " | ".join(row)
+                + " |"
+            )
+        if len(report["runs"]) > 1:
+            mean = [
+                f"{_mean_spread(cols[f'{c} all'])} / {_mean_spread(cols[f'{c} unseen'])}"
+                if f"{c} all" in cols
+                else ""
+                for c in ("dense", "hybrid", "rr", "gain")
+            ]
+            lines.append(f"| {name} | mean (min-max) | | " + " | ".join(mean) + " |")
+        note = f"KL weight {report['runs'][0]['dense']['kl_weight']}" if report["runs"] else ""
+        if report.get("rerank_recipe"):
+            note += f"; reranker `{report['rerank_recipe']}`"
+        sources.append(_run(report, note))
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 SECTIONS = {
     "sparse-synthetic": lambda: sparse_synthetic(_load("sparse-synthetic")),
     "sparse-quality": lambda: sparse_quality(_quality()),
@@ -369,6 +433,7 @@ SECTIONS = {
     "seismic-quality": lambda: seismic_quality(_load("seismic-quality-")),
     "sparse-limit": lambda: sparse_limit(_load("sparse-limit")),
     "dense-memory": lambda: dense_memory(_load("dense-memory")),
+    "train-dense": lambda: train_dense(_load("train-dense-")),
 }
 
 
