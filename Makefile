@@ -93,6 +93,12 @@ bench: install build/bench-scifact/manifest.json build/bench-cranfield/manifest.
 	OMP_NUM_THREADS=1 $(PY) bench/bench_dense_memory.py --sizes 10000,100000 \
 	  --workdir build/bench-dense-memory --out bench/results/dense-memory.json
 	$(PY) bench/bench_sparse_synthetic.py --docs 10000 100000 --out bench/results/sparse-synthetic.json
+	for t in 1 2; do \
+	  $(BENCH_ENV) $(PY) bench/bench_hybrid_parallel.py build/bench-scifact --dataset $(DATASETS)/scifact \
+	    --rounds 2 --max-queries 150 --torch-threads $$t \
+	    --out bench/results/hybrid-parallel-scifact-torch$$t.json || exit 1; done
+	$(BENCH_ENV) $(PY) bench/bench_load.py build/bench-scifact --dataset $(DATASETS)/scifact \
+	  --pipeline hybrid --interleaved 2 --out bench/results/http-overhead-scifact-hybrid.json
 	$(PY) bench/plots.py
 	$(PY) bench/report.py
 

@@ -358,6 +358,33 @@ def peers(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
+def http_overhead(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_load.py --interleaved`: serial calls, the in-process pipeline and "
+        "`/v1/search` interleaved query by query in a rotating order. Gap = HTTP p50 - "
+        "in-process p50, ms; `took` = the service's own time past the pipeline (took_ms p50 "
+        "- in-process p50); client = the client thread's CPU a request, ms.",
+        "",
+        "| file | pipeline | load | in-process p50 | variant | client | gap | took | client CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        local = report["in_process_ms"]["p50"]
+        before, after = report["load_average_1_5_15_before"], report["load_average_1_5_15_after"]
+        load = f"{before[0]:.1f}-{after[0]:.1f}"
+        for variant, r in report["http"].items():
+            fields = "all fields" if r["fields"] is None else ",".join(r["fields"])
+            lines.append(
+                f"| {Path(report['file']).stem} | {report.get('pipeline', '-')} | {load} | "
+                f"{local:.1f} | {variant} ({fields}) | {r['client']} | "
+                f"**{r['gap_p50_ms']:+.1f}** | "
+                f"{r['took_ms']['p50'] - local:+.1f} | {r['client_cpu_ms']['p50']:.1f} |"
+            )
+        sources.append(_run(report, f"{report['queries']} queries x {report['rounds']} rounds"))
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 def _mean_spread(values: list[float]) -> str:
     mean = sum(values) / len(values)
     return f"**{mean:.4f}** ({min(values):.4f}-{max(values):.4f})"
@@ -434,6 +461,7 @@ SECTIONS = {
     "sparse-limit": lambda: sparse_limit(_load("sparse-limit")),
     "dense-memory": lambda: dense_memory(_load("dense-memory")),
     "train-dense": lambda: train_dense(_load("train-dense-")),
+    "http-overhead": lambda: http_overhead(_load("http-overhead-")),
 }
 
 
