@@ -3,7 +3,7 @@
 Real weights (minilm-l6, splade-tiny): the trace must give the eager numbers on every
 path it serves, leave padded batches to the eager module, follow in-place weight
 changes, stay right from several threads at once, and fall back to eager when a model
-cannot be traced faithfully.
+cannot be traced faithfully. The first ``EAGER_CALLS`` unpadded calls are eager.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from twofold.models.traced import TracedForward
+from twofold.models.traced import EAGER_CALLS, TracedForward
 
 QUERIES = [
     "cancer",
@@ -45,7 +45,7 @@ def splade_pair():  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_dense_single_queries_are_traced_and_equal_eager(dense_pair) -> None:  # type: ignore[no-untyped-def]
     traced, eager = dense_pair
-    for q in QUERIES:  # lengths 3 to 22 tokens, none the trace's own 8
+    for q in QUERIES * 2:  # lengths 3 to 22 tokens, none the trace's own 8; eager, then traced
         np.testing.assert_allclose(
             traced.encode_queries([q]), eager.encode_queries([q]), rtol=0, atol=1e-6
         )
@@ -63,7 +63,7 @@ def test_dense_padded_batch_goes_eager_and_matches_single_queries(dense_pair) ->
 @pytest.mark.slow
 def test_splade_query_traced_equals_eager(splade_pair) -> None:  # type: ignore[no-untyped-def]
     traced, eager = splade_pair
-    for q in QUERIES:
+    for q in QUERIES * 2:  # the first EAGER_CALLS eager, the rest traced
         ids_t, w_t = traced.encode_query(q)
         ids_e, w_e = eager.encode_query(q)
         np.testing.assert_array_equal(ids_t, ids_e)
@@ -103,12 +103,24 @@ class _Toy(torch.nn.Module):
         return self._Out(h)
 
 
+def test_first_calls_are_eager_then_the_trace_serves() -> None:
+    forward = TracedForward(_Toy(branchy=False).eval())
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.inference_mode():
+        for _ in range(EAGER_CALLS):
+            forward.hidden(ids, torch.ones_like(ids))
+            assert not forward.active  # a one-shot command never pays for the trace
+        forward.hidden(ids, torch.ones_like(ids))
+    assert forward.active
+
+
 def test_trace_follows_in_place_weight_changes() -> None:
     toy = _Toy(branchy=False).eval()
     forward = TracedForward(toy)
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.inference_mode():
-        forward.hidden(ids, torch.ones_like(ids))
+        for _ in range(EAGER_CALLS + 1):
+            forward.hidden(ids, torch.ones_like(ids))
         assert forward.active
     with torch.no_grad():
         toy.emb.weight.mul_(3.0)  # a trainer's step, after the trace was taken
@@ -121,12 +133,14 @@ def test_trace_not_used_for_padding_grad_or_training() -> None:
     toy = _Toy(branchy=False).eval()
     forward = TracedForward(toy)
     ids = torch.tensor([[1, 2, 3, 0]])
-    with torch.inference_mode():
-        forward.hidden(ids, torch.tensor([[1, 1, 1, 0]]))  # padded
-    forward.hidden(ids, torch.ones_like(ids))  # grad mode: the training path
+    for _ in range(EAGER_CALLS + 1):
+        with torch.inference_mode():
+            forward.hidden(ids, torch.tensor([[1, 1, 1, 0]]))  # padded
+        forward.hidden(ids, torch.ones_like(ids))  # grad mode: the training path
     toy.train()
     with torch.inference_mode():
-        forward.hidden(ids, torch.ones_like(ids))
+        for _ in range(EAGER_CALLS + 1):
+            forward.hidden(ids, torch.ones_like(ids))
     assert not forward.active
 
 
@@ -135,7 +149,8 @@ def test_unfaithful_trace_falls_back_to_eager(caplog: pytest.LogCaptureFixture) 
     forward = TracedForward(toy)
     ids = torch.arange(1, 20).unsqueeze(0)  # length 19: the branch the trace did not take
     with caplog.at_level(logging.WARNING, "twofold.models.traced"), torch.inference_mode():
-        got = forward.hidden(ids, torch.ones_like(ids))
-        torch.testing.assert_close(got, toy(ids, torch.ones_like(ids)).last_hidden_state)
+        for _ in range(EAGER_CALLS + 2):
+            got = forward.hidden(ids, torch.ones_like(ids))
+            torch.testing.assert_close(got, toy(ids, torch.ones_like(ids)).last_hidden_state)
     assert not forward.active and not forward.enabled
     assert "differs from eager" in caplog.text

@@ -318,9 +318,14 @@ def open_verified(path: Path, settings: Settings, reranker: Reranker | None) -> 
     return open_collection(Collection(path, root), settings, reranker)
 
 
+WARM_UP_QUERIES = 3  # enough for the query encoders to take their traces (models.traced)
+
+
 def warm_up(cs: CollectionState) -> None:
     for pipeline in cs.pipelines.values():
-        pipeline.search(Query("warmup", "warm up"), 1)
+        times = 1 if pipeline.reranker is not None else WARM_UP_QUERIES
+        for _ in range(times):
+            pipeline.search(Query("warmup", "warm up"), 1)
 
 
 def reload_collection(state: AppState, name: str) -> CollectionState:

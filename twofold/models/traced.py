@@ -4,20 +4,21 @@ Why: a query is one short, unpadded text. Eager PyTorch runs a 6-layer encoder o
 few hundred small ops, each dispatched from Python with the GIL held, so two encoders
 called from two threads (``hybrid``'s ``dense`` and ``splade`` on the pipeline's pool)
 take turns instead of running at once, and the dispatch is a large share of each call.
-A traced graph runs in TorchScript's C++ interpreter, which does not hold the GIL: on
-the 2-core dev machine, one torch thread each, minilm-l6 + splade-tiny on 60 SciFact
-queries took 7.8 ms a query in two threads traced against 12-13.5 ms eager, and
-minilm-l6 alone 7.2-7.5 against 9.4-10 ms (``bench/bench_hybrid_parallel.py`` measures
-it in the pipeline).
+A traced graph runs in TorchScript's C++ interpreter, which does not hold the GIL. On
+the 2-core dev machine, SciFact, one torch thread: ``dense`` p50 11.7 ms traced against
+14.8 ms eager, ``hybrid`` 18.5 against 25.4 ms (``bench/bench_hybrid_parallel.py``, one
+run, BENCHMARKS.md).
 
-The trace is taken lazily, once, from a (1, 8) input of ones, and is used only where it
-is exact: inputs whose attention mask is all ones (a single query, or texts of one
-length), on the CPU, in inference. Padded batches go to the eager module, because a
-trace taken without padding may have dropped the masking branch. After tracing, the
-graph is checked against the eager module on two other lengths; a trace that fails or
-disagrees is dropped with a warning and the eager module serves from then on. The trace
-holds the module's own parameters (no copy, nothing frozen), so its output follows the
-weights.
+The trace is taken lazily, once, on the third unpadded call (``EAGER_CALLS`` run eager
+first): tracing and checking minilm-l6 takes about 1 s, which a one-shot command such as
+``twofold search`` should not pay; a service traces during its warm-up. It is taken from
+a (1, 8) input of ones and used only where it is exact: inputs whose attention mask is
+all ones (a single query, or texts of one length), on the CPU, in inference. Padded
+batches go to the eager module, because a trace taken without padding may have dropped
+the masking branch. After tracing, the graph is checked against the eager module on two
+other lengths; a trace that fails or disagrees is dropped with a warning and the eager
+module serves from then on. The trace holds the module's own parameters (no copy,
+nothing frozen), so its output follows the weights.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+EAGER_CALLS = 2  # unpadded calls served eager before the trace is taken
 CHECK_LENGTHS = (3, 19)
 TOLERANCE = 1e-4  # same kernels, same order: the check sees 0.0 on minilm-l6, splade-tiny
 
@@ -59,6 +61,7 @@ class TracedForward:
         self.encoder = encoder
         self.enabled = enabled
         self._traced: Any = None
+        self._calls = 0  # unpadded calls so far (a race only moves when tracing starts)
         self._lock = threading.Lock()
 
     def eager(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,7 +71,7 @@ class TracedForward:
         return out
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self._usable(input_ids, attention_mask):
+        if self._usable(input_ids, attention_mask) and self._due():
             traced = self._trace()
             if traced is not None:
                 out: torch.Tensor = traced(input_ids, attention_mask)
@@ -77,7 +80,7 @@ class TracedForward:
 
     @property
     def active(self) -> bool:
-        """Whether a checked trace is in use (after the first unpadded call)."""
+        """Whether a checked trace is in use (from the third unpadded call on)."""
         return self._traced is not None
 
     def _usable(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
@@ -88,6 +91,12 @@ class TracedForward:
             and torch.is_inference_mode_enabled()
             and bool(attention_mask.all())
         )
+
+    def _due(self) -> bool:
+        if self._traced is not None:
+            return True
+        self._calls += 1
+        return self._calls > EAGER_CALLS
 
     def _trace(self) -> Any:
         if self._traced is not None or not self.enabled:
