@@ -64,8 +64,9 @@ test: install browser lint typecheck pytest
 # regenerated from them (bench/report.py, bench/plots.py). `make bench` took 21 min on a
 # fresh clone on 2 cores (2026-12-03, venv already installed): the two real collections,
 # then eval, peers, pruning, the Seismic sweep at 100k, the limit, dense memory and the
-# synthetic 10k/100k points. The 1M points are `make bench-1m` (about 45 min, 10 GB of
-# RAM for the Seismic build), not part of CI.
+# synthetic 10k/100k points. Session 11 added the hybrid-parallel and HTTP-overhead runs
+# (about 4 min together, timed alone; no full `make bench` was timed since). The 1M points are
+# `make bench-1m` (about 45 min, 10 GB of RAM for the Seismic build), not part of CI.
 DATASETS ?= ../shared/datasets
 BENCH_RETRIEVERS := bm25,sparse,splade,dense
 # faiss-cpu's OpenBLAS takes this CPU for a generic one; SkylakeX kernels need AVX-512
