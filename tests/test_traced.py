@@ -53,6 +53,23 @@ def test_dense_single_queries_are_traced_and_equal_eager(dense_pair) -> None:  #
 
 
 @pytest.mark.slow
+def test_batches_of_one_length_through_the_trace_equal_eager(dense_pair, splade_pair) -> None:  # type: ignore[no-untyped-def]
+    """Documents truncated to max_length form such batches at build time."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for encoder in (dense_pair[0], splade_pair[0]):
+            forward = encoder._forward
+            for _ in range(EAGER_CALLS + 1):
+                encoder.encode_queries(["take the trace"])
+            assert forward.active
+            ids = torch.randint(1000, 20000, (4, 64), generator=gen)
+            mask = torch.ones_like(ids)
+            torch.testing.assert_close(
+                forward.hidden(ids, mask), forward.eager(ids, mask), rtol=0, atol=1e-5
+            )
+
+
+@pytest.mark.slow
 def test_dense_padded_batch_goes_eager_and_matches_single_queries(dense_pair) -> None:  # type: ignore[no-untyped-def]
     traced, _ = dense_pair
     batch = traced.encode_queries(QUERIES)  # one padded batch: the eager path

@@ -16,9 +16,9 @@ a (1, 8) input of ones and used only where it is exact: inputs whose attention m
 all ones (a single query, or texts of one length), on the CPU, in inference. Padded
 batches go to the eager module, because a trace taken without padding may have dropped
 the masking branch. After tracing, the graph is checked against the eager module on two
-other lengths; a trace that fails or disagrees is dropped with a warning and the eager
-module serves from then on. The trace holds the module's own parameters (no copy,
-nothing frozen), so its output follows the weights.
+other shapes, one of them a batch; a trace that fails or disagrees is dropped with a
+warning and the eager module serves from then on. The trace holds the module's own
+parameters (no copy, nothing frozen), so its output follows the weights.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 log = logging.getLogger(__name__)
 
 EAGER_CALLS = 2  # unpadded calls served eager before the trace is taken
-CHECK_LENGTHS = (3, 19)
+CHECK_SHAPES = ((1, 3), (2, 19))  # (texts, tokens): batches of one length use it too
 TOLERANCE = 1e-4  # same kernels, same order: the check sees 0.0 on minilm-l6, splade-tiny
 
 
@@ -119,8 +119,8 @@ class TracedForward:
                     wrapper, (example, torch.ones_like(example)), check_trace=False
                 )
             gen = torch.Generator().manual_seed(0)
-            for length in CHECK_LENGTHS:
-                ids = torch.randint(1, vocab, (1, length), generator=gen)
+            for shape in CHECK_SHAPES:
+                ids = torch.randint(1, vocab, shape, generator=gen)
                 mask = torch.ones_like(ids)
                 diff = (traced(ids, mask) - self.eager(ids, mask)).abs().max().item()
                 if not diff <= TOLERANCE:
