@@ -41,12 +41,17 @@ from twofold.train.queries import PseudoConfig, load_queries
 
 PIPELINES = ("dense", "hybrid")
 RERANK_PIPELINES = ("hybrid", "hybrid+rerank")
-# session 5's recipe (BERT-tiny, LCE); alpha fixed at 0.25, the best of session 6's
-# out-of-fold curve over the 809 train queries (0.05-0.25 within 0.002 there)
+# session 5's recipe (BERT-tiny, LCE); --rerank-alpha adds --alpha (default 0.25, the
+# best of session 6's out-of-fold curve over the 809 train queries, 0.05-0.25 within
+# 0.002 there) or, with "tuned", leaves alpha to the trainer's held-out queries
 RERANK_RECIPE = (
     "--base=splade-tiny", "--loss=lce", "--negatives=7", "--hard-negatives=3",
-    "--batch-size=16", "--epochs=4", "--lr=1e-4", "--alpha=0.25",
+    "--batch-size=16", "--epochs=4", "--lr=1e-4",
 )  # fmt: skip
+
+
+def rerank_recipe(alpha: str) -> tuple[str, ...]:
+    return RERANK_RECIPE if alpha == "tuned" else (*RERANK_RECIPE, f"--alpha={float(alpha)}")
 
 
 def _twofold(*argv: str) -> None:
@@ -127,7 +132,7 @@ def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, A
             args.train_split,
             "--out",
             str(model),
-            *RERANK_RECIPE,
+            *rerank_recipe(args.rerank_alpha),
             "--seed",
             str(seed),
         )
@@ -152,11 +157,15 @@ def main() -> None:
     ap.add_argument("--kl-weight", type=float, default=0.0)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--rerank", action="store_true", help="also train and eval a reranker")
+    ap.add_argument(
+        "--rerank-alpha", default="0.25", help="the reranker's fixed alpha, or 'tuned' (0.25)"
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {**provenance(), "collection": str(args.collection), "runs": []}
-    report["rerank_recipe"] = " ".join(RERANK_RECIPE) if args.rerank else None
+    recipe = rerank_recipe(args.rerank_alpha)
+    report["rerank_recipe"] = " ".join(recipe) if args.rerank else None
     report["untrained"] = evaluate(args.collection, args, args.work / "eval-base.json", PIPELINES)
     for seed in (int(s) for s in args.seeds.split(",")):
         copy, dense = dense_stage(args, seed)

@@ -33,6 +33,9 @@ import torch
 log = logging.getLogger(__name__)
 
 EAGER_CALLS = 2  # unpadded calls served eager before the trace is taken
+# one trace at a time in the process: warnings.catch_warnings is not thread-safe, and two
+# encoders first traced at once (hybrid's pool) would restore each other's filters
+_TRACING = threading.Lock()
 CHECK_SHAPES = ((1, 3), (2, 19))  # (texts, tokens): batches of one length use it too
 TOLERANCE = 1e-4  # same kernels, same order: the check sees 0.0 on minilm-l6, splade-tiny
 
@@ -113,7 +116,7 @@ class TracedForward:
         vocab = _vocab_size(self.encoder)
         example = torch.ones((1, 8), dtype=torch.long)
         try:
-            with warnings.catch_warnings():  # TracerWarning on shape-dependent Python branches
+            with _TRACING, warnings.catch_warnings():  # TracerWarning: shape-dependent branches
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(
                     wrapper, (example, torch.ones_like(example)), check_trace=False
