@@ -385,9 +385,9 @@ def http_overhead(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", "Runs:", *sources])
 
 
-def _mean_spread(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    return f"**{mean:.4f}** ({min(values):.4f}-{max(values):.4f})"
+def _mean_spread(values: list[float], signed: bool = False) -> str:
+    mean, f = sum(values) / len(values), "+.4f" if signed else ".4f"
+    return f"**{mean:{f}}** ({min(values):{f}} to {max(values):{f}})"
 
 
 def train_dense(results: list[dict[str, Any]]) -> str:
@@ -436,7 +436,8 @@ def train_dense(results: list[dict[str, Any]]) -> str:
             )
         if len(report["runs"]) > 1:
             mean = [
-                f"{_mean_spread(cols[f'{c} all'])} / {_mean_spread(cols[f'{c} unseen'])}"
+                f"{_mean_spread(cols[f'{c} all'], c == 'gain')} / "
+                f"{_mean_spread(cols[f'{c} unseen'], c == 'gain')}"
                 if f"{c} all" in cols
                 else ""
                 for c in ("dense", "hybrid", "rr", "gain")
