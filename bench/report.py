@@ -31,6 +31,11 @@ def _run(report: dict[str, Any], note: str = "") -> str:
     return f"- `{report['command']}` ({report['date']}, {report['machine']}{extra})"
 
 
+def _with_runs(lines: list[str], sources: list[str]) -> str:
+    """A section: its lines, then the "Runs:" list of where its figures came from."""
+    return "\n".join([*lines, "", "Runs:", *sources])
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.0f}"
 
@@ -61,7 +66,7 @@ def sparse_synthetic(results: list[dict[str, Any]]) -> str:
                     f"{r['p50_ms']} ({r['iqr_ms']}) | {r['p99_ms']} | {ratio} | "
                     f"{r['top10_overlap']} |"
                 )
-    return "\n".join([*lines, "", *growth(results), "", "Runs:", *sources])
+    return _with_runs([*lines, "", *growth(results)], sources)
 
 
 def _per_x10(points: list[tuple[int, float]]) -> str:
@@ -103,7 +108,7 @@ def dense_memory(results: list[dict[str, Any]]) -> str:
             lines.append(f"| {n:,} | {v['vectors_mb']} | {v['peak_rss_mb']} | {v['seconds']} |")
         rss = _per_x10([(n, v["peak_rss_mb"]) for n, v in sizes])
         sources.append(_run(report) + f"; peak RSS growth per x10 documents: {rss}")
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def pruning(results: list[dict[str, Any]]) -> str:
@@ -130,7 +135,7 @@ def pruning(results: list[dict[str, Any]]) -> str:
             for name, r in report["retrievers"].items()
         )
         sources.append(_run(report, f"exact minus native engine, unpruned: {checks}"))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def seismic_sweep(results: list[dict[str, Any]]) -> str:
@@ -160,7 +165,7 @@ def seismic_sweep(results: list[dict[str, Any]]) -> str:
                 )
         load = report["load_average_end"][0]
         sources.append(_run(report, f"load average {load:.1f} at the end"))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def seismic_quality(results: list[dict[str, Any]]) -> str:
@@ -184,7 +189,7 @@ def seismic_quality(results: list[dict[str, Any]]) -> str:
                 f"{r['overlap@10']:.4f} |"
             )
         sources.append(_run(report))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def sparse_limit(results: list[dict[str, Any]]) -> str:
@@ -211,7 +216,7 @@ def sparse_limit(results: list[dict[str, Any]]) -> str:
                 f"{r['scores_speedup_over_numpy_loop']:.2f}x |"
             )
         sources.append(_run(report, f"read {report['read_bytes_per_s'] / 1e9:.1f} GB/s"))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def sparse_quality(results: list[dict[str, Any]]) -> str:
@@ -294,7 +299,7 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
             )
             + f". Inside hybrid, each retriever's own p50 at the fusion depth: {inner} ms"
         )
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def milvus_quality(results: list[dict[str, Any]]) -> str:
@@ -323,7 +328,7 @@ def milvus_quality(results: list[dict[str, Any]]) -> str:
                 f"| {r['overlap@10']:.3f} | {unseen} |"
             )
         sources.append(_run(result, f"server: {result['server']}"))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def peers(results: list[dict[str, Any]]) -> str:
@@ -355,7 +360,7 @@ def peers(results: list[dict[str, Any]]) -> str:
                 f"{load['after'][0]:.1f} after",
             )
         )
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def http_overhead(results: list[dict[str, Any]]) -> str:
@@ -382,7 +387,7 @@ def http_overhead(results: list[dict[str, Any]]) -> str:
                 f"{r['took_ms']['p50'] - local:+.1f} | {r['client_cpu_ms']['p50']:.1f} |"
             )
         sources.append(_run(report, f"{report['queries']} queries x {report['rounds']} rounds"))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 def _mean_spread(values: list[float], signed: bool = False) -> str:
@@ -447,7 +452,7 @@ def train_dense(results: list[dict[str, Any]]) -> str:
         if report.get("rerank_recipe"):
             note += f"; reranker `{report['rerank_recipe']}`"
         sources.append(_run(report, note))
-    return "\n".join([*lines, "", "Runs:", *sources])
+    return _with_runs(lines, sources)
 
 
 SECTIONS = {
