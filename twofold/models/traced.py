@@ -63,14 +63,13 @@ class TracedForward:
     def __init__(self, encoder: torch.nn.Module, enabled: bool = True) -> None:
         self.encoder = encoder
         self.enabled = enabled
+        self._wrapper = _Hidden(encoder)  # what eager calls and what is traced
         self._traced: Any = None
         self._calls = 0  # unpadded calls so far (a race only moves when tracing starts)
         self._lock = threading.Lock()
 
     def eager(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+        out: torch.Tensor = self._wrapper(input_ids, attention_mask)
         return out
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -112,14 +111,13 @@ class TracedForward:
 
     def _build(self) -> Any:
         name = type(self.encoder).__name__
-        wrapper = _Hidden(self.encoder).eval()
         vocab = _vocab_size(self.encoder)
         example = torch.ones((1, 8), dtype=torch.long)
         try:
             with _TRACING, warnings.catch_warnings():  # TracerWarning: shape-dependent branches
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(
-                    wrapper, (example, torch.ones_like(example)), check_trace=False
+                    self._wrapper, (example, torch.ones_like(example)), check_trace=False
                 )
             gen = torch.Generator().manual_seed(0)
             for shape in CHECK_SHAPES:
