@@ -94,7 +94,7 @@ def main() -> int:
     for q in queries[:20]:  # warm-up: JVM JIT, encoders (their traces), memory maps
         for s in systems:
             run(s, q)
-        traces = [o for o in gc.get_objects() if isinstance(o, TracedForward) and o.active]
+    traces = [o for o in gc.get_objects() if isinstance(o, TracedForward) and o.active]
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {s: [] for s in systems}
     inner: dict[str, list[float]] = {}
