@@ -140,7 +140,7 @@ def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, A
     out = args.work / f"eval-rr-s{seed}.json"
     return {
         "steps": card.get("steps"),
-        "alpha": card.get("alpha", card.get("metrics", {}).get("alpha")),
+        "alpha": card["metrics"]["alpha"],
         "test": evaluate(copy, args, out, RERANK_PIPELINES, "--reranker", str(model)),
     }
 
