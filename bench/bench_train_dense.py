@@ -85,7 +85,11 @@ def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, An
         pseudo = PseudoConfig(seed=seed)
         queries = load_queries("split", base, args.dataset, args.train_split, pseudo)
         config = DenseTrainConfig(
-            epochs=args.epochs, kl_weight=args.kl_weight, lr=args.lr, seed=seed
+            epochs=args.epochs,
+            kl_weight=args.kl_weight,
+            lr=args.lr,
+            seed=seed,
+            precision=args.precision,
         )
         shutil.rmtree(model, ignore_errors=True)
         describe = {"queries": "split", "dataset": str(args.dataset), "split": args.train_split}
@@ -97,7 +101,7 @@ def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, An
         if trained.doc_vectors is not None:
             local = LocalExecutor("cpu", False)
             executor = ReuseVectors(local, trained.doc_vectors, trained.doc_encoding)
-        stage_rebuild(copy, "dense", {"model": str(model)}, False, executor)
+        stage_rebuild(copy, "dense", trained.rebuild_changes(), False, executor)
         publish_rebuild(copy)
     card = json.loads((model / "training_args.json").read_text())
     metrics = card["metrics"]
@@ -156,6 +160,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--kl-weight", type=float, default=0.0)
     ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="of the training loop (`twofold train dense --precision`; default auto)",
+    )
     ap.add_argument("--rerank", action="store_true", help="also train and eval a reranker")
     ap.add_argument(
         "--rerank-alpha", default="0.25", help="the reranker's fixed alpha, or 'tuned' (0.25)"
@@ -164,6 +174,7 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {**provenance(), "collection": str(args.collection), "runs": []}
+    report["precision"] = args.precision
     recipe = rerank_recipe(args.rerank_alpha)
     report["rerank_recipe"] = " ".join(recipe) if args.rerank else None
     report["untrained"] = evaluate(args.collection, args, args.work / "eval-base.json", PIPELINES)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import re
 import sys
@@ -20,20 +19,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+from bench.report_format import load_results, run_line, with_runs  # noqa: E402
+from bench.report_serving import http_overhead, hybrid_parallel, precision  # noqa: E402
+
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 ENGINES = ("native", "seismic", "lucene")
-
-
-def _run(report: dict[str, Any], note: str = "") -> str:
-    """One "Runs:" line: the command, then its date and machine (and ``note``)."""
-    extra = f"; {note}" if note else ""
-    return f"- `{report['command']}` ({report['date']}, {report['machine']}{extra})"
-
-
-def _with_runs(lines: list[str], sources: list[str]) -> str:
-    """A section: its lines, then the "Runs:" list of where its figures came from."""
-    return "\n".join([*lines, "", "Runs:", *sources])
 
 
 def _mb(n: int) -> str:
@@ -52,7 +44,7 @@ def sparse_synthetic(results: list[dict[str, Any]]) -> str:
     ]
     sources = []
     for report in results:
-        sources.append(_run(report))
+        sources.append(run_line(report))
         for row in report["results"]:
             lucene = row.get("lucene", {}).get("p50_ms")
             for name in ENGINES:
@@ -66,7 +58,7 @@ def sparse_synthetic(results: list[dict[str, Any]]) -> str:
                     f"{r['p50_ms']} ({r['iqr_ms']}) | {r['p99_ms']} | {ratio} | "
                     f"{r['top10_overlap']} |"
                 )
-    return _with_runs([*lines, "", *growth(results)], sources)
+    return with_runs([*lines, "", *growth(results)], sources)
 
 
 def _per_x10(points: list[tuple[int, float]]) -> str:
@@ -107,8 +99,8 @@ def dense_memory(results: list[dict[str, Any]]) -> str:
         for n, v in sizes:
             lines.append(f"| {n:,} | {v['vectors_mb']} | {v['peak_rss_mb']} | {v['seconds']} |")
         rss = _per_x10([(n, v["peak_rss_mb"]) for n, v in sizes])
-        sources.append(_run(report) + f"; peak RSS growth per x10 documents: {rss}")
-    return _with_runs(lines, sources)
+        sources.append(run_line(report) + f"; peak RSS growth per x10 documents: {rss}")
+    return with_runs(lines, sources)
 
 
 def pruning(results: list[dict[str, Any]]) -> str:
@@ -134,8 +126,8 @@ def pruning(results: list[dict[str, Any]]) -> str:
             f"{name} {r['native_check']['difference']:+.6f}"
             for name, r in report["retrievers"].items()
         )
-        sources.append(_run(report, f"exact minus native engine, unpruned: {checks}"))
-    return _with_runs(lines, sources)
+        sources.append(run_line(report, f"exact minus native engine, unpruned: {checks}"))
+    return with_runs(lines, sources)
 
 
 def seismic_sweep(results: list[dict[str, Any]]) -> str:
@@ -164,8 +156,8 @@ def seismic_sweep(results: list[dict[str, Any]]) -> str:
                     f"{r['ratio_to_exact']:.2f} | {r['top10_overlap']} |"
                 )
         load = report["load_average_end"][0]
-        sources.append(_run(report, f"load average {load:.1f} at the end"))
-    return _with_runs(lines, sources)
+        sources.append(run_line(report, f"load average {load:.1f} at the end"))
+    return with_runs(lines, sources)
 
 
 def seismic_quality(results: list[dict[str, Any]]) -> str:
@@ -188,8 +180,8 @@ def seismic_quality(results: list[dict[str, Any]]) -> str:
                 f"{r['heap_factor']} | {r['ndcg@10']:.4f} | {r['exact_ndcg@10']:.4f} | "
                 f"{r['overlap@10']:.4f} |"
             )
-        sources.append(_run(report))
-    return _with_runs(lines, sources)
+        sources.append(run_line(report))
+    return with_runs(lines, sources)
 
 
 def sparse_limit(results: list[dict[str, Any]]) -> str:
@@ -215,8 +207,8 @@ def sparse_limit(results: list[dict[str, Any]]) -> str:
                 f"{r['bytes_share_of_read_bandwidth']:.3f} | "
                 f"{r['scores_speedup_over_numpy_loop']:.2f}x |"
             )
-        sources.append(_run(report, f"read {report['read_bytes_per_s'] / 1e9:.1f} GB/s"))
-    return _with_runs(lines, sources)
+        sources.append(run_line(report, f"read {report['read_bytes_per_s'] / 1e9:.1f} GB/s"))
+    return with_runs(lines, sources)
 
 
 def sparse_quality(results: list[dict[str, Any]]) -> str:
@@ -237,69 +229,12 @@ def sparse_quality(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _load(prefix: str) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted(RESULTS.glob(f"{prefix}*.json")):
-        data = json.loads(path.read_text())
-        data["file"] = str(path.relative_to(ROOT))
-        out.append(data)
-    return out
-
-
 def _quality() -> list[dict[str, Any]]:
     out = []
-    for data in _load("quality-"):
+    for data in load_results("quality-"):
         _, dataset, engine = Path(data["file"]).stem.split("-", 2)
         out.append({**data, "dataset": dataset, "engine": engine})
     return out
-
-
-def hybrid_parallel(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "`bench/bench_hybrid_parallel.py`: in one process, per query in a rotating order, "
-        "each single-retriever pipeline at k, `hybrid` as served (retrievers on the "
-        "pipeline's thread pool) and `hybrid-serial` (the same pipeline, retrievers one "
-        "after another); where a run has them, `-eager` rows are the same pipelines with "
-        "the encoders' TorchScript traces off, their ratio taken to the slowest eager "
-        "single. Milliseconds: p50 (q1-q3, p10-p90).",
-        "",
-        "| collection | system | p50 ms | q1-q3 | p10-p90 | p50 / slowest single | p50 / serial |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    sources = []
-    for report in results:
-        stats = report["latency_ms"]
-        slowest = stats[report["slowest_single"]]["p50"]
-        slowest_eager = stats[report.get("slowest_single_eager", report["slowest_single"])]["p50"]
-        threads = report.get("torch_threads", "-")
-        name = f"{Path(report['collection']).name}, torch threads {threads}"
-        for system, r in stats.items():
-            base = slowest_eager if system.endswith("-eager") else slowest
-            ratio = f"{r['p50'] / base:.2f}"
-            serial = (
-                f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}"
-                if system in ("hybrid", "hybrid-serial")
-                else ""
-            )
-            lines.append(
-                f"| {name} | {system} | {r['p50']:.1f} | {r['p25']:.1f}-{r['p75']:.1f} | "
-                f"{r['p10']:.1f}-{r['p90']:.1f} | {ratio} | {serial} |"
-            )
-        inner = ", ".join(
-            f"{n.removeprefix('retrieve.')} {v['p50']:.1f}"
-            for n, v in report["hybrid_inner_retrieve_ms"].items()
-        )
-        load = report["load_average"]
-        sources.append(
-            _run(
-                report,
-                f"{report['queries']} queries x {report['rounds']} rounds, torch threads "
-                f"{report.get('torch_threads', '-')}; load average "
-                f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after",
-            )
-            + f". Inside hybrid, each retriever's own p50 at the fusion depth: {inner} ms"
-        )
-    return _with_runs(lines, sources)
 
 
 def milvus_quality(results: list[dict[str, Any]]) -> str:
@@ -327,8 +262,8 @@ def milvus_quality(results: list[dict[str, Any]]) -> str:
                 f"{r['ndcg@10_embedded']:.4f} | {r['ndcg@10_milvus']:.4f} | {r['delta']:+.4f} "
                 f"| {r['overlap@10']:.3f} | {unseen} |"
             )
-        sources.append(_run(result, f"server: {result['server']}"))
-    return _with_runs(lines, sources)
+        sources.append(run_line(result, f"server: {result['server']}"))
+    return with_runs(lines, sources)
 
 
 def peers(results: list[dict[str, Any]]) -> str:
@@ -354,40 +289,13 @@ def peers(results: list[dict[str, Any]]) -> str:
                 )
         load = report["load_average"]
         sources.append(
-            _run(
+            run_line(
                 report,
                 f"{report['rounds']} rounds; load average {load['before'][0]:.1f} before, "
                 f"{load['after'][0]:.1f} after",
             )
         )
-    return _with_runs(lines, sources)
-
-
-def http_overhead(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "`bench/bench_load.py --interleaved`: serial calls, the in-process pipeline and "
-        "`/v1/search` interleaved query by query in a rotating order. Gap = HTTP p50 - "
-        "in-process p50, ms; `took` = the service's own time past the pipeline (took_ms p50 "
-        "- in-process p50); client = the client thread's CPU a request, ms.",
-        "",
-        "| file | pipeline | load | in-process p50 | variant | client | gap | took | client CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    sources = []
-    for report in results:
-        local = report["in_process_ms"]["p50"]
-        before, after = report["load_average_1_5_15_before"], report["load_average_1_5_15_after"]
-        load = f"{before[0]:.1f}-{after[0]:.1f}"
-        for variant, r in report["http"].items():
-            fields = "all fields" if r["fields"] is None else ",".join(r["fields"])
-            lines.append(
-                f"| {Path(report['file']).stem} | {report.get('pipeline', '-')} | {load} | "
-                f"{local:.1f} | {variant} ({fields}) | {r['client']} | "
-                f"**{r['gap_p50_ms']:+.1f}** | "
-                f"{r['took_ms']['p50'] - local:+.1f} | {r['client_cpu_ms']['p50']:.1f} |"
-            )
-        sources.append(_run(report, f"{report['queries']} queries x {report['rounds']} rounds"))
-    return _with_runs(lines, sources)
+    return with_runs(lines, sources)
 
 
 def _mean_spread(values: list[float], signed: bool = False) -> str:
@@ -449,25 +357,30 @@ def train_dense(results: list[dict[str, Any]]) -> str:
             ]
             lines.append(f"| {name} | mean (min-max) | | " + " | ".join(mean) + " |")
         note = f"KL weight {report['runs'][0]['dense']['kl_weight']}" if report["runs"] else ""
+        if report.get("precision"):
+            minutes = [run["dense"]["train_seconds"] / 60 for run in report["runs"]]
+            note += f"; training precision {report['precision']}, {min(minutes):.1f}-"
+            note += f"{max(minutes):.1f} min a seed"
         if report.get("rerank_recipe"):
             note += f"; reranker `{report['rerank_recipe']}`"
-        sources.append(_run(report, note))
-    return _with_runs(lines, sources)
+        sources.append(run_line(report, note))
+    return with_runs(lines, sources)
 
 
 SECTIONS = {
-    "sparse-synthetic": lambda: sparse_synthetic(_load("sparse-synthetic")),
+    "sparse-synthetic": lambda: sparse_synthetic(load_results("sparse-synthetic")),
     "sparse-quality": lambda: sparse_quality(_quality()),
-    "hybrid-parallel": lambda: hybrid_parallel(_load("hybrid-parallel-")),
-    "milvus-quality": lambda: milvus_quality(_load("milvus-quality-")),
-    "peers": lambda: peers(_load("peers-")),
-    "pruning": lambda: pruning(_load("pruning-")),
-    "seismic-sweep": lambda: seismic_sweep(_load("seismic-sweep")),
-    "seismic-quality": lambda: seismic_quality(_load("seismic-quality-")),
-    "sparse-limit": lambda: sparse_limit(_load("sparse-limit")),
-    "dense-memory": lambda: dense_memory(_load("dense-memory")),
-    "train-dense": lambda: train_dense(_load("train-dense-")),
-    "http-overhead": lambda: http_overhead(_load("http-overhead-")),
+    "hybrid-parallel": lambda: hybrid_parallel(load_results("hybrid-parallel-")),
+    "milvus-quality": lambda: milvus_quality(load_results("milvus-quality-")),
+    "peers": lambda: peers(load_results("peers-")),
+    "pruning": lambda: pruning(load_results("pruning-")),
+    "seismic-sweep": lambda: seismic_sweep(load_results("seismic-sweep")),
+    "seismic-quality": lambda: seismic_quality(load_results("seismic-quality-")),
+    "sparse-limit": lambda: sparse_limit(load_results("sparse-limit")),
+    "dense-memory": lambda: dense_memory(load_results("dense-memory")),
+    "train-dense": lambda: train_dense(load_results("train-dense-")),
+    "http-overhead": lambda: http_overhead(load_results("http-overhead-")),
+    "precision": lambda: precision(load_results("precision-")),
 }
 
 

@@ -55,17 +55,22 @@ def options(model: Path, index: str = "flat", **dense: Any) -> BuildOptions:
     )
 
 
-def test_vectors_are_encoder_output_in_doc_store_order(tmp_path: Path, tiny_model: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_vectors_are_encoder_output_in_doc_store_order(
+    tmp_path: Path, tiny_model: Path, precision: str
+) -> None:
     corpus = write_corpus(tmp_path / "c.jsonl", 11)
-    manifest = build_collection(corpus, tmp_path / "col", options(tiny_model, shard_size=4))
+    opts = options(tiny_model, shard_size=4, precision=precision)
+    manifest = build_collection(corpus, tmp_path / "col", opts)
     entry = manifest.sub_indexes["dense"]
+    assert entry["precision"] == precision
     assert entry["index"] == {"type": "flat"} and entry["dim"] == 16 and entry["count"] == 11
     assert entry["shards"] == {"size": 4, "reused": 0, "written": 3}
     assert entry["encoder"]["name"] == str(tiny_model) and len(entry["encoder"]["sha256"]) == 64
     col = Collection(tmp_path / "col")
     index: DenseIndex = col.index("dense")
     texts = [d.contents for d in col.docs]
-    want = DenseEncoder(str(tiny_model)).encode_docs(texts)
+    want = DenseEncoder(str(tiny_model), precision=precision).encode_docs(texts)
     np.testing.assert_allclose(np.asarray(index.vectors), want, atol=1e-6)
     assert not (tmp_path / "col" / "dense" / "shards").exists()
     # exact search = a numpy matrix product

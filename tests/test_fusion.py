@@ -326,3 +326,44 @@ def test_a_document_first_in_every_list_beats_one_a_list_missed(
         missed = [n for n, r in lists.items() if doc_id not in r.doc_ids()]
         if missed:
             assert ids.index("zz") < ids.index(doc_id), (doc_id, missed, config.describe())
+
+
+def _reference_mean(
+    lists: dict[str, Ranking], weights: dict[str, float], normalization: str
+) -> dict[str, float]:
+    """The arithmetic fused score written out per document and list, the module
+    docstring's rule: the weighted mean of normalized values, a missing document at its
+    list's floor, empty lists and zero weights left out."""
+    normed: dict[str, tuple[dict[str, float], float]] = {}
+    for name, r in lists.items():
+        first: dict[str, float] = {}
+        for h in r.hits:
+            first.setdefault(h.doc_id, h.score)
+        if first:
+            values, floor = normalize_with_floor(list(first.values()), normalization)  # type: ignore[arg-type]
+            normed[name] = (dict(zip(first, values, strict=True)), floor)
+    docs = {h.doc_id for r in lists.values() for h in r.hits}
+    out = {}
+    for d in docs:
+        pairs = [(weights.get(n, 1.0), v.get(d, f)) for n, (v, f) in normed.items()]
+        pairs = [(w, x) for w, x in pairs if w > 0]
+        total = sum(w for w, _ in pairs)
+        out[d] = sum(w * x for w, x in pairs) / total if total > 0 else 0.0
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lists=rankings(),
+    weights=st.lists(st.sampled_from([0.0, 0.25, 1.0, 3.0]), min_size=4, max_size=4),
+    normalization=st.sampled_from(NORMALIZATIONS),
+)
+def test_the_arithmetic_mean_is_the_per_document_rule(
+    lists: dict[str, Ranking], weights: list[float], normalization: str
+) -> None:
+    """``score_fusion``'s arithmetic path adds each list's hits to the floors instead of
+    visiting every (document, list) pair; it must give the per-document scores."""
+    named = dict(zip(lists, weights, strict=False))
+    fused = score_fusion("q", lists, 1000, normalization, "arithmetic", named)  # type: ignore[arg-type]
+    want = _reference_mean(lists, named, normalization)
+    assert {h.doc_id: h.score for h in fused} == pytest.approx(want, rel=1e-9, abs=1e-9)

@@ -33,10 +33,10 @@ def _corpus(path: Path) -> Path:
     return path
 
 
-def _options(model: Path) -> BuildOptions:
+def _options(model: Path, precision: str = "auto") -> BuildOptions:
     return BuildOptions(
         retrievers=("bm25", "dense", "interests"),
-        dense=DenseOptions(model=str(model)),
+        dense=DenseOptions(model=str(model), precision=precision),
         interests=InterestOptions(n_clusters=3),
         batch_size=8,
         progress=False,
@@ -117,14 +117,17 @@ def test_a_rebuild_reuses_vectors_only_from_the_same_encoder(
 
     out, corpus, _, new = built
     full = tmp_path / "full"
-    build_collection(corpus, full, _options(new))
+    build_collection(corpus, full, _options(new, "fp32"))  # the trainer encodes in fp32
     vectors = np.load(full / "dense" / "vectors.npy")
     encoder = DenseEncoder(str(new), max_length=_options(new).max_length)
     key = encoding_key(model_fingerprint(str(new))["sha256"], encoder)
-    for given, reused in ((key, True), ({**key, "max_length": 7}, False)):
+    # the rebuild encodes in the precision the vectors were made in (``rebuild_changes``)
+    changes = {"model": str(new), "precision": key["precision"]}
+    other_precision = {**key, "precision": "bf16" if key["precision"] == "fp32" else "fp32"}
+    for given, reused in ((key, True), ({**key, "max_length": 7}, False), (other_precision, False)):
         reuse = ReuseVectors(LocalExecutor("cpu", False), 0.5 * vectors, given)
         with build_lock(out):
-            staged = stage_rebuild(out, "dense", {"model": str(new)}, False, reuse)
+            staged = stage_rebuild(out, "dense", changes, False, reuse)
             got = np.load(staged / "dense" / "vectors.npy")
             discard_rebuild(out)
         assert reuse.reused is reused

@@ -85,6 +85,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
             pq_m=args.pq_m,
             pq_nbits=args.pq_nbits,
             refine_k_factor=args.refine_k_factor,
+            precision=args.precision,
             **({} if args.shard_size is None else {"shard_size": args.shard_size}),
         ),
         interests=InterestOptions(n_clusters=args.clusters),
@@ -241,6 +242,15 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--max-docs", type=int, default=None, help="index only the first N documents")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="of the dense document encoder: auto is bfloat16 on a CPU with AMX or a CUDA "
+        "GPU (2.8x faster on AMX, cosine to float32 >= 0.9999) and float32 elsewhere; fp32 "
+        "for vectors that match other machines' builds bit for bit (default: auto; the "
+        "environment variable TWOFOLD_PRECISION overrides auto)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
     p.add_argument("--max-length", type=int, default=256, help="encoder tokens per document")
     p.add_argument(

@@ -37,8 +37,7 @@ def step_progress(desc: str, quiet: bool) -> Iterator[Callable[[int, float], Non
 
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """``--device`` and ``--precision`` of a trainer (choices from the loop's own lists)."""
-    from twofold.models.device import DEVICES
-    from twofold.train.loop import PRECISIONS
+    from twofold.models.device import DEVICES, PRECISIONS
 
     p.add_argument("--device", choices=DEVICES, help="(auto)")
     p.add_argument(

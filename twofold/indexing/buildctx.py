@@ -22,6 +22,7 @@ from twofold.indexing.docstore import DocStore
 from twofold.indexing.encoding import Executor, LocalExecutor
 from twofold.indexing.sparse.index import DEFAULT_SCALE, ENGINES
 from twofold.indexing.sparse.seismic import SeismicParams
+from twofold.models.device import PRECISIONS
 
 T = TypeVar("T")
 
@@ -107,7 +108,8 @@ class DenseOptions:
     ``None`` derives each from the collection size and dimension
     (``dense.index.index_params``); ``refine_k_factor * k`` candidates are rescored
     exactly. ``query_prefix`` / ``doc_prefix`` override the model's own;
-    ``shard_size``: documents per resumable shard."""
+    ``shard_size``: documents per resumable shard; ``precision``: of the document
+    encoder, ``auto`` | ``fp32`` | ``bf16`` (``models.device.resolve_precision``)."""
 
     model: str = "minilm-l6"
     index: str = "auto"
@@ -122,6 +124,7 @@ class DenseOptions:
     query_prefix: str | None = None
     doc_prefix: str | None = None
     shard_size: int = 8192
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         def at_least(value: int | None, low: int, flag: str) -> tuple[bool, str]:
@@ -133,6 +136,7 @@ class DenseOptions:
                     self.index in DENSE_INDEXES,
                     f"--dense-index must be one of {', '.join(DENSE_INDEXES)}",
                 ),
+                (self.precision in PRECISIONS, "--precision must be auto, fp32 or bf16"),
                 at_least(self.hnsw_m, 2, "--hnsw-m"),
                 at_least(self.hnsw_ef_construction, 1, "--hnsw-ef-construction"),
                 at_least(self.hnsw_ef_search, 1, "--hnsw-ef-search"),

@@ -155,6 +155,10 @@ class DenseEncoder:
     run under ``torch.inference_mode`` in batches of ``batch_size`` texts sorted by token
     length (less padding); the result keeps the input order. ``embed`` is the training
     path: a tensor with grad, same pooling and normalization.
+
+    ``precision``: ``fp32`` (the default: what training needs), ``bf16`` or ``auto``
+    (``models.device.resolve_precision``: bfloat16 on AMX CPUs and CUDA). A bfloat16
+    encoder holds its weights in bfloat16 and is for inference only: ``embed`` refuses.
     """
 
     def __init__(
@@ -168,11 +172,13 @@ class DenseEncoder:
         query_prefix: str | None = None,
         doc_prefix: str | None = None,
         traced: bool = True,
+        precision: str = "fp32",
     ) -> None:
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
 
+            from twofold.models.device import resolve_precision
             from twofold.models.traced import TracedForward
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             raise ModelError("the dense encoder needs torch and transformers installed") from exc
@@ -193,7 +199,10 @@ class DenseEncoder:
             self.model = AutoModel.from_pretrained(str(source))
         except OSError as exc:
             raise ModelError(f"cannot load dense model {model!r} from {source}: {exc}") from None
+        self.precision = resolve_precision(precision, device)
         self.model.eval().to(device)
+        if self.precision == "bf16":
+            self.model.to(torch.bfloat16)
         limit = int(getattr(self.model.config, "max_position_embeddings", 512))
         wanted = max_length or cfg.max_length or limit
         self.max_length = min(wanted, limit)
@@ -218,6 +227,11 @@ class DenseEncoder:
     def embed(self, texts: Sequence[str], max_length: int | None = None) -> Any:
         """Training path: (len(texts), dim) torch tensor, L2-normalized, with grad;
         ``max_length``: tokens per text (default: the encoder's)."""
+        if self.precision != "fp32":
+            raise ModelError(
+                f"this {self.name} encoder holds {self.precision} weights for inference; "
+                "train one made with precision='fp32'"
+            )
         batch = self.tokenizer(
             list(texts),
             padding=True,

@@ -1,10 +1,25 @@
-"""Which torch device a job runs on: one rule for builds, encoders and training loops."""
+"""Which torch device a job runs on, and in which precision: one rule for builds,
+encoders and training loops.
+
+Precision (``auto`` | ``fp32`` | ``bf16``): ``auto`` is bfloat16 where the hardware runs
+bfloat16 matrix products natively, a CUDA GPU that supports it or a CPU with AMX tiles
+(Intel Sapphire Rapids and later), and float32 elsewhere. On the 2-core AMX dev machine
+minilm-l6 encodes 256-token documents 2.8x faster in bfloat16 (87 against 31 docs/s,
+cosine to float32 >= 0.9999) and one query in 8.8 against 12.8 ms (eager); the numbers
+are in BENCHMARKS.md. The environment variable ``TWOFOLD_PRECISION`` (``fp32`` or
+``bf16``) overrides what ``auto`` picks, for every job of the process."""
 
 from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
 
 from twofold.core.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+CPUINFO = Path("/proc/cpuinfo")
 
 
 def resolve_device(requested: str) -> str:
@@ -23,3 +38,35 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not has_cuda:
         raise InputError("--device cuda was asked for, but torch sees no GPU")
     return "cuda" if has_cuda else "cpu"
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """``fp32`` or ``bf16`` for work on ``device`` (resolved: ``cpu`` or ``cuda``); see
+    the module doc for what ``auto`` picks."""
+    if requested not in PRECISIONS:
+        raise InputError(f"--precision must be auto, fp32 or bf16, not {requested!r}")
+    if requested != "auto":
+        return requested
+    forced = os.environ.get("TWOFOLD_PRECISION", "").strip().lower()
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise InputError(f"TWOFOLD_PRECISION must be fp32 or bf16, not {forced!r}")
+        return forced
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_amx() else "fp32"
+
+
+@cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bfloat16 tiles (Linux: the ``amx_bf16`` flag)."""
+    try:
+        text = CPUINFO.read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return "amx_bf16" in line.split(":", 1)[-1].split()
+    return False

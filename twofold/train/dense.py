@@ -133,6 +133,14 @@ class DenseResult:
     def kept(self) -> bool:
         return self.heldout_trained > self.heldout_base
 
+    def rebuild_changes(self) -> dict[str, Any]:
+        """The dense options of a rebuild with this model that can reuse ``doc_vectors``
+        (the precision they were encoded in; without them the build's own choice)."""
+        changes: dict[str, Any] = {"model": str(self.out)}
+        if self.doc_vectors is not None:
+            changes["precision"] = self.doc_encoding["precision"]
+        return changes
+
 
 def dense_examples(
     collection: Collection,

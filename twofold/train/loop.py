@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twofold.core.errors import InputError
-from twofold.models.device import DEVICES
+from twofold.models.device import DEVICES, PRECISIONS
 
 T = TypeVar("T")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,7 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
         batch_size=opts.batch_size,
         query_prefix=dense.query_prefix,
         doc_prefix=dense.doc_prefix,
+        precision=dense.precision,
     )
     local = recipe.load(ctx.device)
     encoder = local.encoder
@@ -226,7 +227,12 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     params = index_params(kind, n, dim, dense)  # checked in preflight; hub models only here
     shard_size = dense.shard_size
     out.mkdir(parents=True, exist_ok=True)
-    state = {"encoder": encoder.fingerprint(), **encoder.config(), "shard_size": shard_size}
+    state = {
+        "encoder": encoder.fingerprint(),
+        **encoder.config(),
+        "precision": encoder.precision,
+        "shard_size": shard_size,
+    }
     state_file, shards = out / "shards.json", out / "shards"
     if state_file.is_file() and json.loads(state_file.read_text()) != state:
         shutil.rmtree(shards, ignore_errors=True)  # other encoder settings: start over
@@ -250,6 +256,7 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
         "encoder": encoder.fingerprint(),
         "model_files": bundle_model(dense.model, out),  # the query side loads this
         **encoder.config(),
+        "precision": encoder.precision,  # the documents' (queries: the reader's own)
         "metric": "inner_product",
         "normalized": True,
         "count": n,
@@ -353,6 +360,7 @@ class DenseIndex:
             pooling=str(e["pooling"]),
             query_prefix=str(e["query_prefix"]),
             doc_prefix=str(e["doc_prefix"]),
+            precision="auto",  # queries need not match the documents' precision
         )
         want, got = e["encoder"].get("sha256"), encoder.fingerprint().get("sha256")
         if want != got or encoder.dim != self.dim:

@@ -48,6 +48,7 @@ class DenseRecipe:
     batch_size: int
     query_prefix: str | None
     doc_prefix: str | None
+    precision: str = "auto"  # auto | fp32 | bf16: resolved where the encoder loads
 
     def text(self, doc: Doc) -> str:
         return doc.contents
@@ -62,6 +63,7 @@ class DenseRecipe:
             batch_size=self.batch_size,
             query_prefix=self.query_prefix,
             doc_prefix=self.doc_prefix,
+            precision=self.precision,
         )
         return DenseChunks(encoder)
 
@@ -80,7 +82,7 @@ def encoding_key(sha256: str, encoder: Any) -> dict[str, Any]:
     """What makes two encodings of one corpus the same: the weights and the settings a
     ``DenseEncoder`` reads documents with."""
     return {"sha256": sha256, "max_length": encoder.max_length, "pooling": encoder.pooling,
-            "doc_prefix": encoder.doc_prefix}  # fmt: skip
+            "doc_prefix": encoder.doc_prefix, "precision": encoder.precision}  # fmt: skip
 
 
 class ReuseVectors:

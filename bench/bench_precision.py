@@ -1,0 +1,180 @@
+"""bfloat16 against float32 for the dense encoder (minilm-l6), in one run, on the
+collection's own documents and the dataset's test queries.
+
+1. Document encoding: docs/s of ``encode_docs`` on the first ``--docs`` documents
+   (256 tokens, batch 32, every core), float32 and bfloat16 interleaved round by round.
+2. Query encoding: p50 of one ``encode_queries`` call (traced, one torch thread, as
+   ``bench_hybrid_parallel`` runs it), the two precisions interleaved query by query.
+3. Agreement: cosine between the float32 and bfloat16 vectors of the same texts.
+4. Quality and pipeline latency: ``twofold eval`` of ``dense`` and ``hybrid`` with
+   float32 documents and float32 queries (``TWOFOLD_PRECISION=fp32``), float32 documents
+   and bfloat16 queries, and bfloat16 documents and queries: a hard-linked copy of the
+   collection whose dense sub-index is rebuilt with ``precision bf16`` (in ``--work``,
+   kept between runs).
+
+bfloat16 pays only where the CPU multiplies bfloat16 matrices natively (AMX); the report
+records whether this one does (``amx``).
+
+    python bench/bench_precision.py build/scifact --dataset ../shared/datasets/scifact \\
+        --work build/precision --out bench/results/precision-scifact.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import provenance, spread, write_report
+from twofold.indexing.collection import Collection
+from twofold.indexing.rebuild import publish_rebuild, stage_rebuild
+from twofold.models.dense import DenseEncoder
+from twofold.models.device import cpu_has_amx
+
+PRECISIONS = ("fp32", "bf16")
+PIPELINES = ("dense", "hybrid")
+
+
+def doc_throughput(
+    encoders: dict[str, DenseEncoder], docs: list[str], rounds: int
+) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rates: dict[str, list[float]] = {p: [] for p in encoders}
+    for enc in encoders.values():  # warm-up
+        enc.encode_docs(docs[:32])
+    for r in range(rounds):
+        for p in PRECISIONS[r % 2 :] + PRECISIONS[: r % 2]:
+            t0 = time.perf_counter()
+            encoders[p].encode_docs(docs)
+            rates[p].append(len(docs) / (time.perf_counter() - t0))
+    return {
+        "docs": len(docs),
+        "torch_threads": torch.get_num_threads(),
+        "docs_per_s": {p: spread(v, 1) for p, v in rates.items()},
+        "ratio_bf16_to_fp32": round(float(np.median(rates["bf16"]) / np.median(rates["fp32"])), 2),
+    }
+
+
+def query_latency(encoders: dict[str, DenseEncoder], queries: list[str]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    for enc in encoders.values():  # past the eager calls: the traces serve from here on
+        for q in queries[:5]:
+            enc.encode_queries([q])
+    ms: dict[str, list[float]] = {p: [] for p in encoders}
+    for i, q in enumerate(queries):
+        for p in PRECISIONS[i % 2 :] + PRECISIONS[: i % 2]:
+            t0 = time.perf_counter()
+            encoders[p].encode_queries([q])
+            ms[p].append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "queries": len(queries),
+        "torch_threads": 1,
+        "traced": {p: bool(e._forward.active) for p, e in encoders.items()},
+        "latency_ms": {p: spread(v) for p, v in ms.items()},
+        "ratio_bf16_to_fp32_p50": round(float(np.median(ms["bf16"]) / np.median(ms["fp32"])), 3),
+    }
+
+
+def agreement(encoders: dict[str, DenseEncoder], texts: list[str], side: str) -> dict[str, float]:
+    encode = f"encode_{side}"
+    a, b = (getattr(encoders[p], encode)(texts) for p in PRECISIONS)
+    cos = np.sum(a * b, axis=1)
+    return {"min": round(float(cos.min()), 6), "median": round(float(np.median(cos)), 6)}
+
+
+def bf16_copy(collection: Path, work: Path) -> Path:
+    """The collection, hard-linked, with its dense sub-index rebuilt in bfloat16."""
+    copy = work / "collection-bf16"
+    if not (copy / "manifest.json").is_file():
+        shutil.rmtree(copy, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(collection.resolve()), str(copy)], check=True)
+        stage_rebuild(copy, "dense", {"precision": "bf16"}, False)
+        publish_rebuild(copy)
+    return copy
+
+
+def evaluate(collection: Path, dataset: Path, queries: str, out: Path) -> dict[str, Any]:
+    """``twofold eval`` with the query side in ``queries`` precision."""
+    exe = str(Path(sys.executable).parent / "twofold")
+    argv = [exe, "eval", str(collection), "--dataset", str(dataset), "--quiet"]
+    argv += ["--pipeline", ",".join(PIPELINES), "--out", str(out)]
+    env = {**os.environ, "TWOFOLD_PRECISION": queries}
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    report = json.loads(out.read_text())["pipelines"]
+    return {
+        name: {
+            "all": round(report[name]["ndcg@10"], 4),
+            "unseen": round(report[name]["unseen_documents"]["ndcg@10"], 4),
+            "p50_ms": report[name]["latency_ms"]["p50"],
+        }
+        for name in PIPELINES
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("collection", type=Path, help="a collection with float32 dense vectors")
+    ap.add_argument("--dataset", type=Path, required=True, help="its BEIR dataset (test split)")
+    ap.add_argument("--work", type=Path, required=True, help="where the bfloat16 copy is kept")
+    ap.add_argument("--docs", type=int, default=256, help="documents to time (default 256)")
+    ap.add_argument("--queries", type=int, default=150, help="queries to time (default 150)")
+    ap.add_argument("--rounds", type=int, default=4, help="document rounds (default 4)")
+    ap.add_argument("--no-eval", action="store_true", help="timings and agreement only")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    col = Collection(args.collection)
+    entry = col.manifest.sub_indexes["dense"]
+    if entry.get("precision", "fp32") != "fp32":
+        raise SystemExit(f"{args.collection}: its dense vectors are {entry['precision']}")
+    model = str(args.collection / "dense" / "model")
+    settings = {k: entry[k] for k in ("max_length", "pooling", "query_prefix", "doc_prefix")}
+    encoders = {p: DenseEncoder(model, precision=p, **settings) for p in PRECISIONS}
+    docs = [d.contents for d in itertools.islice(col.docs, args.docs)]
+    queries = [
+        json.loads(line)["text"]
+        for line in (args.dataset / "queries.jsonl").read_text().splitlines()[: args.queries]
+    ]
+    report: dict[str, Any] = {
+        "benchmark": "dense encoder precision: bfloat16 against float32",
+        **provenance(),
+        "amx": cpu_has_amx(),
+        "model": str(entry["model"]),
+        "collection": str(args.collection),
+        "doc_encoding": doc_throughput(encoders, docs, args.rounds),
+        "query_encoding": query_latency(encoders, queries),
+        "cosine": {"docs": agreement(encoders, docs, "docs")}
+        | {"queries": agreement(encoders, queries, "queries")},
+    }
+    if not args.no_eval:
+        copy = bf16_copy(args.collection, args.work)
+        settings = {  # documents, queries -> (collection, query precision)
+            "fp32 docs, fp32 queries": (args.collection, "fp32"),
+            "fp32 docs, bf16 queries": (args.collection, "bf16"),
+            "bf16 docs, bf16 queries": (copy, "bf16"),
+        }
+        report["quality"] = {
+            name: evaluate(where, args.dataset, queries, args.work / f"eval-{i}.json")
+            for i, (name, (where, queries)) in enumerate(settings.items())
+        }
+    write_report(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The generated sections of the query path: retrievers in parallel inside ``hybrid``,
+the HTTP overhead, and the dense encoder's precision (``bench/report.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.report_format import run_line, with_runs
+
+
+def hybrid_parallel(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_hybrid_parallel.py`: in one process, per query in a rotating order, "
+        "each single-retriever pipeline at k, `hybrid` as served (retrievers on the "
+        "pipeline's thread pool) and `hybrid-serial` (the same pipeline, retrievers one "
+        "after another); where a run has them, `-eager` rows are the same pipelines with "
+        "the encoders' TorchScript traces off, their ratio taken to the slowest eager "
+        "single. Milliseconds: p50 (q1-q3, p10-p90).",
+        "",
+        "| collection | system | p50 ms | q1-q3 | p10-p90 | p50 / slowest single | p50 / serial |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        stats = report["latency_ms"]
+        slowest = stats[report["slowest_single"]]["p50"]
+        slowest_eager = stats[report.get("slowest_single_eager", report["slowest_single"])]["p50"]
+        threads = report.get("torch_threads", "-")
+        name = f"{Path(report['collection']).name}, torch threads {threads}"
+        for system, r in stats.items():
+            base = slowest_eager if system.endswith("-eager") else slowest
+            ratio = f"{r['p50'] / base:.2f}"
+            serial = (
+                f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}"
+                if system in ("hybrid", "hybrid-serial")
+                else ""
+            )
+            lines.append(
+                f"| {name} | {system} | {r['p50']:.1f} | {r['p25']:.1f}-{r['p75']:.1f} | "
+                f"{r['p10']:.1f}-{r['p90']:.1f} | {ratio} | {serial} |"
+            )
+        inner = ", ".join(
+            f"{n.removeprefix('retrieve.')} {v['p50']:.1f}"
+            for n, v in report["hybrid_inner_retrieve_ms"].items()
+        )
+        load = report["load_average"]
+        sources.append(
+            run_line(
+                report,
+                f"{report['queries']} queries x {report['rounds']} rounds, torch threads "
+                f"{report.get('torch_threads', '-')}; load average "
+                f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after",
+            )
+            + f". Inside hybrid, each retriever's own p50 at the fusion depth: {inner} ms"
+        )
+    return with_runs(lines, sources)
+
+
+def http_overhead(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "`bench/bench_load.py --interleaved`: serial calls, the in-process pipeline and "
+        "`/v1/search` interleaved query by query in a rotating order. Gap = HTTP p50 - "
+        "in-process p50, ms; `took` = the service's own time past the pipeline (took_ms p50 "
+        "- in-process p50); client = the client thread's CPU a request, ms.",
+        "",
+        "| file | pipeline | load | in-process p50 | variant | client | gap | took | client CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        local = report["in_process_ms"]["p50"]
+        before, after = report["load_average_1_5_15_before"], report["load_average_1_5_15_after"]
+        load = f"{before[0]:.1f}-{after[0]:.1f}"
+        for variant, r in report["http"].items():
+            fields = "all fields" if r["fields"] is None else ",".join(r["fields"])
+            lines.append(
+                f"| {Path(report['file']).stem} | {report.get('pipeline', '-')} | {load} | "
+                f"{local:.1f} | {variant} ({fields}) | {r['client']} | "
+                f"**{r['gap_p50_ms']:+.1f}** | "
+                f"{r['took_ms']['p50'] - local:+.1f} | {r['client_cpu_ms']['p50']:.1f} |"
+            )
+        sources.append(run_line(report, f"{report['queries']} queries x {report['rounds']} rounds"))
+    return with_runs(lines, sources)
+
+
+def precision(results: list[dict[str, Any]]) -> str:
+    """`bench/bench_precision.py`: bfloat16 against float32 for the dense encoder."""
+    lines = [
+        "`bench/bench_precision.py`: minilm-l6 in float32 and in bfloat16, interleaved in "
+        "one run. Documents: docs/s of `encode_docs` (256 tokens, batch 32, every core), "
+        "median (q1-q3) over rounds; queries: one traced `encode_queries` call, one torch "
+        "thread, p50 (q1-q3) ms; cosine: between the two precisions' vectors of the same "
+        "texts, smallest / median.",
+        "",
+        "| file | AMX | measure | fp32 | bf16 | bf16 / fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    quality = [
+        "",
+        "`twofold eval` of the same collection, SciFact test, nDCG@10 all / unseen-document "
+        "queries, and p50 ms:",
+        "",
+        "| file | documents, queries | dense | hybrid | dense p50 | hybrid p50 |",
+        "|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        name, amx = Path(report["file"]).stem, "yes" if report["amx"] else "no"
+        docs, queries = report["doc_encoding"], report["query_encoding"]
+        d, q = docs["docs_per_s"], queries["latency_ms"]
+        lines.append(
+            f"| {name} | {amx} | documents, docs/s | {d['fp32']['p50']:.1f} "
+            f"({d['fp32']['p25']:.1f}-{d['fp32']['p75']:.1f}) | {d['bf16']['p50']:.1f} "
+            f"({d['bf16']['p25']:.1f}-{d['bf16']['p75']:.1f}) | "
+            f"**{docs['ratio_bf16_to_fp32']:.2f}x** |"
+        )
+        lines.append(
+            f"| {name} | {amx} | one query, p50 ms | {q['fp32']['p50']:.2f} "
+            f"({q['fp32']['p25']:.2f}-{q['fp32']['p75']:.2f}) | {q['bf16']['p50']:.2f} "
+            f"({q['bf16']['p25']:.2f}-{q['bf16']['p75']:.2f}) | "
+            f"**{queries['ratio_bf16_to_fp32_p50']:.2f}x** |"
+        )
+        for side, cos in report["cosine"].items():
+            lines.append(
+                f"| {name} | {amx} | cosine, {side} | 1 | {cos['min']:.5f} / "
+                f"{cos['median']:.5f} | |"
+            )
+        for setting, r in report.get("quality", {}).items():
+            quality.append(
+                f"| {name} | {setting} | {r['dense']['all']:.4f} / {r['dense']['unseen']:.4f} | "
+                f"{r['hybrid']['all']:.4f} / {r['hybrid']['unseen']:.4f} | "
+                f"{r['dense']['p50_ms']:.1f} | {r['hybrid']['p50_ms']:.1f} |"
+            )
+        rounds = d["fp32"]["n"]
+        note = f"{docs['docs']} documents x {rounds} rounds, {queries['queries']} queries"
+        sources.append(run_line(report, note))
+    return with_runs(lines + (quality if len(quality) > 5 else []), sources)
