@@ -16,11 +16,17 @@ import numpy as np
 
 
 def provenance() -> dict[str, str]:
-    """The command line that ran, the UTC time and the machine, for a result file."""
+    """The command line that ran (after the ``TWOFOLD_*`` environment variables it ran
+    with), the UTC time and the machine (AMX: whether bfloat16 runs natively), for a
+    result file."""
+    from twofold.models.device import cpu_has_amx
+
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("TWOFOLD_")]
+    amx = ", AMX" if cpu_has_amx() else ""
     return {
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join([*env, "python", *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores{amx}, "
         f"Python {platform.python_version()}",
     }
 

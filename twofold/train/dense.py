@@ -48,6 +48,7 @@ from twofold.train.adapter import heldout_ndcg
 from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
+    loop_precision,
     mixed_precision,
     optimizer_step,
     seed_all,
@@ -234,12 +235,13 @@ def train_dense(
     student.model.eval()
     log.info("encoding the corpus with the student for the held-out check")
     texts = [d.contents for d in collection.docs]
-    doc_vecs = np.concatenate(
-        [student.encode_docs(texts[i : i + 256]) for i in range(0, len(texts), 256)]
-    )
-    with torch.inference_mode():
-        prefixed = [student.query_prefix + t for t in held_text]  # as encode_queries does
-        held_vectors = student.embed(prefixed, config.query_length).cpu().numpy()
+    with mixed_precision(device, config.precision, torch):  # the loop's precision
+        doc_vecs = np.concatenate(
+            [student.encode_docs(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+        )
+        with torch.inference_mode():
+            prefixed = [student.query_prefix + t for t in held_text]  # as encode_queries does
+            held_vectors = student.embed(prefixed, config.query_length).float().cpu().numpy()
     result.heldout_trained = heldout_ndcg(held_q, held_vectors, doc_vecs, collection.docs.ids)
     result.doc_vectors = doc_vecs
     result.seconds = time.monotonic() - started
@@ -286,5 +288,8 @@ def train_dense(
                 shutil.copy2(src, staging / name)
 
     publish_model(out, write, record, base_dir)
-    result.doc_encoding = encoding_key(model_fingerprint(str(out))["sha256"], student)
+    result.doc_encoding = {
+        **encoding_key(model_fingerprint(str(out))["sha256"], student),
+        "precision": loop_precision(device, config.precision),  # what encoded doc_vecs
+    }
     return result

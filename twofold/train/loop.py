@@ -48,11 +48,16 @@ class LoopConfig:
             raise InputError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
 
 
+def loop_precision(device: str, precision: str) -> str:
+    """``bf16`` when the loop autocasts to bfloat16 on ``device``, else ``fp32``."""
+    return "bf16" if precision == "bf16" or (precision == "auto" and device == "cuda") else "fp32"
+
+
 def mixed_precision(
     device: str, precision: str, torch: Any
 ) -> contextlib.AbstractContextManager[Any]:
     """The autocast context of one forward pass and loss (see the module doc)."""
-    if precision == "bf16" or (precision == "auto" and device == "cuda"):
+    if loop_precision(device, precision) == "bf16":
         context: contextlib.AbstractContextManager[Any] = torch.autocast(
             device_type=device, dtype=torch.bfloat16
         )
