@@ -1,12 +1,15 @@
-"""bfloat16 against float32 for the dense encoder (minilm-l6), in one run, on the
-collection's own documents and the dataset's test queries.
+"""bfloat16 against float32 for the query-path encoders (minilm-l6 for ``dense``,
+splade-tiny for ``splade``) and for dense documents, in one run, on the collection's own
+documents and the dataset's test queries.
 
 1. Document encoding: docs/s of ``encode_docs`` on the first ``--docs`` documents
    (256 tokens, batch 32, every core), float32 and bfloat16 interleaved round by round.
-2. Query encoding: p50 of one ``encode_queries`` call (traced, one torch thread, as
-   ``bench_hybrid_parallel`` runs it), the two precisions interleaved query by query.
+2. Query encoding: p50 of one ``encode_queries`` call of the dense encoder and of one
+   ``encode_query`` of the splade one (traced, one torch thread, as
+   ``bench_hybrid_parallel`` runs them), the two precisions interleaved query by query.
 3. Agreement: cosine between the float32 and bfloat16 vectors of the same texts.
-4. Quality and pipeline latency: ``twofold eval`` of ``dense`` and ``hybrid`` with
+4. Quality and pipeline latency: ``twofold eval`` of ``dense``, ``splade`` and
+   ``hybrid`` with
    float32 documents and float32 queries (``TWOFOLD_PRECISION=fp32``), float32 documents
    and bfloat16 queries, and bfloat16 documents and queries: a hard-linked copy of the
    collection whose dense sub-index is rebuilt with ``precision bf16`` (in ``--work``,
@@ -29,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +45,10 @@ from twofold.indexing.collection import Collection
 from twofold.indexing.rebuild import publish_rebuild, stage_rebuild
 from twofold.models.dense import DenseEncoder
 from twofold.models.device import cpu_has_amx
+from twofold.models.sparse import MLMSparseEncoder
 
 PRECISIONS = ("fp32", "bf16")
-PIPELINES = ("dense", "hybrid")
+PIPELINES = ("dense", "splade", "hybrid")
 
 
 def doc_throughput(
@@ -68,18 +73,21 @@ def doc_throughput(
     }
 
 
-def query_latency(encoders: dict[str, DenseEncoder], queries: list[str]) -> dict[str, Any]:
+def query_latency(
+    encoders: dict[str, Any], queries: list[str], encode: Callable[[Any, str], Any]
+) -> dict[str, Any]:
+    """``encode(encoder, query)`` timed, the precisions interleaved query by query."""
     import torch
 
     torch.set_num_threads(1)
     for enc in encoders.values():  # past the eager calls: the traces serve from here on
         for q in queries[:5]:
-            enc.encode_queries([q])
+            encode(enc, q)
     ms: dict[str, list[float]] = {p: [] for p in encoders}
     for i, q in enumerate(queries):
         for p in PRECISIONS[i % 2 :] + PRECISIONS[: i % 2]:
             t0 = time.perf_counter()
-            encoders[p].encode_queries([q])
+            encode(encoders[p], q)
             ms[p].append((time.perf_counter() - t0) * 1000.0)
     return {
         "queries": len(queries),
@@ -120,11 +128,16 @@ def evaluate(collection: Path, dataset: Path, queries: str, out: Path) -> dict[s
     return {
         name: {
             "all": round(report[name]["ndcg@10"], 4),
-            "unseen": round(report[name]["unseen_documents"]["ndcg@10"], 4),
+            # a dataset without a train split has no unseen-document subset
+            "unseen": _round(report[name].get("unseen_documents", {}).get("ndcg@10")),
             "p50_ms": report[name]["latency_ms"]["p50"],
         }
         for name in PIPELINES
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def main() -> int:
@@ -157,10 +170,16 @@ def main() -> int:
         "model": str(entry["model"]),
         "collection": str(args.collection),
         "doc_encoding": doc_throughput(encoders, docs, args.rounds),
-        "query_encoding": query_latency(encoders, queries),
+        "query_encoding": query_latency(encoders, queries, lambda e, q: e.encode_queries([q])),
         "cosine": {"docs": agreement(encoders, docs, "docs")}
         | {"queries": agreement(encoders, queries, "queries")},
     }
+    if "splade" in col.manifest.sub_indexes:
+        splade = str(args.collection / "splade" / "model")
+        sparse = {p: MLMSparseEncoder(splade, precision=p) for p in PRECISIONS}
+        report["splade_query_encoding"] = query_latency(
+            sparse, queries, lambda e, q: e.encode_query(q)
+        )
     if not args.no_eval:
         copy = bf16_copy(args.collection, args.work)
         settings = {  # documents, queries -> (collection, query precision)

@@ -101,8 +101,8 @@ def precision(results: list[dict[str, Any]]) -> str:
         "`twofold eval` of the same collection, SciFact test, nDCG@10 all / unseen-document "
         "queries, and p50 ms:",
         "",
-        "| file | documents, queries | dense | hybrid | dense p50 | hybrid p50 |",
-        "|---|---|---|---|---|---|",
+        "| file | dense documents, queries | dense | splade | hybrid | dense p50 | hybrid p50 |",
+        "|---|---|---|---|---|---|---|",
     ]
     sources = []
     for report in results:
@@ -121,18 +121,32 @@ def precision(results: list[dict[str, Any]]) -> str:
             f"({q['bf16']['p25']:.2f}-{q['bf16']['p75']:.2f}) | "
             f"**{queries['ratio_bf16_to_fp32_p50']:.2f}x** |"
         )
+        if "splade_query_encoding" in report:
+            sq = report["splade_query_encoding"]
+            sl = sq["latency_ms"]
+            lines.append(
+                f"| {name} | {amx} | one splade query, p50 ms | {sl['fp32']['p50']:.2f} "
+                f"({sl['fp32']['p25']:.2f}-{sl['fp32']['p75']:.2f}) | {sl['bf16']['p50']:.2f} "
+                f"({sl['bf16']['p25']:.2f}-{sl['bf16']['p75']:.2f}) | "
+                f"**{sq['ratio_bf16_to_fp32_p50']:.2f}x** |"
+            )
         for side, cos in report["cosine"].items():
             lines.append(
                 f"| {name} | {amx} | cosine, {side} | 1 | {cos['min']:.5f} / "
                 f"{cos['median']:.5f} | |"
             )
         for setting, r in report.get("quality", {}).items():
+            cells = [_all_unseen(r[p]) if p in r else "-" for p in ("dense", "splade", "hybrid")]
             quality.append(
-                f"| {name} | {setting} | {r['dense']['all']:.4f} / {r['dense']['unseen']:.4f} | "
-                f"{r['hybrid']['all']:.4f} / {r['hybrid']['unseen']:.4f} | "
+                f"| {name} | {setting} | " + " | ".join(cells) + " | "
                 f"{r['dense']['p50_ms']:.1f} | {r['hybrid']['p50_ms']:.1f} |"
             )
         rounds = d["fp32"]["n"]
         note = f"{docs['docs']} documents x {rounds} rounds, {queries['queries']} queries"
         sources.append(run_line(report, note))
     return with_runs(lines + (quality if len(quality) > 5 else []), sources)
+
+
+def _all_unseen(r: dict[str, Any]) -> str:
+    """nDCG@10 on all queries / the unseen-document ones (none without a train split)."""
+    return f"{r['all']:.4f}" + ("" if r.get("unseen") is None else f" / {r['unseen']:.4f}")

@@ -79,6 +79,7 @@ class EchoSparseEncoder(MLMSparseEncoder):
         pruning: Pruning | None = None,
         token_budget: int = 512,
         vocab_tile: int = 4096,
+        precision: str = "fp32",  # accepted for the MLM encoder's signature: echo stays fp32
     ) -> None:
         from transformers import AutoModelForCausalLM
 
@@ -101,6 +102,7 @@ class EchoSparseEncoder(MLMSparseEncoder):
         self.token_budget = token_budget
         self.vocab_tile = vocab_tile
         self.row_multiple = 16
+        self.precision = "fp32"
         self.special = special_ids(self.tokenizer)
         head = self.model.get_output_embeddings()
         if head is None:

@@ -478,7 +478,9 @@ class SparseIndex:
                 f"but that model now has {current['sha256']}; rebuild the collection"
             )
         length = int(self.entry.get("query_max_length", self.entry.get("max_length", 256)))
-        return load_sparse_encoder(name, max_length=length, query_max_length=length)
+        return load_sparse_encoder(
+            name, max_length=length, query_max_length=length, precision="auto"
+        )  # queries need not match the documents' precision (models.device)
 
     def engine(self, name: str | None = None) -> SparseEngine:
         name = name or self.default_engine
