@@ -13,7 +13,8 @@ documents and the dataset's test queries.
    float32 documents and float32 queries (``TWOFOLD_PRECISION=fp32``), float32 documents
    and bfloat16 queries, and bfloat16 documents and queries: a hard-linked copy of the
    collection whose dense sub-index is rebuilt with ``precision bf16`` (in ``--work``,
-   kept between runs).
+   kept between runs). The rebuild drops a dense query adapter, so the collection must
+   have none (refused otherwise).
 
 bfloat16 pays only where the CPU multiplies bfloat16 matrices natively (AMX); the report
 records whether this one does (``amx``).
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import provenance, spread, write_report
 from twofold.indexing.collection import Collection
+from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.rebuild import publish_rebuild, stage_rebuild
 from twofold.models.dense import DenseEncoder
 from twofold.models.device import cpu_has_amx
@@ -155,6 +157,8 @@ def main() -> int:
     entry = col.manifest.sub_indexes["dense"]
     if entry.get("precision", "fp32") != "fp32":
         raise SystemExit(f"{args.collection}: its dense vectors are {entry['precision']}")
+    if (args.collection / ADAPTER_FOLDER).exists():
+        raise SystemExit(f"{args.collection} has a dense query adapter: its rebuild drops it")
     model = str(args.collection / "dense" / "model")
     settings = {k: entry[k] for k in ("max_length", "pooling", "query_prefix", "doc_prefix")}
     encoders = {p: DenseEncoder(model, precision=p, **settings) for p in PRECISIONS}

@@ -101,7 +101,7 @@ def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, An
         if trained.doc_vectors is not None:
             local = LocalExecutor("cpu", False)
             executor = ReuseVectors(local, trained.doc_vectors, trained.doc_encoding)
-        stage_rebuild(copy, "dense", trained.rebuild_changes(), False, executor)
+        stage_rebuild(copy, "dense", {"model": str(model)}, False, executor)
         publish_rebuild(copy)
     card = json.loads((model / "training_args.json").read_text())
     metrics = card["metrics"]

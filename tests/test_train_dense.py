@@ -77,6 +77,41 @@ def test_few_steps_lower_the_loss_and_the_output_builds(
     assert Collection(built).has("dense")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_rebuild_takes_the_trainers_corpus_vectors(tmp_path: Path, precision: str) -> None:
+    """The trainer encodes the corpus for its held-out check in the precision the
+    collection's dense sub-index was built in, so the rebuild that ``optimize`` runs with
+    the new model (``ReuseVectors``) takes those vectors instead of encoding again, and
+    the collection keeps its recorded precision."""
+    from twofold.indexing.dense.shards import ReuseVectors
+    from twofold.indexing.encoding import LocalExecutor
+    from twofold.indexing.manifest import read_manifest
+    from twofold.indexing.rebuild import publish_rebuild, stage_rebuild
+
+    model = make_tiny_model(tmp_path / "model", hidden=16)
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 40, seed=3)
+    options = BuildOptions(
+        retrievers=("bm25", "dense"),
+        dense=DenseOptions(model=str(model), precision=precision),
+        batch_size=8,
+        progress=False,
+    )
+    build_collection(corpus, tmp_path / "c", options)
+    collection = Collection(tmp_path / "c")
+    config = DenseTrainConfig(base=str(model), epochs=1, batch_size=8, device="cpu")
+    out = tmp_path / "student"
+    trained = train_dense(collection, labelled_queries(collection), out, config)
+    assert trained.doc_encoding["precision"] == precision and trained.doc_vectors is not None
+    reuse = ReuseVectors(LocalExecutor("cpu", False), trained.doc_vectors, trained.doc_encoding)
+    stage_rebuild(collection.path, "dense", {"model": str(out)}, False, reuse)
+    publish_rebuild(collection.path)
+    assert reuse.reused
+    entry = read_manifest(collection.path).sub_indexes["dense"]
+    assert entry["precision"] == precision
+    stored = np.load(collection.path / "dense" / "vectors.npy")
+    np.testing.assert_array_equal(stored, trained.doc_vectors)
+
+
 def test_refuses_the_model_cache_and_unlabelled_queries(
     setup: tuple[Collection, Path], tmp_path: Path
 ) -> None:

@@ -7,7 +7,8 @@ bfloat16 matrix products natively, a CUDA GPU that supports it or a CPU with AMX
 minilm-l6 encodes 256-token documents 2.8x faster in bfloat16 (87 against 31 docs/s,
 cosine to float32 >= 0.9999) and one query in 8.8 against 12.8 ms (eager); the numbers
 are in BENCHMARKS.md. The environment variable ``TWOFOLD_PRECISION`` (``fp32`` or
-``bf16``) overrides what ``auto`` picks, for every job of the process."""
+``bf16``) decides what ``auto`` picks for every encoder of the process: document builds
+and query encoding. Training loops have their own ``auto`` (``train.loop``)."""
 
 from __future__ import annotations
 

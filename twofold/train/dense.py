@@ -41,14 +41,13 @@ from twofold.core.errors import InputError
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.shards import encoding_key
 from twofold.models.dense import DenseEncoder
-from twofold.models.device import resolve_device
+from twofold.models.device import resolve_device, resolve_precision
 from twofold.models.registry import model_fingerprint, resolve
 from twofold.search.dense import DenseRetriever
 from twofold.train.adapter import heldout_ndcg
 from twofold.train.loop import (
     LoopConfig,
     adamw_linear_decay,
-    loop_precision,
     mixed_precision,
     optimizer_step,
     seed_all,
@@ -133,14 +132,6 @@ class DenseResult:
     @property
     def kept(self) -> bool:
         return self.heldout_trained > self.heldout_base
-
-    def rebuild_changes(self) -> dict[str, Any]:
-        """The dense options of a rebuild with this model that can reuse ``doc_vectors``
-        (the precision they were encoded in; without them the build's own choice)."""
-        changes: dict[str, Any] = {"model": str(self.out)}
-        if self.doc_vectors is not None:
-            changes["precision"] = self.doc_encoding["precision"]
-        return changes
 
 
 def dense_examples(
@@ -235,7 +226,12 @@ def train_dense(
     student.model.eval()
     log.info("encoding the corpus with the student for the held-out check")
     texts = [d.contents for d in collection.docs]
-    with mixed_precision(device, config.precision, torch):  # the loop's precision
+    # in the precision a rebuild of this collection encodes its documents in, so that
+    # the rebuild can take these vectors (``shards.ReuseVectors``); bfloat16 here is
+    # autocast over the float32 student, a rebuild's is bfloat16 weights: the same
+    # precision, not the same bits
+    doc_precision = _doc_precision(collection, device)
+    with mixed_precision(device, doc_precision, torch):
         doc_vecs = np.concatenate(
             [student.encode_docs(texts[i : i + 256]) for i in range(0, len(texts), 256)]
         )
@@ -290,6 +286,13 @@ def train_dense(
     publish_model(out, write, record, base_dir)
     result.doc_encoding = {
         **encoding_key(model_fingerprint(str(out))["sha256"], student),
-        "precision": loop_precision(device, config.precision),  # what encoded doc_vecs
+        "precision": doc_precision,  # what encoded doc_vecs
     }
     return result
+
+
+def _doc_precision(collection: Collection, device: str) -> str:
+    """``fp32`` or ``bf16``: the precision a rebuild of ``collection``'s dense sub-index
+    on ``device`` encodes in (its recorded ``precision`` option, resolved)."""
+    recorded = (collection.manifest.build.get("options") or {}).get("dense") or {}
+    return resolve_precision(str(recorded.get("precision", "auto")), device)

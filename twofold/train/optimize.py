@@ -356,7 +356,7 @@ def _dense_step(
             local = LocalExecutor(resolve_device("auto"), job.progress)
             executor = ReuseVectors(local, trained.doc_vectors, trained.doc_encoding)
         staged = stage_rebuild(
-            job.collection, "dense", trained.rebuild_changes(), job.progress, executor
+            job.collection, "dense", {"model": str(model)}, job.progress, executor
         )
         try:
             after = heldout_scores(staged, "hybrid", held)

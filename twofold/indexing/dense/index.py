@@ -208,9 +208,13 @@ def build_faiss(vectors: np.ndarray, kind: str, params: Mapping[str, int], gpu: 
 
 def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
     """Encode the doc store into ``out/vectors.npy`` and build the FAISS index."""
+    from twofold.models.device import resolve_precision
     from twofold.models.registry import model_fingerprint
 
     opts, dense = ctx.options, ctx.options.dense
+    # resolved once, here, for the device the encoding runs on (a Ray cluster's), so
+    # every worker encodes in the precision the manifest and the resume state record
+    precision = resolve_precision(dense.precision, ctx.encoding().device)
     recipe = DenseRecipe(
         model=dense.model,
         weights_sha256=model_fingerprint(dense.model)["sha256"],
@@ -218,7 +222,7 @@ def build(ctx: BuildContext, out: Path) -> dict[str, Any]:
         batch_size=opts.batch_size,
         query_prefix=dense.query_prefix,
         doc_prefix=dense.doc_prefix,
-        precision=dense.precision,
+        precision=precision,
     )
     local = recipe.load(ctx.device)
     encoder = local.encoder
@@ -285,7 +289,9 @@ class DenseIndex:
     - ``vectors``: (count, dim) float32 memmap of the stored, normalized doc vectors;
       row i is doc-store ordinal i (``collection.docs.ids[i]``)
     - ``encode_queries(texts)`` / ``encode_docs(texts)``: (n, dim) float32 with the
-      encoder and settings that built the index (loaded once, on first use)
+      weights and settings that built the index, in the precision ``auto`` picks here
+      (``models.device.resolve_precision``; the documents' own is the manifest's
+      ``precision``), loaded once, on first use
     - ``search_vectors(queries, k, within=None)``: top-``k`` by inner product
     """
 
@@ -360,7 +366,10 @@ class DenseIndex:
             pooling=str(e["pooling"]),
             query_prefix=str(e["query_prefix"]),
             doc_prefix=str(e["doc_prefix"]),
-            precision="auto",  # queries need not match the documents' precision
+            # queries need not match the documents' precision; documents encoded through
+            # this reader (an adapter's re-encoded positives, free-text histories) take
+            # the queries' precision too
+            precision="auto",
         )
         want, got = e["encoder"].get("sha256"), encoder.fingerprint().get("sha256")
         if want != got or encoder.dim != self.dim:
