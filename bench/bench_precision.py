@@ -11,10 +11,11 @@ documents and the dataset's test queries.
 4. Quality and pipeline latency: ``twofold eval`` of ``dense``, ``splade`` and
    ``hybrid`` with
    float32 documents and float32 queries (``TWOFOLD_PRECISION=fp32``), float32 documents
-   and bfloat16 queries, and bfloat16 documents and queries: a hard-linked copy of the
-   collection whose dense sub-index is rebuilt with ``precision bf16`` (in ``--work``,
-   kept between runs). The rebuild drops a dense query adapter, so the collection must
-   have none (refused otherwise).
+   and bfloat16 queries, and bfloat16 documents and queries. The collection serves the
+   rows of its own document precision; the others come from a hard-linked copy of it
+   whose dense sub-index is rebuilt in the other precision (in ``--work``, kept between
+   runs). The rebuild drops a dense query adapter, so the collection must have none
+   (refused otherwise).
 
 bfloat16 pays only where the CPU multiplies bfloat16 matrices natively (AMX); the report
 records whether this one does (``amx``).
@@ -107,22 +108,35 @@ def agreement(encoders: dict[str, DenseEncoder], texts: list[str], side: str) ->
     return {"min": round(float(cos.min()), 6), "median": round(float(np.median(cos)), 6)}
 
 
-def bf16_copy(collection: Path, work: Path) -> Path:
-    """The collection, hard-linked, with its dense sub-index rebuilt in bfloat16."""
-    copy = work / "collection-bf16"
+def doc_precision(collection: Path) -> str:
+    """The precision ``collection``'s dense documents were encoded in (fp32 before the
+    manifest recorded it)."""
+    return str(Collection(collection).manifest.sub_indexes["dense"].get("precision", "fp32"))
+
+
+def with_precision(collection: Path, work: Path, precision: str) -> Path:
+    """``collection`` if its dense documents are in ``precision``, else a hard-linked copy
+    of it (kept in ``work``) with its dense sub-index rebuilt in that precision."""
+    if doc_precision(collection) == precision:
+        return collection
+    copy = work / f"collection-{precision}"
     if not (copy / "manifest.json").is_file():
         shutil.rmtree(copy, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-al", str(collection.resolve()), str(copy)], check=True)
-        stage_rebuild(copy, "dense", {"precision": "bf16"}, False)
+        stage_rebuild(copy, "dense", {"precision": precision}, False)
         publish_rebuild(copy)
     return copy
 
 
-def evaluate(collection: Path, dataset: Path, queries: str, out: Path) -> dict[str, Any]:
-    """``twofold eval`` with the query side in ``queries`` precision."""
+def evaluate(
+    collection: Path, dataset: Path, queries: str, out: Path, limit: int | None = None
+) -> dict[str, Any]:
+    """``twofold eval`` with the query side in ``queries`` precision (the first ``limit``
+    test queries; None: all)."""
     exe = str(Path(sys.executable).parent / "twofold")
     argv = [exe, "eval", str(collection), "--dataset", str(dataset), "--quiet"]
+    argv += [] if limit is None else ["--max-queries", str(limit)]
     argv += ["--pipeline", ",".join(PIPELINES), "--out", str(out)]
     env = {**os.environ, "TWOFOLD_PRECISION": queries}
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -144,19 +158,18 @@ def _round(value: float | None) -> float | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("collection", type=Path, help="a collection with float32 dense vectors")
+    ap.add_argument("collection", type=Path, help="a collection with a dense sub-index")
     ap.add_argument("--dataset", type=Path, required=True, help="its BEIR dataset (test split)")
     ap.add_argument("--work", type=Path, required=True, help="where the bfloat16 copy is kept")
     ap.add_argument("--docs", type=int, default=256, help="documents to time (default 256)")
     ap.add_argument("--queries", type=int, default=150, help="queries to time (default 150)")
     ap.add_argument("--rounds", type=int, default=4, help="document rounds (default 4)")
     ap.add_argument("--no-eval", action="store_true", help="timings and agreement only")
+    ap.add_argument("--eval-queries", type=int, help="evaluate the first N test queries (all)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     col = Collection(args.collection)
     entry = col.manifest.sub_indexes["dense"]
-    if entry.get("precision", "fp32") != "fp32":
-        raise SystemExit(f"{args.collection}: its dense vectors are {entry['precision']}")
     if (args.collection / ADAPTER_FOLDER).exists():
         raise SystemExit(f"{args.collection} has a dense query adapter: its rebuild drops it")
     model = str(args.collection / "dense" / "model")
@@ -185,14 +198,16 @@ def main() -> int:
             sparse, queries, lambda e, q: e.encode_query(q)
         )
     if not args.no_eval:
-        copy = bf16_copy(args.collection, args.work)
+        fp32, bf16 = (with_precision(args.collection, args.work, p) for p in PRECISIONS)
         settings = {  # documents, queries -> (collection, query precision)
-            "fp32 docs, fp32 queries": (args.collection, "fp32"),
-            "fp32 docs, bf16 queries": (args.collection, "bf16"),
-            "bf16 docs, bf16 queries": (copy, "bf16"),
+            "fp32 docs, fp32 queries": (fp32, "fp32"),
+            "fp32 docs, bf16 queries": (fp32, "bf16"),
+            "bf16 docs, bf16 queries": (bf16, "bf16"),
         }
         report["quality"] = {
-            name: evaluate(where, args.dataset, queries, args.work / f"eval-{i}.json")
+            name: evaluate(
+                where, args.dataset, queries, args.work / f"eval-{i}.json", args.eval_queries
+            )
             for i, (name, (where, queries)) in enumerate(settings.items())
         }
     write_report(report, args.out)

@@ -92,3 +92,37 @@ def test_gpu_script_parses_and_refuses_without_a_gpu(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no CUDA GPU" in done.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+def test_precision_smoke(full_collection: Path, tmp_path: Path) -> None:
+    """bench_precision on the sample collection: both precisions timed, the agreement
+    figures in range, the three document/query settings evaluated (the copy in the other
+    precision built in ``--work``, the collection left alone), and the section rendered."""
+    sample = str(ROOT / "data" / "cranfield")
+    out, work = tmp_path / "precision-sample.json", tmp_path / "work"
+    before = (full_collection / "manifest.json").read_bytes()
+    args = ["--dataset", sample, "--work", str(work), "--docs", "16", "--queries", "8"]
+    args += ["--eval-queries", "30"]
+    _run("bench_precision.py", str(full_collection), *args, "--rounds", "2", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert {"command", "date", "machine", "amx"} <= set(report)
+    for timing in (report["doc_encoding"]["docs_per_s"], report["query_encoding"]["latency_ms"]):
+        assert set(timing) == {"fp32", "bf16"} and all(t["p50"] > 0 for t in timing.values())
+    assert report["splade_query_encoding"]["latency_ms"]["bf16"]["n"] == 8
+    for side in ("docs", "queries"):
+        assert 0.999 <= report["cosine"][side]["min"] <= 1.0
+    quality = report["quality"]
+    assert list(quality) == [
+        "fp32 docs, fp32 queries",
+        "fp32 docs, bf16 queries",
+        "bf16 docs, bf16 queries",
+    ]
+    for row in quality.values():
+        assert set(row) == {"dense", "splade", "hybrid"}
+        assert all(0.0 <= r["all"] <= 1.0 and r["unseen"] is None for r in row.values())
+    assert (full_collection / "manifest.json").read_bytes() == before
+
+    from bench.report_serving import precision
+
+    table = precision([{**report, "file": str(out)}])
+    assert "one splade query" in table and "bf16 docs, bf16 queries" in table
