@@ -85,21 +85,23 @@ def http_overhead(results: list[dict[str, Any]]) -> str:
 
 
 def precision(results: list[dict[str, Any]]) -> str:
-    """`bench/bench_precision.py`: bfloat16 against float32 for the dense encoder."""
+    """`bench/bench_precision.py`: bfloat16 against float32 for the query encoders and
+    dense documents."""
     lines = [
-        "`bench/bench_precision.py`: minilm-l6 in float32 and in bfloat16, interleaved in "
-        "one run. Documents: docs/s of `encode_docs` (256 tokens, batch 32, every core), "
-        "median (q1-q3) over rounds; queries: one traced `encode_queries` call, one torch "
-        "thread, p50 (q1-q3) ms; cosine: between the two precisions' vectors of the same "
-        "texts, smallest / median.",
+        "`bench/bench_precision.py`: minilm-l6 (and, where a run has it, splade-tiny's query "
+        "side) in float32 and in bfloat16, interleaved in one run. Documents: docs/s of "
+        "minilm-l6 `encode_docs` (256 tokens, batch 32, every core), median (q1-q3) over "
+        "rounds; queries: one traced encoding, one torch thread, p50 (q1-q3) ms; cosine: "
+        "between the two precisions' minilm-l6 vectors of the same texts, smallest / median.",
         "",
         "| file | AMX | measure | fp32 | bf16 | bf16 / fp32 |",
         "|---|---|---|---|---|---|",
     ]
     quality = [
         "",
-        "`twofold eval` of the same collection, SciFact test, nDCG@10 all / unseen-document "
-        "queries, and p50 ms:",
+        "`twofold eval` of the same collection, test split, nDCG@10 on all queries / the "
+        "unseen-document ones (where the dataset has a train split), and p50 ms; the "
+        "splade and dense query sides both follow the queries' precision:",
         "",
         "| file | dense documents, queries | dense | splade | hybrid | dense p50 | hybrid p50 |",
         "|---|---|---|---|---|---|---|",
@@ -107,28 +109,25 @@ def precision(results: list[dict[str, Any]]) -> str:
     sources = []
     for report in results:
         name, amx = Path(report["file"]).stem, "yes" if report["amx"] else "no"
-        docs, queries = report["doc_encoding"], report["query_encoding"]
-        d, q = docs["docs_per_s"], queries["latency_ms"]
-        lines.append(
-            f"| {name} | {amx} | documents, docs/s | {d['fp32']['p50']:.1f} "
-            f"({d['fp32']['p25']:.1f}-{d['fp32']['p75']:.1f}) | {d['bf16']['p50']:.1f} "
-            f"({d['bf16']['p25']:.1f}-{d['bf16']['p75']:.1f}) | "
-            f"**{docs['ratio_bf16_to_fp32']:.2f}x** |"
-        )
-        lines.append(
-            f"| {name} | {amx} | one query, p50 ms | {q['fp32']['p50']:.2f} "
-            f"({q['fp32']['p25']:.2f}-{q['fp32']['p75']:.2f}) | {q['bf16']['p50']:.2f} "
-            f"({q['bf16']['p25']:.2f}-{q['bf16']['p75']:.2f}) | "
-            f"**{queries['ratio_bf16_to_fp32_p50']:.2f}x** |"
-        )
-        if "splade_query_encoding" in report:
-            sq = report["splade_query_encoding"]
-            sl = sq["latency_ms"]
+        docs = report["doc_encoding"]
+        timed = [
+            ("documents, docs/s", docs["docs_per_s"], docs["ratio_bf16_to_fp32"], ".1f"),
+            *(
+                (label, report[key]["latency_ms"], report[key]["ratio_bf16_to_fp32_p50"], ".2f")
+                for label, key in (
+                    ("one query, p50 ms", "query_encoding"),
+                    ("one splade query, p50 ms", "splade_query_encoding"),
+                )
+                if key in report
+            ),
+        ]
+        for label, stats, ratio, f in timed:
+            cells = [
+                f"{stats[p]['p50']:{f}} ({stats[p]['p25']:{f}}-{stats[p]['p75']:{f}})"
+                for p in ("fp32", "bf16")
+            ]
             lines.append(
-                f"| {name} | {amx} | one splade query, p50 ms | {sl['fp32']['p50']:.2f} "
-                f"({sl['fp32']['p25']:.2f}-{sl['fp32']['p75']:.2f}) | {sl['bf16']['p50']:.2f} "
-                f"({sl['bf16']['p25']:.2f}-{sl['bf16']['p75']:.2f}) | "
-                f"**{sq['ratio_bf16_to_fp32_p50']:.2f}x** |"
+                f"| {name} | {amx} | {label} | " + " | ".join(cells) + f" | **{ratio:.2f}x** |"
             )
         for side, cos in report["cosine"].items():
             lines.append(
@@ -141,8 +140,9 @@ def precision(results: list[dict[str, Any]]) -> str:
                 f"| {name} | {setting} | " + " | ".join(cells) + " | "
                 f"{r['dense']['p50_ms']:.1f} | {r['hybrid']['p50_ms']:.1f} |"
             )
-        rounds = d["fp32"]["n"]
-        note = f"{docs['docs']} documents x {rounds} rounds, {queries['queries']} queries"
+        rounds = docs["docs_per_s"]["fp32"]["n"]
+        n_queries = report["query_encoding"]["queries"]
+        note = f"{docs['docs']} documents x {rounds} rounds, {n_queries} queries"
         sources.append(run_line(report, note))
     return with_runs(lines + (quality if len(quality) > 5 else []), sources)
 
