@@ -357,10 +357,10 @@ def train_dense(results: list[dict[str, Any]]) -> str:
             ]
             lines.append(f"| {name} | mean (min-max) | | " + " | ".join(mean) + " |")
         note = f"KL weight {report['runs'][0]['dense']['kl_weight']}" if report["runs"] else ""
-        if report.get("precision"):
-            minutes = [run["dense"]["train_seconds"] / 60 for run in report["runs"]]
-            note += f"; training precision {report['precision']}, {min(minutes):.1f}-"
-            note += f"{max(minutes):.1f} min a seed"
+        minutes = [run["dense"]["train_seconds"] / 60 for run in report["runs"]]
+        if minutes:  # the loop's precision: recorded since session 12 (before: auto, fp32)
+            note += f"; training precision {report.get('precision', 'auto')}, "
+            note += f"{min(minutes):.1f}-{max(minutes):.1f} min a seed"
         if report.get("rerank_recipe"):
             note += f"; reranker `{report['rerank_recipe']}`"
         sources.append(run_line(report, note))

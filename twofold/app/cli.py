@@ -247,7 +247,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="auto",
         choices=["auto", "fp32", "bf16"],
         help="of the dense document encoder: auto is bfloat16 on a CPU with AMX or a CUDA "
-        "GPU that supports it (2.9x faster on AMX, cosine to float32 >= 0.9999) and float32 "
+        "GPU that supports it (about 3x faster on AMX, cosine to float32 >= 0.9999) and float32 "
         "elsewhere; fp32 keeps the vectors of a float32 build. The environment variable "
         "TWOFOLD_PRECISION=fp32|bf16 decides auto. Queries do not follow this flag: the "
         "service encodes them in what auto picks where it runs (default: auto)",

@@ -4,9 +4,9 @@ encoders and training loops.
 Precision (``auto`` | ``fp32`` | ``bf16``): ``auto`` is bfloat16 where the hardware runs
 bfloat16 matrix products natively, a CUDA GPU that supports it or a CPU with AMX tiles
 (Intel Sapphire Rapids and later), and float32 elsewhere. On the 2-core AMX dev machine
-minilm-l6 encodes 256-token documents 2.8x faster in bfloat16 (87 against 31 docs/s,
-cosine to float32 >= 0.9999) and one query in 8.8 against 12.8 ms (eager); the numbers
-are in BENCHMARKS.md. The environment variable ``TWOFOLD_PRECISION`` (``fp32`` or
+minilm-l6 encodes 256-token documents 2.8-3.1x faster in bfloat16, with cosine to
+float32 >= 0.9999, and one traced query in 0.7x the time (``bench/bench_precision.py``,
+BENCHMARKS.md). The environment variable ``TWOFOLD_PRECISION`` (``fp32`` or
 ``bf16``) decides what ``auto`` picks for every encoder of the process: document builds
 and query encoding. Training loops have their own ``auto`` (``train.loop``)."""
 

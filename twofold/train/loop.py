@@ -3,9 +3,11 @@ config fields and their checks, seeding, the optimizer with its schedule, the ba
 mixed precision, one step.
 
 Precision (``precision``): ``auto`` trains in bfloat16 autocast on CUDA (no loss scaling
-needed: bfloat16 has float32's exponent range) and in float32 on the CPU, where autocast
-buys nothing on these machines; ``fp32`` never autocasts; ``bf16`` autocasts on any
-device. Weights and optimizer state stay float32 either way."""
+needed: bfloat16 has float32's exponent range) and in float32 on the CPU; ``fp32`` never
+autocasts; ``bf16`` autocasts on any device. On a CPU with AMX, ``bf16`` is the opt-in:
+``train dense`` with it gave the float32 quality over 3 SciFact seeds (BENCHMARKS.md,
+"bfloat16 training"); the other trainers were not measured in it. Weights and optimizer
+state stay float32 either way."""
 
 from __future__ import annotations
 
