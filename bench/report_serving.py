@@ -113,6 +113,11 @@ def precision(results: list[dict[str, Any]]) -> str:
         timed = [
             ("documents, docs/s", docs["docs_per_s"], docs["ratio_bf16_to_fp32"], ".1f"),
             *(
+                ("splade documents, docs/s", sd["docs_per_s"], sd["ratio_bf16_to_fp32"], ".1f")
+                for sd in [report.get("splade_doc_encoding")]
+                if sd
+            ),
+            *(
                 (label, report[key]["latency_ms"], report[key]["ratio_bf16_to_fp32_p50"], ".2f")
                 for label, key in (
                     ("one query, p50 ms", "query_encoding"),

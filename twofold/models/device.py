@@ -4,7 +4,7 @@ encoders and training loops.
 Precision (``auto`` | ``fp32`` | ``bf16``): ``auto`` is bfloat16 where the hardware runs
 bfloat16 matrix products natively, a CUDA GPU that supports it or a CPU with AMX tiles
 (Intel Sapphire Rapids and later), and float32 elsewhere. On the 2-core AMX dev machine
-minilm-l6 encodes 256-token documents 2.8-3.1x faster in bfloat16, with cosine to
+minilm-l6 encodes 256-token documents about 3x faster in bfloat16, with cosine to
 float32 >= 0.9999, and one traced query in 0.7x the time (``bench/bench_precision.py``,
 BENCHMARKS.md). The environment variable ``TWOFOLD_PRECISION`` (``fp32`` or
 ``bf16``) decides what ``auto`` picks for every encoder of the process: document builds
