@@ -65,7 +65,7 @@ test: install browser lint typecheck pytest
 # fresh clone on 2 cores (2026-12-03, venv already installed): the two real collections,
 # then eval, peers, pruning, the Seismic sweep at 100k, the limit, dense memory and the
 # synthetic 10k/100k points. Session 11 added the hybrid-parallel and HTTP-overhead runs
-# (about 4 min together, timed alone), session 12 the precision runs (about 4 min for
+# (about 4 min together, timed alone), session 12 the precision runs (about 10 min for
 # SciFact); no full `make bench` was timed since. The 1M points are
 # `make bench-1m` (about 45 min, 10 GB of RAM for the Seismic build), not part of CI.
 DATASETS ?= ../shared/datasets
@@ -103,7 +103,9 @@ bench: install build/bench-scifact/manifest.json build/bench-cranfield/manifest.
 	  --pipeline hybrid --interleaved 2 --out bench/results/http-overhead-scifact-hybrid.json
 	for d in scifact cranfield; do \
 	  $(BENCH_ENV) $(PY) bench/bench_precision.py build/bench-$$d --dataset $(DATASETS)/$$d \
-	    --work build/bench-precision-$$d --out bench/results/precision-$$d.json || exit 1; done
+	    --work build/bench-precision-$$d --out bench/results/precision-$$d.json && \
+	  $(PY) bench/bench_sparse_precision.py $(DATASETS)/$$d --work build/bench-sparse-precision-$$d \
+	    --out bench/results/sparse-precision-$$d.json || exit 1; done
 	$(PY) bench/plots.py
 	$(PY) bench/report.py
 

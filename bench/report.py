@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report_format import load_results, run_line, with_runs  # noqa: E402
-from bench.report_serving import http_overhead, hybrid_parallel, precision  # noqa: E402
+from bench.report_serving import (  # noqa: E402
+    http_overhead,
+    hybrid_parallel,
+    precision,
+    sparse_precision,
+)
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 ENGINES = ("native", "seismic", "lucene")
@@ -381,6 +386,7 @@ SECTIONS = {
     "train-dense": lambda: train_dense(load_results("train-dense-")),
     "http-overhead": lambda: http_overhead(load_results("http-overhead-")),
     "precision": lambda: precision(load_results("precision-")),
+    "sparse-precision": lambda: sparse_precision(load_results("sparse-precision-")),
 }
 
 

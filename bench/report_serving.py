@@ -155,3 +155,28 @@ def precision(results: list[dict[str, Any]]) -> str:
 def _all_unseen(r: dict[str, Any]) -> str:
     """nDCG@10 on all queries / the unseen-document ones (none without a train split)."""
     return f"{r['all']:.4f}" + ("" if r.get("unseen") is None else f" / {r['unseen']:.4f}")
+
+
+def sparse_precision(results: list[dict[str, Any]]) -> str:
+    """`bench/bench_sparse_precision.py`: the learned-sparse documents in both precisions."""
+    lines = [
+        "`bench/bench_sparse_precision.py`: `twofold index build --retrievers sparse,splade "
+        "--precision P` for each P, one after another in one run, then `twofold eval` of "
+        "each with float32 and with bfloat16 queries (`TWOFOLD_PRECISION`). nDCG@10 on all "
+        "test queries / the unseen-document ones (where the dataset has a train split).",
+        "",
+        "| dataset | AMX | documents | build s | queries | sparse | splade |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    sources = []
+    for report in results:
+        amx = "yes" if report["amx"] else "no"
+        for docs, b in report["builds"].items():
+            for queries, r in b["queries"].items():
+                cells = [_all_unseen(r[p]) for p in ("sparse", "splade")]
+                lines.append(
+                    f"| {report['dataset']} | {amx} | {docs} | {b['build_seconds']:.1f} | "
+                    f"{queries} | " + " | ".join(cells) + " |"
+                )
+        sources.append(run_line(report))
+    return with_runs(lines, sources)

@@ -126,3 +126,22 @@ def test_precision_smoke(full_collection: Path, tmp_path: Path) -> None:
 
     table = precision([{**report, "file": str(out)}])
     assert "one splade query" in table and "bf16 docs, bf16 queries" in table
+
+
+def test_sparse_precision_smoke(tmp_path: Path) -> None:
+    """bench_sparse_precision on 20 documents of the sample: both builds record their
+    precision, each is evaluated with both query precisions, the section renders."""
+    out = tmp_path / "sparse-precision-sample.json"
+    sample = str(ROOT / "data" / "cranfield")
+    work = str(tmp_path / "work")
+    _run("bench_sparse_precision.py", sample, "--work", work, "--max-docs", "20", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert set(report["builds"]) == {"fp32", "bf16"}
+    for docs, b in report["builds"].items():
+        assert b["recorded"] == {"sparse": docs, "splade": docs} and b["build_seconds"] > 0
+        for r in b["queries"].values():
+            assert all(0.0 <= r[p]["all"] <= 1.0 for p in ("sparse", "splade"))
+
+    from bench.report_serving import sparse_precision
+
+    assert "| cranfield |" in sparse_precision([report])

@@ -168,3 +168,42 @@ def test_a_bf16_splade_encoder_refuses_to_train(splade_encoders) -> None:  # typ
     ids = torch.ones((1, 4), dtype=torch.long)
     with pytest.raises(ModelError, match="precision='fp32'"):
         bf16.forward(ids, torch.ones_like(ids))
+
+
+def test_sparse_builds_record_their_precision_and_share_documents_only_alike(
+    tmp_path: Path,
+) -> None:
+    """``--precision`` reaches the masked-LM document encoder of ``sparse`` and
+    ``splade``: each records it, ``splade`` takes ``sparse``'s documents when both were
+    encoded alike, and encodes its own when they were not; bfloat16 weights stay close
+    to float32 ones (the same heaviest terms of a document)."""
+    from tests.conftest import SAMPLE
+    from twofold.indexing.build import build_collection
+    from twofold.indexing.buildctx import BuildOptions, SparseOptions
+    from twofold.indexing.collection import Collection
+
+    def build(name: str, sparse: str, splade: str) -> dict[str, dict[str, object]]:
+        options = BuildOptions(
+            retrievers=("sparse", "splade"),
+            max_docs=12,
+            max_length=64,
+            progress=False,
+            sparse=SparseOptions(precision=sparse, engines=()),
+            splade=SparseOptions(precision=splade, engines=()),
+        )
+        return build_collection(SAMPLE / "corpus.jsonl", tmp_path / name, options).sub_indexes
+
+    alike = build("alike", "bf16", "bf16")
+    assert alike["sparse"]["precision"] == alike["splade"]["precision"] == "bf16"
+    assert str(alike["splade"].get("doc_side", "")).startswith("copied from the sparse")
+    mixed = build("mixed", "fp32", "bf16")
+    assert (mixed["sparse"]["precision"], mixed["splade"]["precision"]) == ("fp32", "bf16")
+    assert "doc_side" not in mixed["splade"]
+    # the same documents in both precisions: the heaviest term of each is unchanged
+    fp32_docs = Collection(tmp_path / "mixed").index("sparse")
+    bf16_docs = Collection(tmp_path / "alike").index("sparse")
+    terms = np.arange(len(fp32_docs.vocab), dtype=np.int64)
+    for ordinal in range(12):
+        a, b = fp32_docs.doc_weights(ordinal, terms), bf16_docs.doc_weights(ordinal, terms)
+        assert np.argmax(a) == np.argmax(b)
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.99

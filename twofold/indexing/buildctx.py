@@ -47,7 +47,9 @@ class SparseOptions:
     (``None``: by collection size, ``sparse.seismic.default_engine``); ``engines``: those
     built beside the exact ``native`` postings. ``shard_size``: documents per resumable
     shard; ``token_budget``: tokens per encoder slice. ``query_min_idf`` (``sparse``
-    only): query tokens with idf below it are dropped (0: exact)."""
+    only): query tokens with idf below it are dropped (0: exact). ``precision``: of the
+    document encoder, ``auto`` | ``fp32`` | ``bf16`` (``models.device.resolve_precision``;
+    an echo causal-LM encoder stays fp32)."""
 
     model: str = "splade-tiny"
     top_k: int | None = None
@@ -59,11 +61,13 @@ class SparseOptions:
     shard_size: int = 2048
     token_budget: int = 512
     query_min_idf: float = 0.0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         known = ", ".join(ENGINES)
         _refuse(
             [
+                (self.precision in PRECISIONS, "--precision must be auto, fp32 or bf16"),
                 (self.top_k is None or self.top_k >= 1, "--prune-top-k must be >= 1"),
                 (
                     self.max_ratio is None or 0 <= self.max_ratio < 1,

@@ -70,10 +70,13 @@ def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
             f"{prefix}: default engine {engine!r} is not among the built {built}; "
             "add it to --sparse-engines or choose another --sparse-engine"
         )
+    from twofold.models.device import resolve_precision
     from twofold.models.registry import model_fingerprint
 
     return {
         "kind": KINDS[prefix],
+        # of the document encoder, resolved once for the device the encoding runs on
+        "precision": resolve_precision(o.precision, ctx.encoding().device),
         "model": o.model,
         # the weights read, so that a resume never mixes shards of retrained weights
         "weights_sha256": model_fingerprint(o.model)["sha256"],
@@ -138,6 +141,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         pruning=pruning,
         token_budget=params["token_budget"],
         batch_size=ctx.options.batch_size,
+        precision=params["precision"],
     )
     local = recipe.load(ctx.device)
     encoder = local.encoder
@@ -172,6 +176,7 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "kind": params["kind"],
         "encoder": model_fingerprint(params["model"]),
+        "precision": encoder.precision,  # the documents' (echo encoders stay fp32)
         "max_length": params["max_length"],
         "activation": "log(1 + relu(max_i mask_i * logits_i)), special tokens zeroed",
         "pruning": pruning.to_json(),
@@ -257,6 +262,7 @@ class SparseRecipe:
     pruning: Pruning
     token_budget: int
     batch_size: int
+    precision: str = "fp32"  # fp32 | bf16, resolved by the build
 
     def text(self, doc: Doc) -> str:
         return doc_text(doc)
@@ -270,6 +276,7 @@ class SparseRecipe:
             max_length=self.max_length,
             pruning=self.pruning,
             token_budget=self.token_budget,
+            precision=self.precision,
         )
         return SparseChunks(encoder, self)
 
@@ -313,6 +320,7 @@ def _reuse_sparse_docs(
         other.get("encoder") == fingerprint
         and fingerprint.get("sha256") != "unknown"
         and other.get("max_length") == params["max_length"]
+        and other.get("precision", "fp32") == params["precision"]
         and other.get("pruning") == pruning.to_json()
         and other.get("quantization", {}).get("scale") == params["scale"]
     )
