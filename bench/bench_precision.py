@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import provenance, spread, write_report
+from bench.common import eval_summary, provenance, spread, twofold, write_report
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.rebuild import publish_rebuild, stage_rebuild
@@ -134,26 +134,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """``twofold eval`` with the query side in ``queries`` precision (the first ``limit``
     test queries; None: all)."""
-    exe = str(Path(sys.executable).parent / "twofold")
-    argv = [exe, "eval", str(collection), "--dataset", str(dataset), "--quiet"]
+    argv = ["eval", str(collection), "--dataset", str(dataset)]
     argv += [] if limit is None else ["--max-queries", str(limit)]
     argv += ["--pipeline", ",".join(PIPELINES), "--out", str(out)]
-    env = {**os.environ, "TWOFOLD_PRECISION": queries}
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    report = json.loads(out.read_text())["pipelines"]
-    return {
-        name: {
-            "all": round(report[name]["ndcg@10"], 4),
-            # a dataset without a train split has no unseen-document subset
-            "unseen": _round(report[name].get("unseen_documents", {}).get("ndcg@10")),
-            "p50_ms": report[name]["latency_ms"]["p50"],
-        }
-        for name in PIPELINES
-    }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+    twofold(*argv, env={**os.environ, "TWOFOLD_PRECISION": queries})
+    return eval_summary(out, PIPELINES)
 
 
 def main() -> int:

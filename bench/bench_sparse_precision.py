@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,15 +24,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import provenance, write_report
+from bench.common import eval_summary, provenance, twofold, write_report
 
 PRECISIONS = ("fp32", "bf16")
 PIPELINES = ("sparse", "splade")
-
-
-def _twofold(*argv: str, env: dict[str, str] | None = None) -> None:
-    exe = str(Path(sys.executable).parent / "twofold")
-    subprocess.run([exe, *argv, "--quiet"], check=True, stdout=subprocess.DEVNULL, env=env)
 
 
 def build(dataset: Path, out: Path, precision: str, max_docs: int | None) -> float:
@@ -42,26 +36,17 @@ def build(dataset: Path, out: Path, precision: str, max_docs: int | None) -> flo
     argv = ["index", "build", str(dataset), "--out", str(out), "--retrievers", "sparse,splade"]
     argv += ["--precision", precision] + ([] if max_docs is None else ["--max-docs", str(max_docs)])
     t0 = time.perf_counter()
-    _twofold(*argv)
+    twofold(*argv)
     return round(time.perf_counter() - t0, 1)
 
 
 def evaluate(collection: Path, dataset: Path, queries: str, out: Path) -> dict[str, Any]:
-    env = {**os.environ, "TWOFOLD_PRECISION": queries}
+    """``twofold eval`` of both pipelines with the query side in ``queries`` precision."""
     argv = ["eval", str(collection), "--dataset", str(dataset), "--out", str(out)]
-    _twofold(*argv, "--pipeline", ",".join(PIPELINES), env=env)
-    report = json.loads(out.read_text())["pipelines"]
-    return {
-        name: {
-            "all": round(report[name]["ndcg@10"], 4),
-            "unseen": (
-                round(report[name]["unseen_documents"]["ndcg@10"], 4)
-                if "unseen_documents" in report[name]
-                else None
-            ),
-        }
-        for name in PIPELINES
-    }
+    twofold(
+        *argv, "--pipeline", ",".join(PIPELINES), env={**os.environ, "TWOFOLD_PRECISION": queries}
+    )
+    return eval_summary(out, PIPELINES)
 
 
 def main() -> int:

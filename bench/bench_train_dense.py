@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import provenance, write_report
+from bench.common import eval_summary, provenance, twofold, write_report
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.shards import ReuseVectors
 from twofold.indexing.encoding import LocalExecutor
@@ -54,27 +54,14 @@ def rerank_recipe(alpha: str) -> tuple[str, ...]:
     return RERANK_RECIPE if alpha == "tuned" else (*RERANK_RECIPE, f"--alpha={float(alpha)}")
 
 
-def _twofold(*argv: str) -> None:
-    exe = str(Path(sys.executable).parent / "twofold")
-    subprocess.run([exe, *argv, "--quiet"], check=True, stdout=subprocess.DEVNULL)
-
-
 def evaluate(
     collection: Path, args: argparse.Namespace, out: Path, pipelines: tuple[str, ...], *extra: str
 ) -> dict[str, Any]:
     """``twofold eval`` (skipped when ``out`` exists): {pipeline: {all, unseen, p50_ms}}."""
     if not out.is_file():
         argv = ["eval", str(collection), "--dataset", str(args.dataset), "--split", args.split]
-        _twofold(*argv, "--pipeline", ",".join(pipelines), *extra, "--out", str(out))
-    report = json.loads(out.read_text())["pipelines"]
-    return {
-        name: {
-            "all": round(report[name]["ndcg@10"], 4),
-            "unseen": round(report[name]["unseen_documents"]["ndcg@10"], 4),
-            "p50_ms": report[name]["latency_ms"]["p50"],
-        }
-        for name in pipelines
-    }
+        twofold(*argv, "--pipeline", ",".join(pipelines), *extra, "--out", str(out))
+    return eval_summary(out, pipelines)
 
 
 def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any]]:
@@ -130,7 +117,7 @@ def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, A
             "--dataset",
             str(args.dataset),
         ]
-        _twofold(
+        twofold(
             *argv,
             "--split",
             args.train_split,

@@ -7,7 +7,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,27 @@ def provenance() -> dict[str, str]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores{amx}, "
         f"Python {platform.python_version()}",
     }
+
+
+def twofold(*argv: str, env: dict[str, str] | None = None) -> None:
+    """``twofold *argv --quiet``: this interpreter's CLI, output discarded, failure raised."""
+    exe = str(Path(sys.executable).parent / "twofold")
+    subprocess.run([exe, *argv, "--quiet"], check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def eval_summary(out: Path, pipelines: Sequence[str]) -> dict[str, Any]:
+    """A ``twofold eval --out`` file, per pipeline: nDCG@10 on all queries and on the
+    unseen-document ones (None when the dataset has no train split), and p50 ms."""
+    report = json.loads(out.read_text())["pipelines"]
+    summary: dict[str, Any] = {}
+    for name in pipelines:
+        unseen = report[name].get("unseen_documents", {}).get("ndcg@10")
+        summary[name] = {
+            "all": round(report[name]["ndcg@10"], 4),
+            "unseen": None if unseen is None else round(unseen, 4),
+            "p50_ms": report[name]["latency_ms"]["p50"],
+        }
+    return summary
 
 
 def write_report(report: dict[str, Any], out: Path | None) -> None:

@@ -227,11 +227,11 @@ class MLMSparseEncoder:
     Torch's intra-op thread count is process-wide: it is set once, at start, by
     ``twofold.models.threads.set_torch_threads`` (the service does), never around a
     call (switching it per query raced between concurrent requests).
-    ``precision``: ``fp32`` (the default: what training and document builds use),
-    ``bf16`` or ``auto`` (``models.device.resolve_precision``), for the query side of a
-    served index. bfloat16 needs a BERT-style head (the tiled fast path; otherwise the
-    encoder stays float32), holds the weights in bfloat16 and is for inference only:
-    ``forward`` refuses.
+    ``precision``: ``fp32`` (the default: what training needs), ``bf16`` or ``auto``
+    (``models.device.resolve_precision``; builds and the served query side pass what
+    ``--precision`` / ``auto`` resolve to). bfloat16 needs a BERT-style head (the tiled
+    fast path; otherwise the encoder stays float32), holds the weights in bfloat16 and is
+    for inference only: ``forward`` refuses.
     """
 
     def __init__(

@@ -155,13 +155,12 @@ def _positive(value: float) -> float:
 
 
 def _combine(values: Iterable[tuple[float, float]], method: Combination) -> float:
-    """Weighted mean of (weight, value) pairs; weights sum to more than 0."""
+    """Weighted geometric or harmonic mean of (weight, value) pairs (0.0 when no weight
+    is above 0); the arithmetic mean is ``_weighted_mean``, all documents at once."""
     pairs = [(w, v) for w, v in values if w > 0]
     total = sum(w for w, _ in pairs)
     if total <= 0:
         return 0.0
-    if method == "arithmetic":
-        return sum(w * v for w, v in pairs) / total
     if method == "geometric":
         return math.exp(sum(w * math.log(_positive(v)) for w, v in pairs) / total)
     if method == "harmonic":
@@ -221,7 +220,7 @@ def _weighted_mean(
     lists: Mapping[str, tuple[Mapping[str, float], float]],
     weights: Mapping[str, float],
 ) -> dict[str, float]:
-    """``_combine(..., "arithmetic")`` of every document at once: each starts at the
+    """The weighted arithmetic mean of every document at once: each starts at the
     weighted floors and each list adds ``w * (value - floor)`` for the documents it holds,
     so the work is one step per listed hit instead of one per document and list (the
     same sums in another order: ``_ranked`` settles them)."""
