@@ -50,8 +50,11 @@ RERANK_RECIPE = (
 )  # fmt: skip
 
 
-def rerank_recipe(alpha: str) -> tuple[str, ...]:
-    return RERANK_RECIPE if alpha == "tuned" else (*RERANK_RECIPE, f"--alpha={float(alpha)}")
+def rerank_recipe(alpha: str, extra: str = "") -> tuple[str, ...]:
+    """RERANK_RECIPE with ``alpha`` ("tuned" or a number) and ``extra`` (more flags of
+    `twofold train reranker`, space-separated, e.g. "--prior-negatives=2")."""
+    fixed = () if alpha == "tuned" else (f"--alpha={float(alpha)}",)
+    return (*RERANK_RECIPE, *fixed, *extra.split())
 
 
 def evaluate(
@@ -123,7 +126,7 @@ def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, A
             args.train_split,
             "--out",
             str(model),
-            *rerank_recipe(args.rerank_alpha),
+            *rerank_recipe(args.rerank_alpha, args.rerank_extra),
             "--seed",
             str(seed),
         )
@@ -157,12 +160,17 @@ def main() -> None:
     ap.add_argument(
         "--rerank-alpha", default="0.25", help="the reranker's fixed alpha, or 'tuned' (0.25)"
     )
+    ap.add_argument(
+        "--rerank-extra",
+        default="",
+        help="more `twofold train reranker` flags, e.g. '--prior-negatives=2' (none)",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {**provenance(), "collection": str(args.collection), "runs": []}
     report["precision"] = args.precision
-    recipe = rerank_recipe(args.rerank_alpha)
+    recipe = rerank_recipe(args.rerank_alpha, args.rerank_extra)
     report["rerank_recipe"] = " ".join(recipe) if args.rerank else None
     report["untrained"] = evaluate(args.collection, args, args.work / "eval-base.json", PIPELINES)
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -128,20 +128,31 @@ def test_training_forward_equals_serving(causal: Path, side: str) -> None:
     assert np.allclose(weights, served[1][ids], atol=1e-6) and len(ids) == (served[1] > 0).sum()
 
 
-def _build(root: Path, model: Path) -> Collection:
+def _build(root: Path, model: Path, precision: str = "auto") -> Collection:
     root.mkdir(parents=True, exist_ok=True)
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in TINY_DOCS), encoding="utf-8")
     options = BuildOptions(
         retrievers=("sparse", "splade"),
-        sparse=SparseOptions(model=str(model)),
-        splade=SparseOptions(model=str(model)),
+        sparse=SparseOptions(model=str(model), precision=precision),
+        splade=SparseOptions(model=str(model), precision=precision),
         max_length=32,
         batch_size=2,
         progress=False,
     )
     build_collection(corpus, root / "c", options)
     return Collection(root / "c")
+
+
+def test_echo_stays_float32_and_splade_reuses_its_documents(causal: Path, tmp_path: Path) -> None:
+    """bfloat16 asked of an echo encoder: it encodes in float32, every record says so,
+    and ``splade`` still takes ``sparse``'s documents (the precisions match)."""
+    coll = _build(tmp_path, causal, precision="bf16")
+    entries = coll.manifest.sub_indexes
+    assert entries["sparse"]["precision"] == entries["splade"]["precision"] == "fp32"
+    assert str(entries["splade"].get("doc_side", "")).startswith("copied from the sparse")
+    # the echo caps max_length (48 positions hold two copies): the asked one is kept too
+    assert entries["splade"]["max_length"] < entries["splade"]["echo"]["max_length_asked"] == 32
 
 
 def test_collection_builds_and_searches(causal: Path, tmp_path: Path) -> None:

@@ -268,6 +268,48 @@ def test_examples_from_the_fused_teacher(tiny_beir: tuple[Collection, BeirDatase
         build_examples(collection, queries, DistillConfig(teachers=("bm25", "dense")))
 
 
+def test_prior_negatives_are_other_queries_positives(
+    tiny_beir: tuple[Collection, BeirDataset],
+) -> None:
+    collection, dataset = tiny_beir
+    queries = split_queries(dataset, "train")
+    config = DistillConfig(
+        teachers=("bm25",), depth=10, negatives=1, hard=1, prior_negatives=2, scale=10.0
+    )
+    groups = build_examples(collection, queries, config, grouped=True)
+    texts = {d.contents: d.doc_id for d in collection.docs}
+    teacher = Teacher(collection, TeacherConfig(depth=10, retrievers=("bm25",)))
+    by_text = {tq.query.text: tq for tq in queries}
+    train_positives = {d for tq in queries for d in tq.positives}
+    # a group needs 2 prior negatives besides its hard one: q2's may be too few
+    assert {"boundary layer heat", "supersonic"} <= {g.query for g in groups}
+    for g in groups:
+        tq = by_text[g.query]
+        ids = [texts[t] for t in g.texts]
+        assert len(ids) == 4 and len(set(ids)) == 4  # positive, 1 hard, 2 prior
+        assert ids[0] in tq.positives
+        prior = ids[2:]
+        # the prior negatives are other queries' positives, never this query's
+        assert set(prior) <= train_positives - set(tq.positives)
+        judged = teacher.judge(tq)
+        for d, score in zip(ids, g.teacher, strict=True):
+            assert score == pytest.approx(10.0 * judged.scores.get(d, 0.0))
+    # q1's positive is d1; the other queries' positives are d4 and d2: both are its prior
+    q1 = [g for g in groups if g.query == "boundary layer heat"]
+    assert q1 and {texts[t] for t in q1[0].texts[2:]} == {"d2", "d4"}
+    # without prior negatives the groups are what they were
+    plain = build_examples(
+        collection,
+        queries,
+        DistillConfig(teachers=("bm25",), depth=10, negatives=1, hard=1),
+        grouped=True,
+    )
+    kept = {g.query for g in groups}
+    assert [g.texts[:2] for g in plain if g.query in kept] == [g.texts[:2] for g in groups]
+    with pytest.raises(InputError, match="prior-negatives"):
+        DistillConfig(prior_negatives=-1)
+
+
 def test_cli_train_reranker(
     tiny_beir: tuple[Collection, BeirDataset],
     base_dir: Path,

@@ -72,6 +72,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
             depth=args.depth,
             negatives=args.negatives,
             hard=args.hard_negatives,
+            prior_negatives=args.prior_negatives,
             max_queries=args.max_queries,
             scale=args.teacher_scale,
             anchor=args.anchor,
@@ -239,6 +240,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--kl-weight", type=float, help="lce: weight of the teacher KL (0)")
     p.add_argument("--negatives", type=int, help="negatives per positive (6)")
     p.add_argument("--hard-negatives", type=int, help="of which the best-ranked (3)")
+    p.add_argument(
+        "--prior-negatives",
+        type=int,
+        help="lce: also this many positives of other training queries as negatives per "
+        "group, so that having been a training positive is no sign of relevance (0)",
+    )
     p.add_argument("--depth", type=int, help="fused teacher candidates per query (100)")
     p.add_argument("--teacher-scale", type=float, help="multiplier of teacher scores (10)")
     p.add_argument("--anchor", type=float, help="positives above the best candidate (0.1)")

@@ -61,7 +61,11 @@ class DistillConfig:
     queries held out to tune ``alpha`` (given: fixed, not tuned); ``alpha_folds``: with
     K >= 2, ``alpha`` is cross-fitted over K folds of every labelled query instead
     (:mod:`twofold.train.crossfit`) and the student trains on all; ``rerank_depth``:
-    candidates reranked while tuning; ``seed``: held-out split and negative sampling."""
+    candidates reranked while tuning; ``seed``: held-out split and negative sampling;
+    ``prior_negatives``: LCE groups also hold this many known positives of *other*
+    training queries as negatives (those in the query's candidates first, then drawn), so
+    that having been a training positive is no sign of relevance: a student otherwise
+    learns which documents were relevant in train, not how to match (issue 10's trap)."""
 
     teachers: tuple[str, ...] | None = None
     depth: int = 100
@@ -76,6 +80,7 @@ class DistillConfig:
     alpha: float | None = None
     rerank_depth: int = 50
     seed: int = 0
+    prior_negatives: int = 0
 
     def __post_init__(self) -> None:
         if self.teachers is not None and not self.teachers:
@@ -96,6 +101,8 @@ class DistillConfig:
             raise InputError("with --holdout 0 give --alpha (nothing to tune it on)")
         if self.rerank_depth < 1:
             raise InputError("rerank_depth >= 1")
+        if self.prior_negatives < 0:
+            raise InputError("--prior-negatives must be >= 0")
 
 
 def min_max(ranking: Ranking) -> dict[str, float]:
@@ -159,20 +166,46 @@ def judged_examples(
     return [MarginExample(q, text[p], text[n], k * t[p], k * t[n]) for p, n in pairs]
 
 
-def judged_groups(
-    judged: Judged, text: Mapping[str, str], config: DistillConfig, rng: random.Random
-) -> list[GroupExample]:
-    """The LCE groups of one query: each known positive first, then ``negatives``
-    negatives chosen as for Margin-MSE; none for a query without a known positive."""
-    q, t, k = judged.query.query.text, judged.scores, config.scale
+def pick_prior(
+    judged: Judged, taken: Sequence[str], pool: Sequence[str], n: int, rng: random.Random
+) -> list[str]:
+    """``n`` known positives of other queries (``pool``) that are not this query's
+    positives nor already ``taken``: those among its candidates first, best first, then
+    drawn from the rest of ``pool``."""
+    skip = {*judged.query.positives, *taken}
+    members = set(pool)
+    near = [d for d in judged.negatives if d in members and d not in skip][:n]
+    skip.update(near)
+    rest = [d for d in pool if d not in skip]
+    return near + rng.sample(rest, min(len(rest), n - len(near)))
+
+
+def group_ids(
+    judged: Judged, config: DistillConfig, rng: random.Random, pool: Sequence[str] = ()
+) -> list[list[str]]:
+    """The document ids of one query's LCE groups: each known positive first, then
+    ``negatives`` negatives chosen as for Margin-MSE, then ``prior_negatives`` other
+    queries' positives from ``pool``; none for a query without a known positive."""
     groups = []
     for p in judged.positives:
         negatives = pick_negatives(judged.negatives, config, rng)
-        if len(negatives) < config.negatives:
+        prior = pick_prior(judged, negatives, pool, config.prior_negatives, rng)
+        if len(negatives) < config.negatives or len(prior) < config.prior_negatives:
             continue  # a short candidate list: every group has the same width
-        ids = [p, *negatives]
-        groups.append(GroupExample(q, tuple(text[d] for d in ids), tuple(k * t[d] for d in ids)))
+        groups.append([p, *negatives, *prior])
     return groups
+
+
+def judged_groups(
+    judged: Judged, text: Mapping[str, str], config: DistillConfig, ids: Sequence[list[str]]
+) -> list[GroupExample]:
+    """The LCE groups of ``ids`` (:func:`group_ids`); ``text[doc_id]``: the doc as shown.
+    A document the teacher did not return (a prior negative) has teacher score 0, the
+    bottom of its min-max scale."""
+    q, t, k = judged.query.query.text, judged.scores, config.scale
+    return [
+        GroupExample(q, tuple(text[d] for d in g), tuple(k * t.get(d, 0.0) for d in g)) for g in ids
+    ]
 
 
 def examples_by_query(
@@ -188,13 +221,16 @@ def examples_by_query(
         TeacherConfig(depth=config.depth, anchor=config.anchor, retrievers=config.teachers),
     )
     rng = random.Random(config.seed)
+    chosen = list(queries)[: config.max_queries]
+    pool = sorted({d for tq in chosen for d in tq.positives}) if config.prior_negatives else []
     out: list[list[Any]] = []
-    for tq in list(queries)[: config.max_queries]:
+    for tq in chosen:
         judged = teacher.judge(tq)
-        ids = {*judged.positives, *judged.negatives}
+        groups = group_ids(judged, config, rng, pool) if grouped else []
+        ids = {*judged.positives, *judged.negatives, *(d for g in groups for d in g)}
         text = {d: shown_text(collection.docs.get(d), tq.hidden) for d in ids}
         found: Sequence[Any] = (
-            judged_groups(judged, text, config, rng)
+            judged_groups(judged, text, config, groups)
             if grouped
             else judged_examples(judged, text, config, rng)
         )
@@ -297,6 +333,7 @@ def _record(
         "hard_negatives": distill.hard,
         "teacher_scale": distill.scale,
         "anchor": distill.anchor,
+        "prior_negatives": distill.prior_negatives,
         "holdout": distill.holdout if distill.alpha_folds == 1 else None,
         "distill_seed": distill.seed,
     }

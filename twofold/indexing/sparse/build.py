@@ -71,12 +71,16 @@ def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
             "add it to --sparse-engines or choose another --sparse-engine"
         )
     from twofold.models.device import resolve_precision
+    from twofold.models.echo import is_causal_lm
     from twofold.models.registry import model_fingerprint
 
+    # of the document encoder, resolved once for the device the encoding runs on; echo
+    # (causal-LM) encoders run in float32 whatever was asked, so their shards and the
+    # splade-reuses-sparse check say so before anything is loaded
+    precision = resolve_precision(o.precision, ctx.encoding().device)
     return {
         "kind": KINDS[prefix],
-        # of the document encoder, resolved once for the device the encoding runs on
-        "precision": resolve_precision(o.precision, ctx.encoding().device),
+        "precision": "fp32" if is_causal_lm(o.model) else precision,
         "model": o.model,
         # the weights read, so that a resume never mixes shards of retrained weights
         "weights_sha256": model_fingerprint(o.model)["sha256"],
@@ -199,7 +203,11 @@ def build_sparse(ctx: BuildContext, out: Path, prefix: str) -> dict[str, Any]:
             "echo (arXiv 2408.11119): the causal LM reads prefix + text + again + text; "
             "log(1 + relu(max over the second copy's tokens of logits)), special tokens zeroed"
         )
-        entry["echo"] = {"prefix": ECHO_PREFIX, "again": ECHO_AGAIN}
+        entry["echo"] = {
+            "prefix": ECHO_PREFIX,
+            "again": ECHO_AGAIN,
+            "max_length_asked": params["max_length"],
+        }
     if params["kind"] == "inference-free":
         idf = model_idf(params["model"], encoder.tokenizer)
         source = "idf.json"
@@ -316,10 +324,12 @@ def _reuse_sparse_docs(
     if not marker.is_file():
         return None
     other = json.loads(marker.read_text())
+    # what sparse was asked for: an echo encoder records the max_length it could use
+    asked_length = other.get("echo", {}).get("max_length_asked", other.get("max_length"))
     same = (
         other.get("encoder") == fingerprint
         and fingerprint.get("sha256") != "unknown"
-        and other.get("max_length") == params["max_length"]
+        and asked_length == params["max_length"]
         and other.get("precision", "fp32") == params["precision"]
         and other.get("pruning") == pruning.to_json()
         and other.get("quantization", {}).get("scale") == params["scale"]
