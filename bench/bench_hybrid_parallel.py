@@ -15,7 +15,11 @@ query (so that the machine's load falls on every system alike):
 
 Reports medians with p10/q1/q3/p90, the ratio of hybrid's p50 to the slowest single
 pipeline's p50 and to hybrid-serial's, each retriever's own time inside hybrid, and the
-load average before and after:
+load average before and after. ``paired``: what two cores give two tasks at once, the
+limit of running retrievers side by side: the two query encoders (``dense``, ``splade``)
+each alone and both started together on two threads, and as a control a float32 matmul
+of fixed size, one alone against two at once; each as the p50 of one call, so a ratio
+of 1.0 means the second core came for free:
 
     OPENBLAS_CORETYPE=SkylakeX .venv/bin/python bench/bench_hybrid_parallel.py build/scifact \\
         --dataset ../shared/datasets/scifact --rounds 2 \\
@@ -29,6 +33,7 @@ import gc
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -139,8 +144,64 @@ def main() -> int:
         ),
         "load_average": {"before": load_before, "after": load_after},
     }
+    if "dense" in singles and "splade" in singles:
+        report["paired"] = paired(collection, queries, args.rounds)
     write_report(report, args.out)
     return 0
+
+
+def paired(collection: Collection, queries: list[Query], rounds: int) -> dict[str, Any]:
+    """p50 ms of each query encoder alone and with the other running on a second thread,
+    and of a fixed float32 matmul alone and beside a copy of itself (see the docstring)."""
+    import threading
+
+    import torch
+
+    from twofold.search.dense import DenseRetriever
+    from twofold.search.sparse import SpladeRetriever
+
+    dense, splade = DenseRetriever(collection), SpladeRetriever(collection)
+    a, b = torch.randn(64, 1024), torch.randn(1024, 1024)
+    tasks: dict[str, Callable[[Query], object]] = {
+        "dense": lambda q: dense.encode([q.text]),
+        "splade": lambda q: splade.encode_query(q),
+        "matmul": lambda q: [a @ b for _ in range(8)],
+    }
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="twofold-pair")
+
+    def timed(name: str, q: Query, start: threading.Barrier | None) -> float:
+        if start is not None:
+            start.wait()
+        t0 = time.perf_counter()
+        tasks[name](q)
+        return (time.perf_counter() - t0) * 1000
+
+    pairs = {"dense": ("dense", "splade"), "matmul": ("matmul", "matmul")}
+    times: dict[str, list[float]] = {}
+    for q in queries[:10]:  # warm-up
+        for name in tasks:
+            timed(name, q, None)
+    for _ in range(rounds):
+        for i, q in enumerate(queries):
+            for name in ("dense", "splade", "matmul") if i % 2 else ("matmul", "splade", "dense"):
+                times.setdefault(f"{name} alone", []).append(timed(name, q, None))
+            for first, second in pairs.values():
+                barrier = threading.Barrier(2)
+                one = pool.submit(timed, first, q, barrier)
+                two = pool.submit(timed, second, q, barrier)
+                label = "matmul" if first == "matmul" else "encoders"
+                times.setdefault(f"{first} paired ({label})", []).append(one.result())
+                if first != second:
+                    times.setdefault(f"{second} paired ({label})", []).append(two.result())
+                else:
+                    times[f"{first} paired ({label})"].append(two.result())
+    pool.shutdown()
+    stats = {k: spread(v) for k, v in times.items()}
+    ratio = {
+        name: round(stats[f"{name} paired ({label})"]["p50"] / stats[f"{name} alone"]["p50"], 3)
+        for name, label in (("dense", "encoders"), ("splade", "encoders"), ("matmul", "matmul"))
+    }
+    return {"latency_ms": stats, "ratio_paired_to_alone_p50": ratio}
 
 
 if __name__ == "__main__":

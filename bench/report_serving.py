@@ -53,8 +53,25 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
                 f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after",
             )
             + f". Inside hybrid, each retriever's own p50 at the fusion depth: {inner} ms"
+            + _paired(report.get("paired"))
         )
     return with_runs(lines, sources)
+
+
+def _paired(paired: dict[str, Any] | None) -> str:
+    """The run's two-tasks-at-once figures (``bench_hybrid_parallel.paired``), or ''."""
+    if not paired:
+        return ""
+    stats, ratio = paired["latency_ms"], paired["ratio_paired_to_alone_p50"]
+    parts = [
+        f"{name} {stats[f'{name} alone']['p50']:.1f} alone, "
+        f"{stats[f'{name} paired ({label})']['p50']:.1f} paired ({ratio[name]:.2f}x)"
+        for name, label in (("dense", "encoders"), ("splade", "encoders"), ("matmul", "matmul"))
+    ]
+    return (
+        ". Two tasks at once on two threads, p50 ms of one call (dense and splade encoders "
+        "beside each other; the matmul beside a copy of itself): " + "; ".join(parts)
+    )
 
 
 def http_overhead(results: list[dict[str, Any]]) -> str:

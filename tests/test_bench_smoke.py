@@ -145,3 +145,26 @@ def test_sparse_precision_smoke(tmp_path: Path) -> None:
     from bench.report_serving import sparse_precision
 
     assert "| cranfield |" in sparse_precision([report])
+
+
+def test_hybrid_parallel_smoke(full_collection: Path, tmp_path: Path) -> None:
+    """bench_hybrid_parallel on the sample collection: every system timed, the ratios and
+    the paired-tasks figures present (no timing is asserted), and the section rendered."""
+    out = tmp_path / "hybrid-parallel-sample.json"
+    args = ["--dataset", str(ROOT / "data" / "cranfield"), "--max-queries", "12"]
+    _run(
+        "bench_hybrid_parallel.py", str(full_collection), *args, "--rounds", "1", "--out", str(out)
+    )
+    report = json.loads(out.read_text())
+    stats = report["latency_ms"]
+    assert {"hybrid", "hybrid-serial", "dense", "splade", "dense-eager"} <= set(stats)
+    assert all(s["n"] == 12 for s in stats.values())
+    assert report["slowest_single"] in report["retrievers"]
+    paired = report["paired"]
+    assert set(paired["ratio_paired_to_alone_p50"]) == {"dense", "splade", "matmul"}
+    assert paired["latency_ms"]["matmul paired (matmul)"]["n"] == 24  # both copies timed
+    assert paired["latency_ms"]["dense paired (encoders)"]["n"] == 12
+
+    from bench.report_serving import hybrid_parallel
+
+    assert "Two tasks at once" in hybrid_parallel([{**report, "file": str(out)}])
