@@ -132,9 +132,12 @@ def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, A
         )
     card = json.loads((model / "training_args.json").read_text())
     out = args.work / f"eval-rr-s{seed}.json"
+    metrics = card["metrics"]
     return {
         "steps": card.get("steps"),
-        "alpha": card["metrics"]["alpha"],
+        "alpha": metrics["alpha"],
+        # the trainer's held-out train queries, fused -> reranked at that alpha
+        "heldout": [metrics.get("heldout_ndcg@10_fused"), metrics.get("heldout_ndcg@10_reranked")],
         "test": evaluate(copy, args, out, RERANK_PIPELINES, "--reranker", str(model)),
     }
 

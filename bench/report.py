@@ -318,15 +318,16 @@ def train_dense(results: list[dict[str, Any]]) -> str:
         "nDCG@10 on the test split, all queries / the unseen-document ones; held-out: "
         "the trainer's own held-out train queries (collection dense -> student).",
         "",
-        "| file | seed | held-out dense | dense | hybrid | hybrid+rerank | rerank gain |",
-        "|---|---|---|---|---|---|---|",
+        "| file | seed | held-out dense | dense | hybrid | hybrid+rerank | rerank gain "
+        "| reranker held-out (alpha) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     sources = []
     for report in results:
         name = Path(report["file"]).stem
         base = report["untrained"]
         cells = {k: f"{v['all']:.4f} / {v['unseen']:.4f}" for k, v in base.items()}
-        lines.append(f"| {name} | untrained | | {cells['dense']} | {cells['hybrid']} | | |")
+        lines.append(f"| {name} | untrained | | {cells['dense']} | {cells['hybrid']} | | | |")
         cols: dict[str, list[float]] = {}
         for run in report["runs"]:
             test = run["dense"]["test"]
@@ -345,8 +346,9 @@ def train_dense(results: list[dict[str, Any]]) -> str:
                     cols.setdefault(key, []).append(value)
                 cols.setdefault("gain all", []).append(gain[0])
                 cols.setdefault("gain unseen", []).append(gain[1])
+                row += [_rerank_heldout(run["rerank"])]
             else:
-                row += ["", ""]
+                row += ["", "", ""]
             lines.append(
                 f"| {name} | {run['seed']} | {held[0]:.4f} -> {held[1]:.4f} | "
                 + " | ".join(row)
@@ -360,7 +362,7 @@ def train_dense(results: list[dict[str, Any]]) -> str:
                 else ""
                 for c in ("dense", "hybrid", "rr", "gain")
             ]
-            lines.append(f"| {name} | mean (min-max) | | " + " | ".join(mean) + " |")
+            lines.append(f"| {name} | mean (min-max) | | " + " | ".join(mean) + " | |")
         note = f"KL weight {report['runs'][0]['dense']['kl_weight']}" if report["runs"] else ""
         minutes = [run["dense"]["train_seconds"] / 60 for run in report["runs"]]
         if minutes:  # the loop's precision: recorded since session 12 (before: auto, fp32)
@@ -370,6 +372,15 @@ def train_dense(results: list[dict[str, Any]]) -> str:
             note += f"; reranker `{report['rerank_recipe']}`"
         sources.append(run_line(report, note))
     return with_runs(lines, sources)
+
+
+def _rerank_heldout(rerank: dict[str, Any]) -> str:
+    """``fused -> reranked (alpha)`` on the reranker trainer's held-out train queries
+    (recorded since session 13), else the alpha alone."""
+    fused, reranked = rerank.get("heldout") or (None, None)
+    if fused is None or reranked is None:
+        return f"({rerank['alpha']})"
+    return f"{fused:.4f} -> {reranked:.4f} ({rerank['alpha']})"
 
 
 SECTIONS = {
