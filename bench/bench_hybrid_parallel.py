@@ -19,7 +19,8 @@ load average before and after. ``paired``: what two cores give two tasks at once
 limit of running retrievers side by side: the two query encoders (``dense``, ``splade``)
 each alone and both started together on two threads, and as a control a float32 matmul
 of fixed size, one alone against two at once; each as the p50 of one call, so a ratio
-of 1.0 means the second core came for free:
+of 1.0 means the second core came for free. Each task has one torch thread there,
+whatever ``--torch-threads`` says, and the encoders run as served (traced):
 
     OPENBLAS_CORETYPE=SkylakeX .venv/bin/python bench/bench_hybrid_parallel.py build/scifact \\
         --dataset ../shared/datasets/scifact --rounds 2 \\
@@ -145,14 +146,31 @@ def main() -> int:
         "load_average": {"before": load_before, "after": load_after},
     }
     if "dense" in singles and "splade" in singles:
-        report["paired"] = paired(collection, queries, args.rounds)
+        for forward in traces:  # as served: the last system run may have left them off
+            forward.enabled = True
+        report["paired"] = paired(collection, queries, args.rounds, traced=len(traces))
     write_report(report, args.out)
     return 0
 
 
-def paired(collection: Collection, queries: list[Query], rounds: int) -> dict[str, Any]:
+def paired(
+    collection: Collection, queries: list[Query], rounds: int, traced: int
+) -> dict[str, Any]:
     """p50 ms of each query encoder alone and with the other running on a second thread,
-    and of a fixed float32 matmul alone and beside a copy of itself (see the docstring)."""
+    and of a fixed float32 matmul alone and beside a copy of itself (see the docstring).
+    Each task gets one torch thread, whatever ``--torch-threads`` says, so that two of
+    them ask for the two cores and no more; ``traced``: encoders served by their traces."""
+    import torch
+
+    threads = torch.get_num_threads()
+    set_torch_threads(1)
+    try:
+        return _paired(collection, queries, rounds) | {"torch_threads": 1, "traced": traced}
+    finally:
+        set_torch_threads(threads)
+
+
+def _paired(collection: Collection, queries: list[Query], rounds: int) -> dict[str, Any]:
     import threading
 
     import torch
@@ -167,7 +185,6 @@ def paired(collection: Collection, queries: list[Query], rounds: int) -> dict[st
         "splade": lambda q: splade.encode_query(q),
         "matmul": lambda q: [a @ b for _ in range(8)],
     }
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="twofold-pair")
 
     def timed(name: str, q: Query, start: threading.Barrier | None) -> float:
         if start is not None:
@@ -181,21 +198,23 @@ def paired(collection: Collection, queries: list[Query], rounds: int) -> dict[st
     for q in queries[:10]:  # warm-up
         for name in tasks:
             timed(name, q, None)
-    for _ in range(rounds):
-        for i, q in enumerate(queries):
-            for name in ("dense", "splade", "matmul") if i % 2 else ("matmul", "splade", "dense"):
-                times.setdefault(f"{name} alone", []).append(timed(name, q, None))
-            for first, second in pairs.values():
-                barrier = threading.Barrier(2)
-                one = pool.submit(timed, first, q, barrier)
-                two = pool.submit(timed, second, q, barrier)
-                label = "matmul" if first == "matmul" else "encoders"
-                times.setdefault(f"{first} paired ({label})", []).append(one.result())
-                if first != second:
-                    times.setdefault(f"{second} paired ({label})", []).append(two.result())
-                else:
-                    times[f"{first} paired ({label})"].append(two.result())
-    pool.shutdown()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="twofold-pair") as pool:
+        for _ in range(rounds):
+            for i, q in enumerate(queries):
+                for name in (
+                    ("dense", "splade", "matmul") if i % 2 else ("matmul", "splade", "dense")
+                ):
+                    times.setdefault(f"{name} alone", []).append(timed(name, q, None))
+                for first, second in pairs.values():
+                    barrier = threading.Barrier(2)
+                    one = pool.submit(timed, first, q, barrier)
+                    two = pool.submit(timed, second, q, barrier)
+                    label = "matmul" if first == "matmul" else "encoders"
+                    times.setdefault(f"{first} paired ({label})", []).append(one.result())
+                    if first != second:
+                        times.setdefault(f"{second} paired ({label})", []).append(two.result())
+                    else:
+                        times[f"{first} paired ({label})"].append(two.result())
     stats = {k: spread(v) for k, v in times.items()}
     ratio = {
         name: round(stats[f"{name} paired ({label})"]["p50"] / stats[f"{name} alone"]["p50"], 3)

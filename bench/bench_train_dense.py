@@ -109,8 +109,16 @@ def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, An
 
 def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, Any]:
     model = args.work / f"rr-s{seed}"
+    recipe = " ".join(rerank_recipe(args.rerank_alpha, args.rerank_extra))
+    made_with = args.work / f"rr-s{seed}.recipe"  # (work folders before session 13: none)
+    if made_with.is_file() and made_with.read_text().strip() != recipe:
+        raise SystemExit(
+            f"{model} was trained with `{made_with.read_text().strip()}`, not `{recipe}`: "
+            "use another --work folder, or remove it and its eval-rr file"
+        )
     if not (model / "training_args.json").is_file():
         shutil.rmtree(model, ignore_errors=True)
+        made_with.write_text(recipe + "\n")
         argv = [
             "train",
             "reranker",

@@ -316,7 +316,9 @@ def train_dense(results: list[dict[str, Any]]) -> str:
         "the collection's dense sub-index rebuilt from the student, then (where the run "
         "has them) `twofold train reranker` on that collection and `hybrid+rerank`. "
         "nDCG@10 on the test split, all queries / the unseen-document ones; held-out: "
-        "the trainer's own held-out train queries (collection dense -> student).",
+        "the trainer's own held-out train queries (collection dense -> student); reranker "
+        "held-out: the reranker trainer's held-out train queries, fused -> reranked at the "
+        "alpha chosen on those same queries (so an optimistic figure), where it tuned one.",
         "",
         "| file | seed | held-out dense | dense | hybrid | hybrid+rerank | rerank gain "
         "| reranker held-out (alpha) |",

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from twofold.app.cli import main
 from twofold.core.errors import InputError
-from twofold.core.types import Hit, Ranking
+from twofold.core.types import Hit, Query, Ranking
 from twofold.indexing.build import build_collection
 from twofold.indexing.buildctx import BuildOptions
 from twofold.indexing.collection import Collection
@@ -308,6 +308,53 @@ def test_prior_negatives_are_other_queries_positives(
     assert [g.texts[:2] for g in plain if g.query in kept] == [g.texts[:2] for g in groups]
     with pytest.raises(InputError, match="prior-negatives"):
         DistillConfig(prior_negatives=-1)
+
+
+def test_pick_prior_takes_candidates_first_then_draws() -> None:
+    import random
+
+    from twofold.train.distill import pick_prior
+    from twofold.train.teacher import Judged
+
+    tq = TrainQuery(Query("q", "x"), positives={"p": 1})
+    candidates = ("n0", "o1", "n1", "o2", "o3")  # o*: other queries' positives
+    judged = Judged(tq, {d: 1.0 for d in candidates}, ("p",), candidates)
+    pool = ["p", "o1", "o2", "o3", "o4", "o5", "o6"]
+    # the best-ranked other positives first, skipping one already taken as a negative
+    assert pick_prior(judged, ["o1"], pool, 2, random.Random(0)) == ["o2", "o3"]
+    # past the candidates, drawn from the rest of the pool: never p, o1 or a repeat
+    for seed in range(20):
+        got = pick_prior(judged, ["o1"], pool, 4, random.Random(seed))
+        assert got[:2] == ["o2", "o3"] and len(set(got)) == 4
+        assert set(got[2:]) <= {"o4", "o5", "o6"}
+    # a small pool gives what it has (the group is then skipped by the caller)
+    assert pick_prior(judged, [], ["p", "o1"], 3, random.Random(0)) == ["o1"]
+
+
+def test_prior_negatives_refuse_what_they_cannot_do(
+    tiny_beir: tuple[Collection, BeirDataset], tmp_path: Path
+) -> None:
+    from twofold.train.distill import distill_reranker
+
+    collection, dataset = tiny_beir
+    queries = split_queries(dataset, "train")
+    with pytest.raises(InputError, match="--loss lce"):
+        distill_reranker(
+            collection,
+            queries,
+            tmp_path / "m",
+            DistillConfig(prior_negatives=1),
+            RerankerTrainConfig(loss="margin-mse"),
+        )
+    with pytest.raises(InputError, match="--alpha-folds"):
+        distill_reranker(
+            collection,
+            queries,
+            tmp_path / "m",
+            DistillConfig(prior_negatives=1, alpha_folds=2),
+            RerankerTrainConfig(loss="lce"),
+        )
+    assert not (tmp_path / "m").exists()
 
 
 def test_cli_train_reranker(

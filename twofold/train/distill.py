@@ -265,6 +265,12 @@ def distill_reranker(
     cross-fit ``alpha`` instead, :func:`~twofold.train.crossfit.cross_fit`). ``describe``:
     where the queries came from, for the record."""
     grouped = train.loss == "lce"
+    if distill.prior_negatives and not grouped:
+        raise InputError("--prior-negatives needs --loss lce (Margin-MSE pairs have no group)")
+    if distill.prior_negatives and distill.alpha is None and distill.alpha_folds > 1:
+        # one pool over every fold would show each fold's positives to the students
+        # that are then scored on that fold
+        raise InputError("--prior-negatives does not combine with --alpha-folds; use --holdout")
     if distill.alpha is None and distill.alpha_folds > 1:
         queries = list(queries)[: distill.max_queries]
         per_query = examples_by_query(collection, queries, distill, grouped)
