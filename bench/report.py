@@ -28,6 +28,7 @@ from bench.report_serving import (  # noqa: E402
     precision,
     sparse_precision,
 )
+from bench.report_train import rerank_seeds, train_dense  # noqa: E402
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 ENGINES = ("native", "seismic", "lucene")
@@ -303,88 +304,6 @@ def peers(results: list[dict[str, Any]]) -> str:
     return with_runs(lines, sources)
 
 
-def _mean_spread(values: list[float], signed: bool = False) -> str:
-    mean, f = sum(values) / len(values), "+.4f" if signed else ".4f"
-    return f"**{mean:{f}}** ({min(values):{f}} to {max(values):{f}})"
-
-
-def train_dense(results: list[dict[str, Any]]) -> str:
-    """`bench/bench_train_dense.py`: per seed, the fine-tuned dense bi-encoder inside
-    its collection, and the reranker trained on that collection."""
-    lines = [
-        "`bench/bench_train_dense.py`: per seed, `twofold train dense` on the train split, "
-        "the collection's dense sub-index rebuilt from the student, then (where the run "
-        "has them) `twofold train reranker` on that collection and `hybrid+rerank`. "
-        "nDCG@10 on the test split, all queries / the unseen-document ones; held-out: "
-        "the trainer's own held-out train queries (collection dense -> student); reranker "
-        "held-out: the reranker trainer's held-out train queries, fused -> reranked at the "
-        "alpha chosen on those same queries (so an optimistic figure), where it tuned one.",
-        "",
-        "| file | seed | held-out dense | dense | hybrid | hybrid+rerank | rerank gain "
-        "| reranker held-out (alpha) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    sources = []
-    for report in results:
-        name = Path(report["file"]).stem
-        base = report["untrained"]
-        cells = {k: f"{v['all']:.4f} / {v['unseen']:.4f}" for k, v in base.items()}
-        lines.append(f"| {name} | untrained | | {cells['dense']} | {cells['hybrid']} | | | |")
-        cols: dict[str, list[float]] = {}
-        for run in report["runs"]:
-            test = run["dense"]["test"]
-            held = run["dense"]["heldout_dense"]
-            rr = run.get("rerank", {}).get("test")
-            row = [f"{test[p]['all']:.4f} / {test[p]['unseen']:.4f}" for p in ("dense", "hybrid")]
-            for p in ("dense", "hybrid"):
-                cols.setdefault(f"{p} all", []).append(test[p]["all"])
-                cols.setdefault(f"{p} unseen", []).append(test[p]["unseen"])
-            if rr:
-                reranked, fused = rr["hybrid+rerank"], rr["hybrid"]
-                gain = (reranked["all"] - fused["all"], reranked["unseen"] - fused["unseen"])
-                row += [f"{reranked['all']:.4f} / {reranked['unseen']:.4f}"]
-                row += [f"{gain[0]:+.4f} / {gain[1]:+.4f}"]
-                for key, value in (("rr all", reranked["all"]), ("rr unseen", reranked["unseen"])):
-                    cols.setdefault(key, []).append(value)
-                cols.setdefault("gain all", []).append(gain[0])
-                cols.setdefault("gain unseen", []).append(gain[1])
-                row += [_rerank_heldout(run["rerank"])]
-            else:
-                row += ["", "", ""]
-            lines.append(
-                f"| {name} | {run['seed']} | {held[0]:.4f} -> {held[1]:.4f} | "
-                + " | ".join(row)
-                + " |"
-            )
-        if len(report["runs"]) > 1:
-            mean = [
-                f"{_mean_spread(cols[f'{c} all'], c == 'gain')} / "
-                f"{_mean_spread(cols[f'{c} unseen'], c == 'gain')}"
-                if f"{c} all" in cols
-                else ""
-                for c in ("dense", "hybrid", "rr", "gain")
-            ]
-            lines.append(f"| {name} | mean (min-max) | | " + " | ".join(mean) + " | |")
-        note = f"KL weight {report['runs'][0]['dense']['kl_weight']}" if report["runs"] else ""
-        minutes = [run["dense"]["train_seconds"] / 60 for run in report["runs"]]
-        if minutes:  # the loop's precision: recorded since session 12 (before: auto, fp32)
-            note += f"; training precision {report.get('precision', 'auto')}, "
-            note += f"{min(minutes):.1f}-{max(minutes):.1f} min a seed"
-        if report.get("rerank_recipe"):
-            note += f"; reranker `{report['rerank_recipe']}`"
-        sources.append(run_line(report, note))
-    return with_runs(lines, sources)
-
-
-def _rerank_heldout(rerank: dict[str, Any]) -> str:
-    """``fused -> reranked (alpha)`` on the reranker trainer's held-out train queries
-    (recorded since session 13), else the alpha alone."""
-    fused, reranked = rerank.get("heldout") or (None, None)
-    if fused is None or reranked is None:
-        return f"({rerank['alpha']})"
-    return f"{fused:.4f} -> {reranked:.4f} ({rerank['alpha']})"
-
-
 SECTIONS = {
     "sparse-synthetic": lambda: sparse_synthetic(load_results("sparse-synthetic")),
     "sparse-quality": lambda: sparse_quality(_quality()),
@@ -397,6 +316,7 @@ SECTIONS = {
     "sparse-limit": lambda: sparse_limit(load_results("sparse-limit")),
     "dense-memory": lambda: dense_memory(load_results("dense-memory")),
     "train-dense": lambda: train_dense(load_results("train-dense-")),
+    "rerank-seeds": lambda: rerank_seeds(load_results("rerank-seeds-")),
     "http-overhead": lambda: http_overhead(load_results("http-overhead-")),
     "precision": lambda: precision(load_results("precision-")),
     "sparse-precision": lambda: sparse_precision(load_results("sparse-precision-")),

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -168,3 +170,31 @@ def test_hybrid_parallel_smoke(full_collection: Path, tmp_path: Path) -> None:
     from bench.report_serving import hybrid_parallel
 
     assert "Two tasks at once" in hybrid_parallel([{**report, "file": str(out)}])
+
+
+def test_rerank_seeds_smoke(full_collection: Path, tmp_path: Path) -> None:
+    """bench_rerank_seeds, label-free, two tiny seeds on the sample collection: each seed
+    trains and evaluates, a second call reads them back, another recipe in the same work
+    folder is refused, and the section renders."""
+    out, work = tmp_path / "rerank-seeds-sample.json", tmp_path / "work"
+    args = [str(full_collection), "--dataset", str(ROOT / "data" / "cranfield")]
+    args += ["--work", str(work), "--seeds", "0,1", "--max-queries", "30", "--out", str(out), "--"]
+    recipe = ["--pseudo-count", "24", "--epochs", "1", "--max-length", "96", "--negatives", "3"]
+    recipe += ["--hard-negatives", "1", "--prior-negatives", "1", "--device", "cpu"]
+    _run("bench_rerank_seeds.py", *args, *recipe)
+    report = json.loads(out.read_text())
+    assert report["queries"] == "pseudo" and "--prior-negatives 1" in report["recipe"]
+    for run in report["runs"]:
+        assert run["steps"] >= 1 and 0.0 <= run["alpha"] <= 1.0
+        for pipeline in ("hybrid", "hybrid+rerank"):
+            assert 0.0 <= run["test"][pipeline]["all"] <= 1.0
+            assert run["test"][pipeline]["unseen"] is None  # no train split: label-free
+    stamp = (work / "rr-s0" / "training_args.json").stat().st_mtime
+    _run("bench_rerank_seeds.py", *args, *recipe)  # read back, not trained again
+    assert (work / "rr-s0" / "training_args.json").stat().st_mtime == stamp
+    with pytest.raises(subprocess.CalledProcessError):
+        _run("bench_rerank_seeds.py", *args, *recipe[:-4])
+
+    from bench.report_train import rerank_seeds
+
+    assert "mean (min-max)" in rerank_seeds([{**report, "file": str(out)}])
