@@ -6,10 +6,11 @@ query (so that the machine's load falls on every system alike):
 
 - each single-retriever pipeline (``bm25``, ``sparse``, ``splade``, ``dense``: what a user
   calls, at ``k``);
-- ``hybrid`` as served: its retrievers on the pipeline's thread pool, each fetching the
-  fusion depth;
-- ``hybrid-serial``: the same pipeline with its retrievers run one after another (the
-  pool swapped for a one-thread pool), the baseline that parallel retrieval must beat;
+- ``hybrid`` as served: its retrievers in at most one lane per core, dearest first
+  (``twofold.search.lanes``), each fetching the fusion depth;
+- ``hybrid-serial``: the same pipeline with its retrievers run one after another (one
+  lane, the pool swapped for a one-thread pool), the baseline that parallel retrieval
+  must beat;
 - the same single pipelines and ``hybrid`` with the encoders' TorchScript traces turned
   off (``-eager``: ``twofold.models.traced``), the query path as it was before them.
 
@@ -74,6 +75,7 @@ def main() -> int:
     ds = BeirDataset(args.dataset)
     queries: list[Query] = ds.queries(args.split)[: args.max_queries]
     hybrid = build_pipeline(collection, "hybrid")
+    lanes = hybrid.lanes.width  # the cores: retrievers run in this many lanes at most
     pipelines = {name: build_pipeline(collection, name) for name in singles}
     parallel_pool = pipeline_module._retrieve_pool()
     serial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twofold-serial")
@@ -86,11 +88,14 @@ def main() -> int:
             forward.enabled = not system.endswith("-eager")
         system = system.removesuffix("-eager")
         if system.startswith("hybrid"):
-            pool = serial_pool if system == "hybrid-serial" else parallel_pool
+            serial = system == "hybrid-serial"
+            pool = serial_pool if serial else parallel_pool
             pipeline_module._retrieve_pool = lambda: pool  # type: ignore[assignment]
+            hybrid.lanes.width = 1 if serial else lanes  # one lane: one after another
             t0 = time.perf_counter()
             outcome = hybrid.run(query, args.k)
             ms = (time.perf_counter() - t0) * 1000
+            hybrid.lanes.width = lanes
             inner = {n: v for n, v in outcome.timings_ms.items() if n.startswith("retrieve.")}
             return ms, inner
         t0 = time.perf_counter()
@@ -128,6 +133,7 @@ def main() -> int:
         "rounds": args.rounds,
         "k": args.k,
         "torch_threads": threads,
+        "lanes": lanes,
         "retrievers": singles,
         "latency_ms": stats,
         "hybrid_inner_retrieve_ms": {n: spread(v) for n, v in inner.items()},

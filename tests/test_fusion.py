@@ -367,3 +367,29 @@ def test_the_arithmetic_mean_is_the_per_document_rule(
     fused = score_fusion("q", lists, 1000, normalization, "arithmetic", named)  # type: ignore[arg-type]
     want = _reference_mean(lists, named, normalization)
     assert {h.doc_id: h.score for h in fused} == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+
+@given(
+    values=st.lists(
+        st.sampled_from([0.1 + 0.2, 0.3, 0.30000000000000004, 0.7, -0.5, -0.5000000000001, 0.0]),
+        min_size=1,
+        max_size=80,
+    ),
+    depth=st.integers(1, 20),
+)
+def test_the_head_of_a_long_list_is_the_head_of_the_full_sort(
+    values: list[float], depth: int
+) -> None:
+    """``_ranked`` settles and heaps only the scores near the cut when the depth is short;
+    near-ties from summation order (0.1 + 0.2 against 0.3) still tie, ordered by doc id,
+    exactly as a full sort of every settled score orders them."""
+    from twofold.core.types import settle
+    from twofold.search.fusion import _ranked
+
+    scores = {f"d{i:03d}": v for i, v in enumerate(values)}
+    sources = {d: {"r": (1, v)} for d, v in scores.items()}
+    full = sorted(((d, settle(s)) for d, s in scores.items()), key=lambda p: (-p[1], p[0]))
+    got = _ranked("q", scores, sources, depth)
+    assert [(h.doc_id, h.score) for h in got.hits] == full[:depth]
+    lazy = _ranked("q", scores, lambda kept: {d: sources[d] for d in kept}, depth)
+    assert lazy == got

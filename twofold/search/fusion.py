@@ -42,13 +42,14 @@ Ties in the fused score are broken by doc id, so fusion is deterministic.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from twofold.core.errors import InputError
-from twofold.core.types import Hit, Ranking, settle
+from twofold.core.types import SCORE_DIGITS, Hit, Ranking, settle
 
 Normalization = Literal["min_max", "z_score", "l2"]
 Combination = Literal["arithmetic", "geometric", "harmonic"]
@@ -59,27 +60,46 @@ RRF_K = 60
 EPS = 1e-6
 
 
-def _sources(rankings: Mapping[str, Ranking]) -> dict[str, dict[str, tuple[int, float]]]:
-    """doc_id -> retriever -> (rank from 1, raw score) for every listed document."""
+def _sources(
+    rankings: Mapping[str, Ranking], only: Container[str] | None = None
+) -> dict[str, dict[str, tuple[int, float]]]:
+    """doc_id -> retriever -> (rank from 1, raw score) for every listed document (``only``:
+    for these documents alone)."""
     out: dict[str, dict[str, tuple[int, float]]] = {}
     for name, ranking in rankings.items():
         for rank, hit in enumerate(ranking.hits, start=1):
+            if only is not None and hit.doc_id not in only:
+                continue
             # A retriever may list a document twice; its first (best) rank counts.
             out.setdefault(hit.doc_id, {}).setdefault(name, (rank, hit.score))
     return out
 
 
+Sources = Mapping[str, Mapping[str, tuple[int, float]]]
+
+
 def _ranked(
     query_id: str,
     scores: Mapping[str, float],
-    sources: Mapping[str, Mapping[str, tuple[int, float]]],
+    sources: Sources | Callable[[set[str]], Sources],
     depth: int,
 ) -> Ranking:
     """Best first; a fused score is settled (``core.types.settle``) first, so near-ties
-    from summation order are ties, ordered by doc id."""
-    settled = [(d, settle(s)) for d, s in scores.items()]
-    ordered = sorted(settled, key=lambda p: (-p[1], p[0]))[:depth]
-    return Ranking(query_id, tuple(Hit(d, s, dict(sources[d])) for d, s in ordered))
+    from summation order are ties, ordered by doc id. ``sources``: each document's
+    per-retriever (rank, score), or what makes them for the documents kept."""
+    best = lambda p: (-p[1], p[0])  # noqa: E731 - a total order: ties by doc id
+    if depth * 4 < len(scores):  # a short head of a long list: a heap, not a full sort
+        # settling never reorders (it rounds monotonically) but may tie a score just
+        # below the depth-th with it: settle only the scores that close to the cut
+        cut = heapq.nlargest(depth, scores.values())[-1]
+        near = cut - abs(cut) * 10.0 ** (2 - SCORE_DIGITS)
+        settled = [(d, settle(s)) for d, s in scores.items() if s >= near]
+        ordered = heapq.nsmallest(depth, settled, key=best)
+    else:
+        settled = [(d, settle(s)) for d, s in scores.items()]
+        ordered = sorted(settled, key=best)[:depth]
+    found = sources({d for d, _ in ordered}) if callable(sources) else sources
+    return Ranking(query_id, tuple(Hit(d, s, dict(found[d])) for d, s in ordered))
 
 
 def _check_weights(weights: Mapping[str, float] | None) -> Mapping[str, float]:
@@ -189,7 +209,6 @@ def score_fusion(
             "use min_max or l2 normalization, or the arithmetic combination"
         )
     weights = _check_weights(weights)
-    sources = _sources(rankings)
     lists: dict[str, tuple[dict[str, float], float]] = {}  # name -> (normalized, floor)
     for name, ranking in rankings.items():
         per_doc: dict[str, float] = {}
@@ -199,8 +218,9 @@ def score_fusion(
             continue
         normed, floor = normalize_with_floor(list(per_doc.values()), normalization)
         lists[name] = (dict(zip(per_doc, normed, strict=True)), floor)
+    docs = list(dict.fromkeys(d for normed, _ in lists.values() for d in normed))
     if combination == "arithmetic":
-        scores = _weighted_mean(sources, lists, weights)
+        scores = _weighted_mean(docs, lists, weights)
     else:
         scores = {
             doc_id: _combine(
@@ -210,9 +230,9 @@ def score_fusion(
                 ),
                 combination,
             )
-            for doc_id in sources
+            for doc_id in docs
         }
-    return _ranked(query_id, scores, sources, depth)
+    return _ranked(query_id, scores, lambda kept: _sources(rankings, kept), depth)
 
 
 def _weighted_mean(

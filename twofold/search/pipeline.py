@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from twofold.core.errors import InputError, TwofoldError
@@ -29,6 +29,7 @@ from twofold.core.registry import Registry
 from twofold.core.types import Hit, Query, Ranking, SparseVec, settle
 from twofold.indexing.collection import Collection
 from twofold.search.fusion import FusionConfig
+from twofold.search.lanes import Lanes
 from twofold.search.milvus_fusion import MilvusFusion, fusion_problem, milvus_retrievers
 from twofold.search.retrievers import RETRIEVERS, Explainer, Retriever
 
@@ -138,6 +139,7 @@ class Pipeline:
     reranker: Reranker | None = None
     depths: Depths = field(default_factory=Depths)
     doc_text: Callable[[str], str] | None = None
+    lanes: Lanes = field(default_factory=Lanes, repr=False, compare=False)
 
     def search(self, query: Query, k: int = 10) -> Ranking:
         """The top ``k`` for ``query`` (what evaluation scores)."""
@@ -173,8 +175,10 @@ class Pipeline:
             )
             timings["retrieve+fuse"] = _ms(t0)
         else:
+            # without a reranker only the top k of the fusion is read: no deeper list made
+            keep = depth if self.reranker is not None else k
             fused, encoded = self._retrieve_and_fuse(
-                self.fuser, query, depth, timings, degraded, stop_at
+                self.fuser, query, depth, timings, degraded, stop_at, keep
             )
 
         ranking = fused
@@ -197,9 +201,12 @@ class Pipeline:
         timings: dict[str, float],
         degraded: list[str],
         stop_at: float | None,
+        keep: int | None = None,
     ) -> tuple[Ranking, dict[str, SparseVec]]:
-        """Every retriever's top ``depth``, fused (a lone retriever's list passes); the
-        sparse query vectors made on the way, kept for explanations."""
+        """Every retriever's top ``depth``, fused into the top ``keep`` (None: ``depth``;
+        a lone retriever's list passes); the sparse query vectors made on the way, kept
+        for explanations."""
+        keep = depth if keep is None else min(keep, depth)
         # Retrievers run concurrently (Lucene, FAISS and numpy release the GIL), so the
         # retrieve stage costs about the slowest one; one whose fusion weight is 0 is not
         # run (it could only add zero-weight candidates).
@@ -217,8 +224,9 @@ class Pipeline:
         if len(active) == 1:
             ((only, retriever),) = active.items()
             futures = {only: _done(retrieve, retriever)}
-        else:
-            futures = {n: _retrieve_pool().submit(retrieve, r) for n, r in active.items()}
+        else:  # in at most one lane per core, dearest first (twofold.search.lanes)
+            tasks = {n: partial(retrieve, r) for n, r in active.items()}
+            futures = self.lanes.run(tasks, _retrieve_pool(), cost_of=lambda out: out[1])
         rankings: dict[str, Ranking] = {}
         encoded: dict[str, SparseVec] = {}
         for name, future in futures.items():
@@ -243,11 +251,11 @@ class Pipeline:
                 query.query_id,
                 tuple(
                     Hit(h.doc_id, h.score, {name: (i, h.score)})
-                    for i, h in enumerate(single.hits[:depth], start=1)
+                    for i, h in enumerate(single.hits[:keep], start=1)
                 ),
             )
         else:
-            fused = fuser.fuse(query.query_id, rankings, depth)
+            fused = fuser.fuse(query.query_id, rankings, keep)
             timings["fuse"] = _ms(t0)
         return fused, encoded
 
