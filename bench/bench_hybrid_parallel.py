@@ -11,6 +11,9 @@ query (so that the machine's load falls on every system alike):
 - ``hybrid-serial``: the same pipeline with its retrievers run one after another (one
   lane, the pool swapped for a one-thread pool), the baseline that parallel retrieval
   must beat;
+- ``hybrid-lane-each``: the same pipeline with a lane per retriever, every one on a
+  thread of its own at once (dearest first, the first on the calling thread); before
+  session 13 every retriever had a pool thread of its own, in the pipeline's order;
 - the same single pipelines and ``hybrid`` with the encoders' TorchScript traces turned
   off (``-eager``: ``twofold.models.traced``), the query path as it was before them.
 
@@ -80,7 +83,7 @@ def main() -> int:
     parallel_pool = pipeline_module._retrieve_pool()
     serial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twofold-serial")
     eager = [f"{s}-eager" for s in singles]
-    systems = [*singles, "hybrid", "hybrid-serial", *eager, "hybrid-eager"]
+    systems = [*singles, "hybrid", "hybrid-serial", "hybrid-lane-each", *eager, "hybrid-eager"]
     traces: list[TracedForward] = []
 
     def run(system: str, query: Query) -> tuple[float, dict[str, float]]:
@@ -91,7 +94,9 @@ def main() -> int:
             serial = system == "hybrid-serial"
             pool = serial_pool if serial else parallel_pool
             pipeline_module._retrieve_pool = lambda: pool  # type: ignore[assignment]
-            hybrid.lanes.width = 1 if serial else lanes  # one lane: one after another
+            # one lane: one after another; a lane each: every retriever on its own thread
+            width = {"hybrid-serial": 1, "hybrid-lane-each": len(singles)}
+            hybrid.lanes.width = width.get(system, lanes)
             t0 = time.perf_counter()
             outcome = hybrid.run(query, args.k)
             ms = (time.perf_counter() - t0) * 1000
@@ -145,6 +150,9 @@ def main() -> int:
         "slowest_single_eager": slowest_eager,
         "ratio_hybrid_eager_to_slowest_single_eager_p50": round(
             stats["hybrid-eager"]["p50"] / stats[slowest_eager]["p50"], 3
+        ),
+        "ratio_hybrid_to_lane_each_p50": round(
+            stats["hybrid"]["p50"] / stats["hybrid-lane-each"]["p50"], 3
         ),
         "ratio_hybrid_to_serial_p50": round(
             stats["hybrid"]["p50"] / stats["hybrid-serial"]["p50"], 3

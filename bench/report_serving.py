@@ -13,8 +13,9 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
     lines = [
         "`bench/bench_hybrid_parallel.py`: in one process, per query in a rotating order, "
         "each single-retriever pipeline at k, `hybrid` as served (retrievers on the "
-        "pipeline's thread pool) and `hybrid-serial` (the same pipeline, retrievers one "
-        "after another); where a run has them, `-eager` rows are the same pipelines with "
+        "pipeline's thread pool; since session 13 in at most one lane per core, dearest "
+        "first) and `hybrid-serial` (the same pipeline, retrievers one after another); "
+        "where a run has them, `-eager` rows are the same pipelines with "
         "the encoders' TorchScript traces off, their ratio taken to the slowest eager "
         "single. Milliseconds: p50 (q1-q3, p10-p90).",
         "",
@@ -33,7 +34,7 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
             ratio = f"{r['p50'] / base:.2f}"
             serial = (
                 f"{r['p50'] / stats['hybrid-serial']['p50']:.2f}"
-                if system in ("hybrid", "hybrid-serial")
+                if system in ("hybrid", "hybrid-serial", "hybrid-lane-each")
                 else ""
             )
             lines.append(
