@@ -99,3 +99,26 @@ def test_lanes_learn_costs_and_keep_every_result_and_error() -> None:
     lanes.observe("a", 4.0)  # a moving average: 0.8 * 9 + 0.2 * 4
     assert lanes.costs(["a"])["a"] == 8.0
     assert len(seen) == 3
+
+
+def test_many_threads_share_one_pipelines_lanes() -> None:
+    """Eight threads run the same three-retriever pipeline at once, 25 queries each, with
+    two lanes: every result equals the sequential fusion, and the learned costs stay
+    one finite number per retriever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    retrievers = {n: ListRetriever(n, d) for n, d in lists().items()}
+    fusion = FusionConfig("convex")
+    pipe = Pipeline("p", retrievers, fuser=fusion, lanes=Lanes(width=2))
+    q = Query("q1", "anything")
+    sequential = {n: ListRetriever(n, d).retrieve(q, 100) for n, d in lists().items()}
+    expected = fusion.fuse("q1", sequential, 100).top(10)
+
+    def many(_: int) -> list[Ranking]:
+        return [pipe.run(q, k=10).ranking for _ in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for batch in pool.map(many, range(8)) for r in batch]
+    assert len(results) == 200 and all(r == expected for r in results)
+    costs = pipe.lanes.costs(list(retrievers))
+    assert all(c is not None and c >= 0 for c in costs.values())
