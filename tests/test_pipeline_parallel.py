@@ -99,6 +99,7 @@ def test_lanes_learn_costs_and_keep_every_result_and_error() -> None:
     lanes.observe("a", 4.0)  # a moving average: 0.8 * 9 + 0.2 * 4
     assert lanes.costs(["a"])["a"] == 8.0
     assert len(seen) == 3
+    assert lanes.run({}, _retrieve_pool()) == {}
 
 
 def test_many_threads_share_one_pipelines_lanes() -> None:

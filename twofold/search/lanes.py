@@ -83,6 +83,8 @@ class Lanes:
         ``cost_of(result)``: the ms to learn from a result (None: none learned)."""
         lanes = plan(self.costs(list(tasks)), self.width)
         futures: dict[str, Future[T]] = {name: Future() for name in tasks}
+        if not lanes:  # no tasks
+            return futures
 
         def lane(names: list[str]) -> None:
             for name in names:
