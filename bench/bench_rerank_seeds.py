@@ -17,15 +17,13 @@ and eval file are already in ``--work`` is read back, not trained again.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import eval_summary, provenance, twofold, write_report
+from bench.common import evaluated, provenance, trained_reranker, write_report
 
 PIPELINES = ("hybrid", "hybrid+rerank")
 # the BERT-tiny LCE recipe of bench_train_dense (session 5); the flags after -- add to it
@@ -37,34 +35,13 @@ BASE_RECIPE = (
 
 def seed_run(args: argparse.Namespace, seed: int, recipe: list[str]) -> dict[str, Any]:
     model, out = args.work / f"rr-s{seed}", args.work / f"eval-rr-s{seed}.json"
-    made_with = args.work / f"rr-s{seed}.recipe"
-    wanted = " ".join(["--queries", args.queries, *recipe])
-    if made_with.is_file() and made_with.read_text().strip() != wanted:
-        raise SystemExit(f"{model} was made with `{made_with.read_text().strip()}`: another --work")
-    if not (model / "training_args.json").is_file():
-        shutil.rmtree(model, ignore_errors=True)
-        made_with.write_text(wanted + "\n")
-        labels = ["--dataset", str(args.dataset)] if args.queries != "pseudo" else []
-        twofold(
-            "train", "reranker", str(args.collection), "--queries", args.queries, *labels,
-            "--out", str(model), *recipe, "--seed", str(seed),
-        )  # fmt: skip
-    if not out.is_file():
-        argv = ["eval", str(args.collection), "--dataset", str(args.dataset)]
-        argv += ["--split", args.split, "--pipeline", ",".join(PIPELINES)]
-        if args.max_queries:
-            argv += ["--max-queries", str(args.max_queries)]
-        twofold(*argv, "--reranker", str(model), "--out", str(out))
-    card = json.loads((model / "training_args.json").read_text())
-    metrics = card["metrics"]
-    return {
-        "seed": seed,
-        "steps": card.get("steps"),
-        "train_seconds": card.get("seconds"),
-        "alpha": metrics.get("alpha"),
-        "heldout": [metrics.get("heldout_ndcg@10_fused"), metrics.get("heldout_ndcg@10_reranked")],
-        "test": eval_summary(out, PIPELINES),
-    }
+    labels = ["--dataset", str(args.dataset)] if args.queries != "pseudo" else []
+    flags = ["--queries", args.queries, *labels, *recipe, "--seed", str(seed)]
+    trained = trained_reranker(args.collection, model, flags)
+    limit = ["--max-queries", str(args.max_queries)] if args.max_queries else []
+    extra = [*limit, "--reranker", str(model)]
+    test = evaluated(args.collection, args.dataset, args.split, out, PIPELINES, *extra)
+    return {"seed": seed, **trained, "test": test}
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import eval_summary, provenance, twofold, write_report
+from bench.common import evaluated, provenance, trained_reranker, write_report
 from twofold.indexing.collection import Collection
 from twofold.indexing.dense.shards import ReuseVectors
 from twofold.indexing.encoding import LocalExecutor
@@ -60,11 +60,8 @@ def rerank_recipe(alpha: str, extra: str = "") -> tuple[str, ...]:
 def evaluate(
     collection: Path, args: argparse.Namespace, out: Path, pipelines: tuple[str, ...], *extra: str
 ) -> dict[str, Any]:
-    """``twofold eval`` (skipped when ``out`` exists): {pipeline: {all, unseen, p50_ms}}."""
-    if not out.is_file():
-        argv = ["eval", str(collection), "--dataset", str(args.dataset), "--split", args.split]
-        twofold(*argv, "--pipeline", ",".join(pipelines), *extra, "--out", str(out))
-    return eval_summary(out, pipelines)
+    """``twofold eval`` on ``--split`` (skipped when ``out`` exists)."""
+    return evaluated(collection, args.dataset, args.split, out, pipelines, *extra)
 
 
 def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any]]:
@@ -109,43 +106,12 @@ def dense_stage(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, An
 
 def rerank_stage(args: argparse.Namespace, seed: int, copy: Path) -> dict[str, Any]:
     model = args.work / f"rr-s{seed}"
-    recipe = " ".join(rerank_recipe(args.rerank_alpha, args.rerank_extra))
-    made_with = args.work / f"rr-s{seed}.recipe"  # (work folders before session 13: none)
-    if made_with.is_file() and made_with.read_text().strip() != recipe:
-        raise SystemExit(
-            f"{model} was trained with `{made_with.read_text().strip()}`, not `{recipe}`: "
-            "use another --work folder, or remove it and its eval-rr file"
-        )
-    if not (model / "training_args.json").is_file():
-        shutil.rmtree(model, ignore_errors=True)
-        made_with.write_text(recipe + "\n")
-        argv = [
-            "train",
-            "reranker",
-            str(copy),
-            "--queries",
-            "split",
-            "--dataset",
-            str(args.dataset),
-        ]
-        twofold(
-            *argv,
-            "--split",
-            args.train_split,
-            "--out",
-            str(model),
-            *rerank_recipe(args.rerank_alpha, args.rerank_extra),
-            "--seed",
-            str(seed),
-        )
-    card = json.loads((model / "training_args.json").read_text())
+    flags = ["--queries", "split", "--dataset", str(args.dataset), "--split", args.train_split]
+    flags += [*rerank_recipe(args.rerank_alpha, args.rerank_extra), "--seed", str(seed)]
+    trained = trained_reranker(copy, model, flags)
     out = args.work / f"eval-rr-s{seed}.json"
-    metrics = card["metrics"]
     return {
-        "steps": card.get("steps"),
-        "alpha": metrics["alpha"],
-        # the trainer's held-out train queries, fused -> reranked at that alpha
-        "heldout": [metrics.get("heldout_ndcg@10_fused"), metrics.get("heldout_ndcg@10_reranked")],
+        **{k: trained[k] for k in ("steps", "alpha", "heldout")},
         "test": evaluate(copy, args, out, RERANK_PIPELINES, "--reranker", str(model)),
     }
 

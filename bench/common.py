@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,49 @@ def eval_summary(out: Path, pipelines: Sequence[str]) -> dict[str, Any]:
             "p50_ms": report[name]["latency_ms"]["p50"],
         }
     return summary
+
+
+def evaluated(
+    collection: Path,
+    dataset: Path,
+    split: str,
+    out: Path,
+    pipelines: Sequence[str],
+    *extra: str,
+) -> dict[str, Any]:
+    """``twofold eval`` of ``pipelines`` into ``out`` (skipped when ``out`` exists; ``extra``:
+    more flags), summarized by :func:`eval_summary`."""
+    if not out.is_file():
+        argv = ["eval", str(collection), "--dataset", str(dataset), "--split", split]
+        twofold(*argv, "--pipeline", ",".join(pipelines), *extra, "--out", str(out))
+    return eval_summary(out, pipelines)
+
+
+def trained_reranker(collection: Path, model: Path, flags: Sequence[str]) -> dict[str, Any]:
+    """``twofold train reranker COLLECTION *flags --out MODEL`` unless ``model`` is trained
+    already; the flags are recorded beside it (``MODEL.recipe``), and a model made with
+    other flags is refused (one without that record is taken as it is). Returns the
+    model card's steps, seconds, ``alpha`` and held-out fused -> reranked nDCG@10."""
+    made_with = model.with_name(model.name + ".recipe")
+    wanted = " ".join(flags)
+    if made_with.is_file() and made_with.read_text().strip() != wanted:
+        raise SystemExit(
+            f"{model} was trained with `{made_with.read_text().strip()}`, not `{wanted}`: "
+            "use another --work folder, or remove it and its eval files"
+        )
+    if not (model / "training_args.json").is_file():
+        shutil.rmtree(model, ignore_errors=True)
+        made_with.write_text(wanted + "\n")
+        twofold("train", "reranker", str(collection), *flags, "--out", str(model))
+    card = json.loads((model / "training_args.json").read_text())
+    metrics = card["metrics"]
+    return {
+        "steps": card.get("steps"),
+        "train_seconds": card.get("seconds"),
+        "alpha": metrics.get("alpha"),
+        # the trainer's held-out training queries, fused -> reranked at that alpha
+        "heldout": [metrics.get("heldout_ndcg@10_fused"), metrics.get("heldout_ndcg@10_reranked")],
+    }
 
 
 def write_report(report: dict[str, Any], out: Path | None) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -118,16 +118,6 @@ def _retrieve_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="twofold-retrieve")
 
 
-def _done(fn: Callable[[Any], Any], arg: Any) -> Future[Any]:
-    """``fn(arg)`` run here, as a finished future (one retriever needs no thread)."""
-    future: Future[Any] = Future()
-    try:
-        future.set_result(fn(arg))
-    except Exception as exc:
-        future.set_exception(exc)
-    return future
-
-
 @dataclass
 class Pipeline:
     """Retrievers -> fuser -> optional reranker. ``doc_text`` gives the text a reranker
@@ -201,12 +191,11 @@ class Pipeline:
         timings: dict[str, float],
         degraded: list[str],
         stop_at: float | None,
-        keep: int | None = None,
+        keep: int,
     ) -> tuple[Ranking, dict[str, SparseVec]]:
-        """Every retriever's top ``depth``, fused into the top ``keep`` (None: ``depth``;
-        a lone retriever's list passes); the sparse query vectors made on the way, kept
-        for explanations."""
-        keep = depth if keep is None else min(keep, depth)
+        """Every retriever's top ``depth``, fused into the top ``keep`` (<= ``depth``; a
+        lone retriever's list passes); the sparse query vectors made on the way, kept for
+        explanations."""
         # Retrievers run concurrently (Lucene, FAISS and numpy release the GIL), so the
         # retrieve stage costs about the slowest one; one whose fusion weight is 0 is not
         # run (it could only add zero-weight candidates).
@@ -221,12 +210,10 @@ class Pipeline:
                 return retriever.retrieve_encoded(query, vector, depth), _ms(t0), vector
             return retriever.retrieve(query, depth), _ms(t0), None
 
-        if len(active) == 1:
-            ((only, retriever),) = active.items()
-            futures = {only: _done(retrieve, retriever)}
-        else:  # in at most one lane per core, dearest first (twofold.search.lanes)
-            tasks = {n: partial(retrieve, r) for n, r in active.items()}
-            futures = self.lanes.run(tasks, _retrieve_pool(), cost_of=lambda out: out[1])
+        # in at most one lane per core, dearest first (twofold.search.lanes); a lone
+        # retriever runs on this thread
+        tasks = {n: partial(retrieve, r) for n, r in active.items()}
+        futures = self.lanes.run(tasks, _retrieve_pool(), cost_of=lambda out: out[1])
         rankings: dict[str, Ranking] = {}
         encoded: dict[str, SparseVec] = {}
         for name, future in futures.items():

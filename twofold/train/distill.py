@@ -172,6 +172,8 @@ def pick_prior(
     """``n`` known positives of other queries (``pool``) that are not this query's
     positives nor already ``taken``: those among its candidates first, best first, then
     drawn from the rest of ``pool``."""
+    if n <= 0:
+        return []
     skip = {*judged.query.positives, *taken}
     members = set(pool)
     near = [d for d in judged.negatives if d in members and d not in skip][:n]
