@@ -29,3 +29,8 @@ def load_results(prefix: str) -> list[dict[str, Any]]:
         data["file"] = str(path.relative_to(ROOT))
         out.append(data)
     return out
+
+
+def all_unseen(r: dict[str, Any]) -> str:
+    """nDCG@10 on all queries / the unseen-document ones (none without a train split)."""
+    return f"{r['all']:.4f}" + ("" if r.get("unseen") is None else f" / {r['unseen']:.4f}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.report_format import run_line, with_runs
+from bench.report_format import all_unseen, run_line, with_runs
 
 
 def hybrid_parallel(results: list[dict[str, Any]]) -> str:
@@ -158,7 +158,7 @@ def precision(results: list[dict[str, Any]]) -> str:
                 f"{cos['median']:.5f} | |"
             )
         for setting, r in report.get("quality", {}).items():
-            cells = [_all_unseen(r[p]) if p in r else "-" for p in ("dense", "splade", "hybrid")]
+            cells = [all_unseen(r[p]) if p in r else "-" for p in ("dense", "splade", "hybrid")]
             quality.append(
                 f"| {name} | {setting} | " + " | ".join(cells) + " | "
                 f"{r['dense']['p50_ms']:.1f} | {r['hybrid']['p50_ms']:.1f} |"
@@ -168,11 +168,6 @@ def precision(results: list[dict[str, Any]]) -> str:
         note = f"{docs['docs']} documents x {rounds} rounds, {n_queries} queries"
         sources.append(run_line(report, note))
     return with_runs(lines + (quality if len(quality) > 5 else []), sources)
-
-
-def _all_unseen(r: dict[str, Any]) -> str:
-    """nDCG@10 on all queries / the unseen-document ones (none without a train split)."""
-    return f"{r['all']:.4f}" + ("" if r.get("unseen") is None else f" / {r['unseen']:.4f}")
 
 
 def sparse_precision(results: list[dict[str, Any]]) -> str:
@@ -191,7 +186,7 @@ def sparse_precision(results: list[dict[str, Any]]) -> str:
         amx = "yes" if report["amx"] else "no"
         for docs, b in report["builds"].items():
             for queries, r in b["queries"].items():
-                cells = [_all_unseen(r[p]) for p in ("sparse", "splade")]
+                cells = [all_unseen(r[p]) for p in ("sparse", "splade")]
                 lines.append(
                     f"| {report['dataset']} | {amx} | {docs} | {b['build_seconds']:.1f} | "
                     f"{queries} | " + " | ".join(cells) + " |"

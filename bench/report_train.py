@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.report_format import run_line, with_runs
+from bench.report_format import all_unseen, run_line, with_runs
 
 
 def mean_spread(values: list[float], signed: bool = False) -> str:
@@ -112,8 +112,8 @@ def rerank_seeds(results: list[dict[str, Any]]) -> str:
             fused, reranked = test["hybrid"], test["hybrid+rerank"]
             gains.append(reranked["all"] - fused["all"])
             lines.append(
-                f"| {name} | {run['seed']} | {_rerank_heldout(run)} | {_score(fused)} | "
-                f"{_score(reranked)} | {_gain(fused, reranked)} |"
+                f"| {name} | {run['seed']} | {_rerank_heldout(run)} | {all_unseen(fused)} | "
+                f"{all_unseen(reranked)} | {_gain(fused, reranked)} |"
             )
         if len(report["runs"]) > 1:
             lines.append(f"| {name} | mean (min-max) | | | | {mean_spread(gains, True)} |")
@@ -123,10 +123,6 @@ def rerank_seeds(results: list[dict[str, Any]]) -> str:
             note += f", {min(minutes):.1f}-{max(minutes):.1f} min of training a seed"
         sources.append(run_line(report, note))
     return with_runs(lines, sources)
-
-
-def _score(r: dict[str, Any]) -> str:
-    return f"{r['all']:.4f}" + ("" if r["unseen"] is None else f" / {r['unseen']:.4f}")
 
 
 def _gain(fused: dict[str, Any], reranked: dict[str, Any]) -> str:
