@@ -20,12 +20,12 @@ import numpy as np
 
 def provenance() -> dict[str, str]:
     """The command line that ran (after the ``TWOFOLD_*`` environment variables it ran
-    with), the UTC time and the machine (AMX: whether bfloat16 runs natively), for a
+    with), the UTC time and the machine (AMX or AVX512-BF16: whether bfloat16 runs natively), for a
     result file."""
-    from twofold.models.device import cpu_has_amx
+    from twofold.models.device import cpu_has_amx, cpu_has_bf16_dot
 
     env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("TWOFOLD_")]
-    amx = ", AMX" if cpu_has_amx() else ""
+    amx = ", AMX" if cpu_has_amx() else ", AVX512-BF16" if cpu_has_bf16_dot() else ""
     return {
         "command": " ".join([*env, "python", *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -43,18 +43,22 @@ def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
         file = tmp_path / "cpuinfo"
         file.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
         monkeypatch.setattr(device, "CPUINFO", file)
-        device.cpu_has_amx.cache_clear()
+        device.cpu_flags.cache_clear()
 
     monkeypatch.delenv("TWOFOLD_PRECISION", raising=False)
     yield write
-    device.cpu_has_amx.cache_clear()
+    device.cpu_flags.cache_clear()
 
 
 def test_auto_is_bf16_only_where_the_cpu_has_amx(cpuinfo) -> None:  # type: ignore[no-untyped-def]
     cpuinfo("fpu sse2 avx2 avx512f avx512_bf16")  # bf16 instructions, no AMX tiles
     assert resolve_precision("auto", "cpu") == "fp32"
+    assert device.cpu_has_bf16_dot()  # the float32 SPLADE head's prefilter runs here
     cpuinfo("fpu sse2 avx512f amx_bf16 amx_tile amx_int8")
     assert resolve_precision("auto", "cpu") == "bf16"
+    assert device.cpu_has_bf16_dot()
+    cpuinfo("fpu sse2 avx2 avx512f")
+    assert not device.cpu_has_bf16_dot()
     assert resolve_precision("fp32", "cpu") == "fp32"  # asked for: never changed
     assert resolve_precision("bf16", "cpu") == "bf16"
 
@@ -63,11 +67,11 @@ def test_an_unreadable_cpuinfo_means_no_amx(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(device, "CPUINFO", tmp_path / "missing")
-    device.cpu_has_amx.cache_clear()
+    device.cpu_flags.cache_clear()
     try:
         assert device.cpu_has_amx() is False
     finally:
-        device.cpu_has_amx.cache_clear()
+        device.cpu_flags.cache_clear()
 
 
 def test_the_environment_overrides_auto_only(cpuinfo, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -60,14 +60,26 @@ def resolve_precision(requested: str, device: str) -> str:
     return "bf16" if cpu_has_amx() else "fp32"
 
 
-@cache
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX bfloat16 tiles (Linux: the ``amx_bf16`` flag)."""
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_has_bf16_dot() -> bool:
+    """Whether this CPU multiplies bfloat16 natively: AMX tiles or AVX512-BF16 dot
+    products (AMD Zen 4, Intel Cooper Lake and later). Elsewhere torch emulates
+    bfloat16 products, slower than float32 ones."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty where it cannot be read)."""
     try:
         text = CPUINFO.read_text(errors="replace")
     except OSError:
-        return False
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return "amx_bf16" in line.split(":", 1)[-1].split()
-    return False
+            return frozenset(line.split(":", 1)[-1].split())
+    return frozenset()
