@@ -19,7 +19,7 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
         "the encoders' TorchScript traces off, their ratio taken to the slowest eager "
         "single. Milliseconds: p50 (q1-q3, p10-p90).",
         "",
-        "| collection | system | p50 ms | q1-q3 | p10-p90 | p50 / slowest single | p50 / serial |",
+        "| file | system | p50 ms | q1-q3 | p10-p90 | p50 / slowest single | p50 / serial |",
         "|---|---|---|---|---|---|---|",
     ]
     sources = []
@@ -28,7 +28,7 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
         slowest = stats[report["slowest_single"]]["p50"]
         slowest_eager = stats[report.get("slowest_single_eager", report["slowest_single"])]["p50"]
         threads = report.get("torch_threads", "-")
-        name = f"{Path(report['collection']).name}, torch threads {threads}"
+        name = f"{Path(report['file']).stem}, torch threads {threads}"
         for system, r in stats.items():
             base = slowest_eager if system.endswith("-eager") else slowest
             ratio = f"{r['p50'] / base:.2f}"
@@ -110,9 +110,12 @@ def precision(results: list[dict[str, Any]]) -> str:
         "side) in float32 and in bfloat16, interleaved in one run. Documents: docs/s of "
         "minilm-l6 `encode_docs` (256 tokens, batch 32, every core), median (q1-q3) over "
         "rounds; queries: one traced encoding, one torch thread, p50 (q1-q3) ms; cosine: "
-        "between the two precisions' minilm-l6 vectors of the same texts, smallest / median.",
+        "between the two precisions' minilm-l6 vectors of the same texts, smallest / median. "
+        "Native bfloat16: AMX tiles, AVX512-BF16 dot products or none; where the CPU has "
+        "either, splade's float32 head runs behind its bfloat16 bound "
+        "(`models/sparse_head.py`, from session 14 on), so its fp32 column is that path.",
         "",
-        "| file | AMX | measure | fp32 | bf16 | bf16 / fp32 |",
+        "| file | native bf16 | measure | fp32 | bf16 | bf16 / fp32 |",
         "|---|---|---|---|---|---|",
     ]
     quality = [
@@ -126,7 +129,7 @@ def precision(results: list[dict[str, Any]]) -> str:
     ]
     sources = []
     for report in results:
-        name, amx = Path(report["file"]).stem, "yes" if report["amx"] else "no"
+        name, amx = Path(report["file"]).stem, _native_bf16(report)
         docs = report["doc_encoding"]
         timed = [
             ("documents, docs/s", docs["docs_per_s"], docs["ratio_bf16_to_fp32"], ".1f"),
@@ -168,6 +171,13 @@ def precision(results: list[dict[str, Any]]) -> str:
         note = f"{docs['docs']} documents x {rounds} rounds, {n_queries} queries"
         sources.append(run_line(report, note))
     return with_runs(lines + (quality if len(quality) > 5 else []), sources)
+
+
+def _native_bf16(report: dict[str, Any]) -> str:
+    """What multiplies bfloat16 natively on a run's machine (its provenance line says)."""
+    if report["amx"]:
+        return "AMX"
+    return "AVX512-BF16" if "AVX512-BF16" in report["machine"] else "no"
 
 
 def sparse_precision(results: list[dict[str, Any]]) -> str:

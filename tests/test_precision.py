@@ -50,17 +50,22 @@ def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
     device.cpu_flags.cache_clear()
 
 
-def test_auto_is_bf16_only_where_the_cpu_has_amx(cpuinfo) -> None:  # type: ignore[no-untyped-def]
-    cpuinfo("fpu sse2 avx2 avx512f avx512_bf16")  # bf16 instructions, no AMX tiles
+def test_auto_is_bf16_where_the_cpu_multiplies_it_natively(cpuinfo) -> None:  # type: ignore[no-untyped-def]
+    cpuinfo("fpu sse2 avx2 avx512f")  # no bfloat16 instructions: torch would emulate them
+    assert not device.cpu_has_bf16_dot()
     assert resolve_precision("auto", "cpu") == "fp32"
-    assert device.cpu_has_bf16_dot()  # the float32 SPLADE head's prefilter runs here
+    assert resolve_precision("auto", "cpu", "sparse") == "fp32"
+    cpuinfo("fpu sse2 avx2 avx512f avx512_bf16")  # bf16 dot products, no AMX tiles
+    assert device.cpu_has_bf16_dot() and not device.cpu_has_amx()
+    assert resolve_precision("auto", "cpu") == "bf16"
+    # a SPLADE head stays float32 there: its prefiltered head is exact and the faster one
+    assert resolve_precision("auto", "cpu", "sparse") == "fp32"
     cpuinfo("fpu sse2 avx512f amx_bf16 amx_tile amx_int8")
     assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu", "sparse") == "bf16"
     assert device.cpu_has_bf16_dot()
-    cpuinfo("fpu sse2 avx2 avx512f")
-    assert not device.cpu_has_bf16_dot()
     assert resolve_precision("fp32", "cpu") == "fp32"  # asked for: never changed
-    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("bf16", "cpu", "sparse") == "bf16"
 
 
 def test_an_unreadable_cpuinfo_means_no_amx(

@@ -249,8 +249,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         choices=["auto", "fp32", "bf16"],
         help="of the document encoders (dense, and the masked LM of sparse and splade): "
         "auto is bfloat16 on a CPU with AMX or a CUDA GPU that supports it (on AMX dense "
-        "encodes about 3x and splade-tiny about 2x faster, nDCG@10 within 0.002) and "
-        "float32 elsewhere; fp32 keeps the output of a float32 build. The environment variable "
+        "encodes about 3x and splade-tiny about 2x faster, nDCG@10 within 0.002), dense "
+        "in bfloat16 and sparse/splade in float32 (behind an exact bfloat16 bound) on a CPU "
+        "with AVX512-BF16 only, and float32 elsewhere; fp32 keeps the output of a float32 "
+        "build. The environment variable "
         "TWOFOLD_PRECISION=fp32|bf16 decides auto. Queries do not follow this flag: the "
         "service encodes them in what auto picks where it runs (default: auto)",
     )

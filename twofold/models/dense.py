@@ -157,8 +157,9 @@ class DenseEncoder:
     path: a tensor with grad, same pooling and normalization.
 
     ``precision``: ``fp32`` (the default: what training needs), ``bf16`` or ``auto``
-    (``models.device.resolve_precision``: bfloat16 on AMX CPUs and CUDA). A bfloat16
-    encoder holds its weights in bfloat16 and is for inference only: ``embed`` refuses.
+    (``models.device.resolve_precision``: bfloat16 on CPUs with AMX or AVX512-BF16 and on
+    CUDA). A bfloat16 encoder holds its weights in bfloat16 and is for inference only:
+    ``embed`` refuses.
     """
 
     def __init__(

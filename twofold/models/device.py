@@ -3,12 +3,19 @@ encoders and training loops.
 
 Precision (``auto`` | ``fp32`` | ``bf16``): ``auto`` is bfloat16 where the hardware runs
 bfloat16 matrix products natively, a CUDA GPU that supports it or a CPU with AMX tiles
-(Intel Sapphire Rapids and later), and float32 elsewhere. On the 2-core AMX dev machine
-minilm-l6 encodes 256-token documents about 3x faster in bfloat16, with cosine to
-float32 >= 0.9999, and one traced query in 0.7x the time (``bench/bench_precision.py``,
-BENCHMARKS.md). The environment variable ``TWOFOLD_PRECISION`` (``fp32`` or
-``bf16``) decides what ``auto`` picks for every encoder of the process: document builds
-and query encoding. Training loops have their own ``auto`` (``train.loop``)."""
+(Intel Sapphire Rapids and later) or AVX512-BF16 dot products (AMD Zen 4, Intel Cooper
+Lake), and float32 elsewhere. On the 2-core AMX dev machine minilm-l6 encodes 256-token
+documents about 3x faster in bfloat16, with cosine to float32 >= 0.9999, and one traced
+query in 0.7x the time; on a 2-core AVX512-BF16 EPYC, 1.68x and 0.67x, cosine >=
+0.99993 (``bench/bench_precision.py``, BENCHMARKS.md).
+
+SPLADE encoders (``encoder="sparse"``) are the exception on AVX512-BF16 without AMX:
+there ``auto`` stays float32, because the float32 head behind its bfloat16 bound
+(``sparse_head``) gives the exact weights and one query in 0.83x the time of a whole
+bfloat16 encoder (5.95 against 7.2 ms, same run). The environment variable
+``TWOFOLD_PRECISION`` (``fp32`` or ``bf16``) decides what ``auto`` picks for every encoder
+of the process: document builds and query encoding. Training loops have their own
+``auto`` (``train.loop``)."""
 
 from __future__ import annotations
 
@@ -41,9 +48,10 @@ def resolve_device(requested: str) -> str:
     return "cuda" if has_cuda else "cpu"
 
 
-def resolve_precision(requested: str, device: str) -> str:
-    """``fp32`` or ``bf16`` for work on ``device`` (resolved: ``cpu`` or ``cuda``); see
-    the module doc for what ``auto`` picks."""
+def resolve_precision(requested: str, device: str, encoder: str = "dense") -> str:
+    """``fp32`` or ``bf16`` for work on ``device`` (resolved: ``cpu`` or ``cuda``) by an
+    ``encoder`` of kind ``dense`` or ``sparse`` (an MLM head); see the module doc for what
+    ``auto`` picks."""
     if requested not in PRECISIONS:
         raise InputError(f"--precision must be auto, fp32 or bf16, not {requested!r}")
     if requested != "auto":
@@ -57,7 +65,9 @@ def resolve_precision(requested: str, device: str) -> str:
         import torch
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_amx() else "fp32"
+    if encoder == "sparse":
+        return "bf16" if cpu_has_amx() else "fp32"
+    return "bf16" if cpu_has_bf16_dot() else "fp32"
 
 
 def cpu_has_amx() -> bool:

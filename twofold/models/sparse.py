@@ -272,7 +272,7 @@ class MLMSparseEncoder:
         self.special = special_ids(self.tokenizer)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._head = self._split_head()
-        self.precision = resolve_precision(precision, device) if self._head else "fp32"
+        self.precision = resolve_precision(precision, device, "sparse") if self._head else "fp32"
         if self.precision == "bf16":
             self.model.to(torch.bfloat16)
             self._head = self._split_head()

@@ -77,7 +77,7 @@ def _params(ctx: BuildContext, prefix: str) -> dict[str, Any]:
     # of the document encoder, resolved once for the device the encoding runs on; echo
     # (causal-LM) encoders run in float32 whatever was asked, so their shards and the
     # splade-reuses-sparse check say so before anything is loaded
-    precision = resolve_precision(o.precision, ctx.encoding().device)
+    precision = resolve_precision(o.precision, ctx.encoding().device, "sparse")
     return {
         "kind": KINDS[prefix],
         "precision": "fp32" if is_causal_lm(o.model) else precision,
