@@ -18,8 +18,10 @@ documents and the dataset's test queries.
    runs). The rebuild drops a dense query adapter, so the collection must have none
    (refused otherwise).
 
-bfloat16 pays only where the CPU multiplies bfloat16 matrices natively (AMX); the report
-records whether this one does (``amx``).
+bfloat16 pays only where the CPU multiplies bfloat16 matrices natively (AMX or
+AVX512-BF16); the report records whether this one has AMX (``amx``) and its machine line
+names either. Where either is there, the splade float32 side runs its prefiltered head
+(``models/sparse_head.py``).
 
     python bench/bench_precision.py build/scifact --dataset ../shared/datasets/scifact \\
         --work build/precision --out bench/results/precision-scifact.json
@@ -48,7 +50,7 @@ from twofold.indexing.collection import Collection
 from twofold.indexing.dense.adapter import FOLDER as ADAPTER_FOLDER
 from twofold.indexing.rebuild import publish_rebuild, stage_rebuild
 from twofold.models.dense import DenseEncoder
-from twofold.models.device import cpu_has_amx
+from twofold.models.device import cpu_has_amx, cpu_has_bf16_dot
 from twofold.models.sparse import MLMSparseEncoder
 
 PRECISIONS = ("fp32", "bf16")
@@ -56,48 +58,56 @@ PIPELINES = ("dense", "splade", "hybrid")
 
 
 def doc_throughput(encoders: dict[str, Any], docs: list[str], rounds: int) -> dict[str, Any]:
-    """docs/s of ``encode_docs``, the precisions interleaved round by round."""
+    """docs/s of ``encode_docs``, the two encoders (first: the baseline) interleaved round
+    by round; the ratio is the second's rate to the first's."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    names = list(encoders)
     rates: dict[str, list[float]] = {p: [] for p in encoders}
     for enc in encoders.values():  # warm-up
         enc.encode_docs(docs[:32])
     for r in range(rounds):
-        for p in PRECISIONS[r % 2 :] + PRECISIONS[: r % 2]:
+        for p in names[r % 2 :] + names[: r % 2]:
             t0 = time.perf_counter()
             encoders[p].encode_docs(docs)
             rates[p].append(len(docs) / (time.perf_counter() - t0))
+    base, other = names
     return {
         "docs": len(docs),
         "torch_threads": torch.get_num_threads(),
         "docs_per_s": {p: spread(v, 1) for p, v in rates.items()},
-        "ratio_bf16_to_fp32": round(float(np.median(rates["bf16"]) / np.median(rates["fp32"])), 2),
+        f"ratio_{other}_to_{base}": round(
+            float(np.median(rates[other]) / np.median(rates[base])), 2
+        ),
     }
 
 
 def query_latency(
     encoders: dict[str, Any], queries: list[str], encode: Callable[[Any, str], Any]
 ) -> dict[str, Any]:
-    """``encode(encoder, query)`` timed, the precisions interleaved query by query."""
+    """``encode(encoder, query)`` timed, the two encoders (first: the baseline)
+    interleaved query by query."""
     import torch
 
     torch.set_num_threads(1)
     for enc in encoders.values():  # past the eager calls: the traces serve from here on
         for q in queries[:5]:
             encode(enc, q)
+    names = list(encoders)
     ms: dict[str, list[float]] = {p: [] for p in encoders}
     for i, q in enumerate(queries):
-        for p in PRECISIONS[i % 2 :] + PRECISIONS[: i % 2]:
+        for p in names[i % 2 :] + names[: i % 2]:
             t0 = time.perf_counter()
             encode(encoders[p], q)
             ms[p].append((time.perf_counter() - t0) * 1000.0)
+    base, other = names
     return {
         "queries": len(queries),
         "torch_threads": 1,
         "traced": {p: bool(e._forward.active) for p, e in encoders.items()},
         "latency_ms": {p: spread(v) for p, v in ms.items()},
-        "ratio_bf16_to_fp32_p50": round(float(np.median(ms["bf16"]) / np.median(ms["fp32"])), 3),
+        f"ratio_{other}_to_{base}_p50": round(float(np.median(ms[other]) / np.median(ms[base])), 3),
     }
 
 
@@ -184,6 +194,15 @@ def main() -> int:
         )
         # documents too, though builds encode them in float32 (not measured for quality)
         report["splade_doc_encoding"] = doc_throughput(sparse, docs, args.rounds)
+        if cpu_has_bf16_dot():  # the float32 head: plain against behind its bfloat16 bound
+            heads = {
+                "plain": MLMSparseEncoder(splade, precision="fp32", prefilter=False),
+                "prefiltered": sparse["fp32"],
+            }
+            report["splade_head"] = {
+                "queries": query_latency(heads, queries, lambda e, q: e.encode_query(q)),
+                "docs": doc_throughput(heads, docs, args.rounds),
+            }
     if not args.no_eval:
         fp32, bf16 = (with_precision(args.collection, args.work, p) for p in PRECISIONS)
         settings = {  # documents, queries -> (collection, query precision)

@@ -4,7 +4,8 @@
     --model NAME=DIR [--model NAME=DIR ...] [--queries 100] [--depths 20,50,100] [--out F]
 
 For each of the first ``--queries`` judged test queries, the collection's ``hybrid``
-pipeline gives the fused candidates once; then every (model, int8 or not, depth) reranks
+pipeline gives the fused candidates once; then every (model; float32, int8 or bfloat16;
+depth) reranks
 the top ``depth`` of them with the weight stored in the model dir (``alpha``; 1 for a
 model without one, e.g. an untrained base used for latency only). Latency: wall time of
 ``CrossEncoder.score`` for that query's candidates (tokenizing included), p50/p90 in ms,
@@ -18,11 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import provenance
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -60,10 +66,12 @@ def main() -> None:
     systems: dict[str, tuple[CrossEncoder, int]] = {}
     for spec in args.model:
         name, _, directory = spec.partition("=")
-        for int8 in (False, True):
-            ce = CrossEncoder(RerankerConfig(directory, quantize=int8))
+        variants = {"": (False, "fp32"), "+int8": (True, "fp32"), "+bf16": (False, "bf16")}
+        for suffix, (int8, precision) in variants.items():
+            config = RerankerConfig(directory, quantize=int8, precision=precision)
+            ce = CrossEncoder(config)
             for d in depths:
-                systems[f"{name}{'+int8' if int8 else ''}@{d}"] = (ce, d)
+                systems[f"{name}{suffix}@{d}"] = (ce, d)
     times: dict[str, list[float]] = {s: [] for s in systems}
     runs: dict[str, dict[str, list[tuple[str, float]]]] = {s: {} for s in systems}
     for q in queries:  # round-robin: each query through every system
@@ -95,7 +103,13 @@ def main() -> None:
             "p50_ms": round(float(np.percentile(a, 50)), 1),
             "p90_ms": round(float(np.percentile(a, 90)), 1),
         }
-    report = {"collection": args.collection, "queries": len(queries), "rows": rows}
+    report = {
+        **provenance(),
+        "collection": args.collection,
+        "queries": len(queries),
+        "torch_threads": args.threads,
+        "rows": rows,
+    }
     for name, row in rows.items():
         print(name, json.dumps(row))
     if args.out:

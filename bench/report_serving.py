@@ -127,9 +127,40 @@ def precision(results: list[dict[str, Any]]) -> str:
         "| file | dense documents, queries | dense | splade | hybrid | dense p50 | hybrid p50 |",
         "|---|---|---|---|---|---|---|",
     ]
+    heads = [
+        "",
+        "splade-tiny's float32 head, plain and behind its bfloat16 bound (where a run has "
+        "it: CPUs with native bfloat16), the two interleaved in the same run:",
+        "",
+        "| file | measure | plain | prefiltered | prefiltered / plain |",
+        "|---|---|---|---|---|",
+    ]
     sources = []
     for report in results:
         name, amx = Path(report["file"]).stem, _native_bf16(report)
+        head = report.get("splade_head")
+        if head:
+            for label, stats, ratio, f in (
+                (
+                    "documents, docs/s",
+                    head["docs"]["docs_per_s"],
+                    head["docs"]["ratio_prefiltered_to_plain"],
+                    ".1f",
+                ),
+                (
+                    "one query, p50 ms",
+                    head["queries"]["latency_ms"],
+                    head["queries"]["ratio_prefiltered_to_plain_p50"],
+                    ".2f",
+                ),
+            ):
+                cells = [
+                    f"{stats[p]['p50']:{f}} ({stats[p]['p25']:{f}}-{stats[p]['p75']:{f}})"
+                    for p in ("plain", "prefiltered")
+                ]
+                heads.append(
+                    f"| {name} | {label} | " + " | ".join(cells) + f" | **{ratio:.2f}x** |"
+                )
         docs = report["doc_encoding"]
         timed = [
             ("documents, docs/s", docs["docs_per_s"], docs["ratio_bf16_to_fp32"], ".1f"),
@@ -170,7 +201,8 @@ def precision(results: list[dict[str, Any]]) -> str:
         n_queries = report["query_encoding"]["queries"]
         note = f"{docs['docs']} documents x {rounds} rounds, {n_queries} queries"
         sources.append(run_line(report, note))
-    return with_runs(lines + (quality if len(quality) > 5 else []), sources)
+    tables = lines + (heads if len(heads) > 5 else []) + (quality if len(quality) > 5 else [])
+    return with_runs(tables, sources)
 
 
 def _native_bf16(report: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,15 +63,32 @@ def reference_scores(path: Path, query: str, docs: list[str], max_length: int) -
 def test_scores_match_unbatched_reference(model_dir: Path) -> None:
     query = "boundary layer heat transfer"
     for batch_size in (1, 3, 16):
-        ce = CrossEncoder(RerankerConfig(str(model_dir), batch_size=batch_size, max_length=32))
+        config = RerankerConfig(str(model_dir), batch_size=batch_size, max_length=32)
+        ce = CrossEncoder(replace(config, precision="fp32"))
         assert ce.score(query, DOCS) == pytest.approx(
             reference_scores(model_dir, query, DOCS, 32), abs=1e-5
         )
     assert ce.score(query, []) == []
 
 
+def test_bf16_scores_are_the_fp32_ones_within_its_precision(model_dir: Path) -> None:
+    query = "boundary layer heat transfer"
+    config = RerankerConfig(str(model_dir), batch_size=3, max_length=32)
+    fp32 = CrossEncoder(replace(config, precision="fp32"))
+    bf16 = CrossEncoder(replace(config, precision="bf16"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert next(bf16._model.parameters()).dtype == torch.bfloat16
+    got = bf16.score(query, DOCS)
+    assert all(isinstance(x, float) for x in got)
+    # bfloat16 keeps 8 bits of mantissa: scores of order 0.1-1 move by a few 1e-3
+    assert got == pytest.approx(fp32.score(query, DOCS), abs=0.02)
+    # int8 asked for wins: the quantized model is float32 with int8 Linear layers
+    int8 = CrossEncoder(replace(config, quantize=True, precision="bf16"))
+    assert int8.precision == "int8" and int8.quantized
+
+
 def test_long_documents_are_cut_after_max_length(model_dir: Path) -> None:
-    ce = CrossEncoder(RerankerConfig(str(model_dir), max_length=16))
+    ce = CrossEncoder(RerankerConfig(str(model_dir), max_length=16, precision="fp32"))
     base = "heat transfer " * 20
     # Everything past 16 tokens is dropped, so a different ending changes nothing.
     a, b = ce.score("heat", [base + "wings lift", base + "shells drag"])
@@ -78,7 +96,7 @@ def test_long_documents_are_cut_after_max_length(model_dir: Path) -> None:
 
 
 def test_max_length_is_capped_at_the_models_positions(model_dir: Path) -> None:
-    ce = CrossEncoder(RerankerConfig(str(model_dir), max_length=512))
+    ce = CrossEncoder(RerankerConfig(str(model_dir), max_length=512, precision="fp32"))
     assert ce.max_length == 64
     (score,) = ce.score("heat", ["heat transfer " * 200])
     assert score == pytest.approx(
@@ -87,7 +105,9 @@ def test_max_length_is_capped_at_the_models_positions(model_dir: Path) -> None:
 
 
 def test_long_queries_keep_room_for_the_document(model_dir: Path) -> None:
-    ce = CrossEncoder(RerankerConfig(str(model_dir), max_length=24, max_query_tokens=4))
+    ce = CrossEncoder(
+        RerankerConfig(str(model_dir), max_length=24, max_query_tokens=4, precision="fp32")
+    )
     long_query = "boundary layer heat transfer " * 30
     short_query = "boundary layer heat transfer"
     assert ce.score(long_query, DOCS) == pytest.approx(ce.score(short_query, DOCS), abs=1e-6)
@@ -97,7 +117,7 @@ def test_long_queries_keep_room_for_the_document(model_dir: Path) -> None:
 
 def test_two_label_models_score_the_log_odds(tmp_path: Path) -> None:
     path = save_tiny_cross_encoder(tmp_path / "two", num_labels=2, seed=1)
-    ce = CrossEncoder(RerankerConfig(str(path), max_length=32))
+    ce = CrossEncoder(RerankerConfig(str(path), max_length=32, precision="fp32"))
     tok = BertTokenizerFast.from_pretrained(path)
     model = BertForSequenceClassification.from_pretrained(path).eval()
     enc = tok("heat", DOCS[0], return_tensors="pt")

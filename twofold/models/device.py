@@ -6,13 +6,13 @@ bfloat16 matrix products natively, a CUDA GPU that supports it or a CPU with AMX
 (Intel Sapphire Rapids and later) or AVX512-BF16 dot products (AMD Zen 4, Intel Cooper
 Lake), and float32 elsewhere. On the 2-core AMX dev machine minilm-l6 encodes 256-token
 documents about 3x faster in bfloat16, with cosine to float32 >= 0.9999, and one traced
-query in 0.7x the time; on a 2-core AVX512-BF16 EPYC, 1.68x and 0.67x, cosine >=
-0.99993 (``bench/bench_precision.py``, BENCHMARKS.md).
+query in 0.7x the time; on a 2-core AVX512-BF16 EPYC, 1.94x and 0.67x, cosine >=
+0.99992 (``bench/bench_precision.py``, BENCHMARKS.md).
 
 SPLADE encoders (``encoder="sparse"``) are the exception on AVX512-BF16 without AMX:
 there ``auto`` stays float32, because the float32 head behind its bfloat16 bound
-(``sparse_head``) gives the exact weights and one query in 0.83x the time of a whole
-bfloat16 encoder (5.95 against 7.2 ms, same run). The environment variable
+(``sparse_head``) gives the exact weights and one query in 0.82x the time of a whole
+bfloat16 encoder (5.6 against 6.8 ms, same run). The environment variable
 ``TWOFOLD_PRECISION`` (``fp32`` or ``bf16``) decides what ``auto`` picks for every encoder
 of the process: document builds and query encoding. Training loops have their own
 ``auto`` (``train.loop``)."""

@@ -22,7 +22,9 @@ as the softmax probability does.
 
 Speed: candidates are scored in batches of similar length (sorted by text length, so a
 batch pads little), and ``quantize`` swaps every ``nn.Linear`` for a dynamic int8 one
-(``torch.ao.quantization.quantize_dynamic``; CPU only).
+(``torch.ao.quantization.quantize_dynamic``; CPU only). A model not quantized runs in
+``precision`` (``auto``: bfloat16 where the hardware multiplies it natively, as the
+encoders do; ``models.device``); the scores come back as float32.
 
 A directory made by ``twofold train reranker`` holds ``twofold_reranker.json``
 (:data:`SETTINGS_FILE`): ``alpha``, the interpolation weight the pipeline gives the
@@ -81,6 +83,7 @@ class RerankerConfig:
     max_query_tokens: int = 64
     device: str = "cpu"
     quantize: bool | None = None  # dynamic int8 Linear layers; None: as the model dir says
+    precision: str = "auto"  # of a model not quantized: models.device.resolve_precision
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_length < 8 or self.max_query_tokens < 1:
@@ -129,10 +132,17 @@ class CrossEncoder:
         self.quantized = bool(
             settings.get("int8", False) if config.quantize is None else config.quantize
         )
+        self.precision = "int8"
         if self.quantized:
             if config.device != "cpu":
                 raise ModelError("int8 quantization of the reranker runs on the cpu only")
             self._model = quantize_int8(self._model, torch)
+        else:
+            from twofold.models.device import resolve_precision
+
+            self.precision = resolve_precision(config.precision, config.device)
+            if self.precision == "bf16":
+                self._model.to(torch.bfloat16)
         self._torch = torch
         self._local = threading.local()
         self._copy_lock = threading.Lock()
