@@ -29,6 +29,9 @@ whatever ``--torch-threads`` says, and the encoders run as served (traced):
     OPENBLAS_CORETYPE=SkylakeX .venv/bin/python bench/bench_hybrid_parallel.py build/scifact \\
         --dataset ../shared/datasets/scifact --rounds 2 \\
         --out bench/results/hybrid-parallel-scifact.json
+
+``--fusion rrf`` fuses with unweighted RRF instead of the collection's tuned fusion, so
+that every retriever runs (a tuned fusion may weigh one 0, and then it is not run).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from twofold.indexing.corpus import BeirDataset  # noqa: E402
 from twofold.models.threads import set_torch_threads  # noqa: E402
 from twofold.models.traced import TracedForward  # noqa: E402
 from twofold.search import pipeline as pipeline_module  # noqa: E402
+from twofold.search.fusion import FusionConfig  # noqa: E402
 from twofold.search.pipeline import build_pipeline, collection_retrievers  # noqa: E402
 
 
@@ -69,6 +73,13 @@ def main() -> int:
         help="torch intra-op threads, set once as the service's --torch-threads does "
         "(default: torch's, the number of cores)",
     )
+    ap.add_argument(
+        "--fusion",
+        choices=("collection", "rrf"),
+        default="collection",
+        help="hybrid's fusion: the collection's own (tuned where it was; a retriever it "
+        "weighs 0 is not run), or unweighted RRF, so that every retriever runs",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     threads = set_torch_threads(args.torch_threads)
@@ -78,6 +89,8 @@ def main() -> int:
     ds = BeirDataset(args.dataset)
     queries: list[Query] = ds.queries(args.split)[: args.max_queries]
     hybrid = build_pipeline(collection, "hybrid")
+    if args.fusion == "rrf":
+        hybrid.fuser = FusionConfig("rrf")
     lanes = hybrid.lanes.width  # the cores: retrievers run in this many lanes at most
     pipelines = {name: build_pipeline(collection, name) for name in singles}
     parallel_pool = pipeline_module._retrieve_pool()
@@ -140,6 +153,7 @@ def main() -> int:
         "torch_threads": threads,
         "lanes": lanes,
         "retrievers": singles,
+        "hybrid_fusion": hybrid.fuser.describe() if isinstance(hybrid.fuser, FusionConfig) else "",
         "latency_ms": stats,
         "hybrid_inner_retrieve_ms": {n: spread(v) for n, v in inner.items()},
         "slowest_single": slowest,

@@ -53,6 +53,11 @@ def hybrid_parallel(results: list[dict[str, Any]]) -> str:
                 f"{report.get('torch_threads', '-')}; load average "
                 f"{load['before'][0]:.1f} before, {load['after'][0]:.1f} after",
             )
+            + (
+                f". Hybrid's fusion: {report['hybrid_fusion']}"
+                if report.get("hybrid_fusion")
+                else ""
+            )
             + f". Inside hybrid, each retriever's own p50 at the fusion depth: {inner} ms"
             + _paired(report.get("paired"))
         )
