@@ -26,6 +26,7 @@ from bench.report_serving import (  # noqa: E402
     http_overhead,
     hybrid_parallel,
     precision,
+    rerank_precision,
     sparse_precision,
 )
 from bench.report_train import rerank_seeds, train_dense  # noqa: E402
@@ -318,6 +319,7 @@ SECTIONS = {
     "train-dense": lambda: train_dense(load_results("train-dense-")),
     "rerank-seeds": lambda: rerank_seeds(load_results("rerank-seeds-")),
     "http-overhead": lambda: http_overhead(load_results("http-overhead-")),
+    "rerank-precision": lambda: rerank_precision(load_results("rerank-precision-")),
     "precision": lambda: precision(load_results("precision-")),
     "sparse-precision": lambda: sparse_precision(load_results("sparse-precision-")),
 }

@@ -240,3 +240,45 @@ def sparse_precision(results: list[dict[str, Any]]) -> str:
                 )
         sources.append(run_line(report))
     return with_runs(lines, sources)
+
+
+RERANK_VARIANTS = (("", "float32"), ("+int8", "int8"), ("+bf16", "bfloat16"))
+
+
+def rerank_precision(results: list[dict[str, Any]]) -> str:
+    """`bench/bench_rerank.py`: each student's float32, int8 and bfloat16 at each depth."""
+    lines = [
+        "`bench/bench_rerank.py`: the collection's `hybrid` gives each test query's fused "
+        "candidates once; every variant reranks the top `depth` of them (queries "
+        "interleaved over the variants) with the alpha stored in the model. Each cell: "
+        "nDCG@10 / p50 ms (p90 ms) of `CrossEncoder.score` for that query's candidates, "
+        "tokenizing included.",
+        "",
+        "| file | student | depth | " + " | ".join(label for _, label in RERANK_VARIANTS) + " |",
+        "|---|---|---|" + "---|" * len(RERANK_VARIANTS),
+    ]
+    sources = []
+    for report in results:
+        name = Path(report["file"]).stem
+        rows = report["rows"]
+        cells: dict[tuple[str, int], dict[str, str]] = {}
+        for key, row in rows.items():
+            if "depth" not in row:
+                continue
+            student = key.rsplit("@", 1)[0]
+            base, variant = student, ""
+            for suffix, _ in RERANK_VARIANTS[1:]:
+                if student.endswith(suffix):
+                    base, variant = student.removesuffix(suffix), suffix
+            cells.setdefault((base, row["depth"]), {})[variant] = (
+                f"{row['ndcg@10']:.4f} / {row['p50_ms']:.1f} ({row['p90_ms']:.1f})"
+            )
+        for (student, depth), found in sorted(cells.items()):
+            values = " | ".join(found.get(suffix, "-") for suffix, _ in RERANK_VARIANTS)
+            lines.append(f"| {name} | {student} | {depth} | {values} |")
+        fused = rows.get("hybrid (no rerank)", {}).get("ndcg@10")
+        note = f"{report['queries']} queries, torch threads {report.get('torch_threads', '-')}"
+        if fused is not None:
+            note += f"; `hybrid` alone: nDCG@10 {fused:.4f}"
+        sources.append(run_line(report, note))
+    return with_runs(lines, sources)
