@@ -10,7 +10,9 @@ the top ``depth`` of them with the weight stored in the model dir (``alpha``; 1 
 model without one, e.g. an untrained base used for latency only). Latency: wall time of
 ``CrossEncoder.score`` for that query's candidates (tokenizing included), p50/p90 in ms,
 queries interleaved round-robin over the systems so machine load hits each alike.
-Quality: nDCG@10 of the reranked list (and of the fused list, for reference). On a
+Quality: nDCG@10 of the reranked list (and of the fused list, for reference), and where
+the dataset has a train split also on the unseen-document test queries
+(``twofold.search.unseen``). On a
 machine shared with other jobs, latencies are upper bounds; compare ratios in one run.
 """
 
@@ -42,6 +44,7 @@ def main() -> None:
     from twofold.models.reranker import CrossEncoder, RerankerConfig
     from twofold.search.evaluate import score_run
     from twofold.search.pipeline import build_pipeline, interpolate
+    from twofold.search.unseen import REFERENCE_SPLIT, unseen_document_queries
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("collection")
@@ -89,17 +92,31 @@ def main() -> None:
     base = {q.query_id: [(h.doc_id, h.score) for h in fused[q.query_id].hits] for q in queries}
     sub = {q.query_id: qrels[q.query_id] for q in queries}
 
-    def ndcg(run: dict[str, list[tuple[str, float]]]) -> float:
-        return round(float(np.mean([m["ndcg@10"] for m in score_run(sub, run).values()])), 4)
+    # the unseen-document queries, where the dataset has a train split to compare with
+    train_qrels = Path(args.dataset) / "qrels" / f"{REFERENCE_SPLIT}.tsv"
+    has_train = args.split != REFERENCE_SPLIT and train_qrels.is_file()
+    unseen = unseen_document_queries(sub, dataset.qrels(REFERENCE_SPLIT)) if has_train else None
 
-    rows: dict[str, Any] = {"hybrid (no rerank)": {"ndcg@10": ndcg(base)}}
+    def ndcg(run: dict[str, list[tuple[str, float]]], only: set[str] | None = None) -> float:
+        per_query = score_run(sub, run)
+        values = [m["ndcg@10"] for q, m in per_query.items() if only is None or q in only]
+        return round(float(np.mean(values)), 4) if values else 0.0
+
+    def quality(run: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
+        """nDCG@10 on every query and, with a train split, on the unseen-document ones."""
+        out = {"ndcg@10": ndcg(run)}
+        if unseen is not None:
+            out["ndcg@10_unseen"] = ndcg(run, unseen)
+        return out
+
+    rows: dict[str, Any] = {"hybrid (no rerank)": quality(base)}
     for s, (ce, d) in systems.items():
         a = np.asarray(times[s])
         rows[s] = {
             "depth": d,
             "alpha": ce.alpha,
             "max_length": ce.max_length,
-            "ndcg@10": ndcg(runs[s]),
+            **quality(runs[s]),
             "p50_ms": round(float(np.percentile(a, 50)), 1),
             "p90_ms": round(float(np.percentile(a, 90)), 1),
         }

@@ -251,8 +251,9 @@ def rerank_precision(results: list[dict[str, Any]]) -> str:
         "`bench/bench_rerank.py`: the collection's `hybrid` gives each test query's fused "
         "candidates once; every variant reranks the top `depth` of them (queries "
         "interleaved over the variants) with the alpha stored in the model. Each cell: "
-        "nDCG@10 / p50 ms (p90 ms) of `CrossEncoder.score` for that query's candidates, "
-        "tokenizing included.",
+        "nDCG@10 (where the run has them, all queries / the unseen-document ones), then "
+        "p50 (p90) ms of `CrossEncoder.score` for that query's candidates, tokenizing "
+        "included.",
         "",
         "| file | student | depth | " + " | ".join(label for _, label in RERANK_VARIANTS) + " |",
         "|---|---|---|" + "---|" * len(RERANK_VARIANTS),
@@ -270,15 +271,17 @@ def rerank_precision(results: list[dict[str, Any]]) -> str:
             for suffix, _ in RERANK_VARIANTS[1:]:
                 if student.endswith(suffix):
                     base, variant = student.removesuffix(suffix), suffix
+            score = all_unseen({"all": row["ndcg@10"], "unseen": row.get("ndcg@10_unseen")})
             cells.setdefault((base, row["depth"]), {})[variant] = (
-                f"{row['ndcg@10']:.4f} / {row['p50_ms']:.1f} ({row['p90_ms']:.1f})"
+                f"{score}, {row['p50_ms']:.1f} ({row['p90_ms']:.1f}) ms"
             )
         for (student, depth), found in sorted(cells.items()):
             values = " | ".join(found.get(suffix, "-") for suffix, _ in RERANK_VARIANTS)
             lines.append(f"| {name} | {student} | {depth} | {values} |")
-        fused = rows.get("hybrid (no rerank)", {}).get("ndcg@10")
+        fused = rows.get("hybrid (no rerank)", {})
         note = f"{report['queries']} queries, torch threads {report.get('torch_threads', '-')}"
-        if fused is not None:
-            note += f"; `hybrid` alone: nDCG@10 {fused:.4f}"
+        if "ndcg@10" in fused:
+            score = all_unseen({"all": fused["ndcg@10"], "unseen": fused.get("ndcg@10_unseen")})
+            note += f"; `hybrid` alone: nDCG@10 {score}"
         sources.append(run_line(report, note))
     return with_runs(lines, sources)

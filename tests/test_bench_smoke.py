@@ -169,7 +169,9 @@ def test_hybrid_parallel_smoke(full_collection: Path, tmp_path: Path) -> None:
 
     from bench.report_serving import hybrid_parallel
 
-    assert "Two tasks at once" in hybrid_parallel([{**report, "file": str(out)}])
+    section = hybrid_parallel([{**report, "file": str(out)}])
+    assert "Two tasks at once" in section
+    assert report["hybrid_fusion"] and f"Hybrid's fusion: {report['hybrid_fusion']}" in section
 
 
 def test_rerank_seeds_smoke(full_collection: Path, tmp_path: Path) -> None:
@@ -198,3 +200,18 @@ def test_rerank_seeds_smoke(full_collection: Path, tmp_path: Path) -> None:
     from bench.report_train import rerank_seeds
 
     assert "mean (min-max)" in rerank_seeds([{**report, "file": str(out)}])
+
+    # bench_rerank on the seed-0 student: each precision at each depth, and its section
+    latency = tmp_path / "rerank-precision-sample.json"
+    _run(
+        "bench_rerank.py", str(full_collection), "--dataset", str(ROOT / "data" / "cranfield"),
+        "--model", f"tiny={work / 'rr-s0'}", "--queries", "3", "--depths", "2,4",
+        "--threads", "1", "--out", str(latency),
+    )  # fmt: skip
+    rows = json.loads(latency.read_text())["rows"]
+    assert {f"tiny{v}@{d}" for v in ("", "+int8", "+bf16") for d in (2, 4)} < set(rows)
+    assert all("ndcg@10_unseen" not in r for r in rows.values())  # Cranfield: no train split
+    from bench.report_serving import rerank_precision
+
+    table = rerank_precision([{**json.loads(latency.read_text()), "file": str(latency)}])
+    assert "| rerank-precision-sample | tiny | 4 |" in table
