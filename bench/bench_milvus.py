@@ -33,6 +33,7 @@ from twofold.indexing.corpus import BeirDataset
 from twofold.indexing.milvus_store import MilvusTarget, push_collection
 from twofold.search.evaluate import PipelineResult, evaluate
 from twofold.search.fusion import FusionConfig
+from twofold.search.jobs import leak_subsets
 from twofold.search.milvus_fusion import milvus_retrievers
 from twofold.search.pipeline import (
     Pipeline,
@@ -41,7 +42,7 @@ from twofold.search.pipeline import (
     family_fusion,
     make_pipeline,
 )
-from twofold.search.unseen import REFERENCE_SPLIT, subset_means, unseen_document_queries
+from twofold.search.unseen import SUBSET_NAME, subset_means
 
 
 def twofold_twin(embedded: Collection, remote: Collection, name: str) -> Pipeline:
@@ -92,9 +93,7 @@ def main() -> None:
     qrels = data.qrels(args.split)
     queries = data.queries(args.split, qrels)
     embedded, remote = Collection(args.collection), Collection(work)
-    unseen: set[str] | None = None
-    if (args.dataset / "qrels" / f"{REFERENCE_SPLIT}.tsv").is_file() and args.split != "train":
-        unseen = unseen_document_queries(qrels, data.qrels(REFERENCE_SPLIT))
+    unseen = leak_subsets(data, args.split, qrels).get(SUBSET_NAME)
     names = args.pipelines.split(",")
     report: dict[str, dict[str, float]] = {}
     for name in names:

@@ -48,8 +48,9 @@ from twofold.indexing.sparse.index import SparseIndex  # noqa: E402
 from twofold.indexing.sparse.seismic import ForwardIndex  # noqa: E402
 from twofold.models.sparse import Pruning, prune  # noqa: E402
 from twofold.search.evaluate import score_run  # noqa: E402
+from twofold.search.jobs import leak_subsets  # noqa: E402
 from twofold.search.sparse import SPARSE_RETRIEVERS, SparseSearcher  # noqa: E402
-from twofold.search.unseen import REFERENCE_SPLIT, subset_means, unseen_document_queries  # noqa: E402
+from twofold.search.unseen import SUBSET_NAME, subset_means  # noqa: E402
 
 Run = dict[str, list[tuple[str, float]]]
 
@@ -183,9 +184,7 @@ def main() -> int:
     qrels = data.qrels(args.split)
     queries = data.queries(args.split, qrels)[: args.max_queries]
     qrels = {q.query_id: qrels[q.query_id] for q in queries}
-    unseen: set[str] | None = None
-    if args.split != REFERENCE_SPLIT and (args.dataset / "qrels" / "train.tsv").is_file():
-        unseen = unseen_document_queries(qrels, data.qrels(REFERENCE_SPLIT))
+    unseen = leak_subsets(data, args.split, qrels).get(SUBSET_NAME)
     names = [n for n in args.retrievers.split(",") if collection.has(n)]
     report: dict[str, Any] = {
         **provenance(),

@@ -12,8 +12,8 @@ model without one, e.g. an untrained base used for latency only). Latency: wall 
 queries interleaved round-robin over the systems so machine load hits each alike.
 Quality: nDCG@10 of the reranked list (and of the fused list, for reference), and where
 the dataset has a train split also on the unseen-document test queries
-(``twofold.search.unseen``). On a
-machine shared with other jobs, latencies are upper bounds; compare ratios in one run.
+(``twofold.search.unseen``). On a machine shared with other jobs, latencies are upper
+bounds; compare ratios in one run.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def main() -> None:
     from twofold.indexing.corpus import BeirDataset
     from twofold.models.reranker import CrossEncoder, RerankerConfig
     from twofold.search.evaluate import score_run
+    from twofold.search.jobs import leak_subsets
     from twofold.search.pipeline import build_pipeline, interpolate
-    from twofold.search.unseen import REFERENCE_SPLIT, unseen_document_queries
+    from twofold.search.unseen import SUBSET_NAME, subset_means
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("collection")
@@ -93,20 +94,14 @@ def main() -> None:
     sub = {q.query_id: qrels[q.query_id] for q in queries}
 
     # the unseen-document queries, where the dataset has a train split to compare with
-    train_qrels = Path(args.dataset) / "qrels" / f"{REFERENCE_SPLIT}.tsv"
-    has_train = args.split != REFERENCE_SPLIT and train_qrels.is_file()
-    unseen = unseen_document_queries(sub, dataset.qrels(REFERENCE_SPLIT)) if has_train else None
-
-    def ndcg(run: dict[str, list[tuple[str, float]]], only: set[str] | None = None) -> float:
-        per_query = score_run(sub, run)
-        values = [m["ndcg@10"] for q, m in per_query.items() if only is None or q in only]
-        return round(float(np.mean(values)), 4) if values else 0.0
+    unseen = leak_subsets(dataset, args.split, sub).get(SUBSET_NAME)
 
     def quality(run: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
         """nDCG@10 on every query and, with a train split, on the unseen-document ones."""
-        out = {"ndcg@10": ndcg(run)}
-        if unseen is not None:
-            out["ndcg@10_unseen"] = ndcg(run, unseen)
+        per_query = score_run(sub, run)
+        out = {"ndcg@10": round(float(np.mean([m["ndcg@10"] for m in per_query.values()])), 4)}
+        if unseen is not None and (means := subset_means(per_query, unseen)):
+            out["ndcg@10_unseen"] = round(means["ndcg@10"], 4)
         return out
 
     rows: dict[str, Any] = {"hybrid (no rerank)": quality(base)}

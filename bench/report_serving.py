@@ -245,6 +245,11 @@ def sparse_precision(results: list[dict[str, Any]]) -> str:
 RERANK_VARIANTS = (("", "float32"), ("+int8", "int8"), ("+bf16", "bfloat16"))
 
 
+def _ndcg_cell(row: dict[str, Any]) -> str:
+    """A bench_rerank row's nDCG@10, and on the unseen-document queries where it has them."""
+    return all_unseen({"all": row["ndcg@10"], "unseen": row.get("ndcg@10_unseen")})
+
+
 def rerank_precision(results: list[dict[str, Any]]) -> str:
     """`bench/bench_rerank.py`: each student's float32, int8 and bfloat16 at each depth."""
     lines = [
@@ -271,7 +276,7 @@ def rerank_precision(results: list[dict[str, Any]]) -> str:
             for suffix, _ in RERANK_VARIANTS[1:]:
                 if student.endswith(suffix):
                     base, variant = student.removesuffix(suffix), suffix
-            score = all_unseen({"all": row["ndcg@10"], "unseen": row.get("ndcg@10_unseen")})
+            score = _ndcg_cell(row)
             cells.setdefault((base, row["depth"]), {})[variant] = (
                 f"{score}, {row['p50_ms']:.1f} ({row['p90_ms']:.1f}) ms"
             )
@@ -281,7 +286,7 @@ def rerank_precision(results: list[dict[str, Any]]) -> str:
         fused = rows.get("hybrid (no rerank)", {})
         note = f"{report['queries']} queries, torch threads {report.get('torch_threads', '-')}"
         if "ndcg@10" in fused:
-            score = all_unseen({"all": fused["ndcg@10"], "unseen": fused.get("ndcg@10_unseen")})
+            score = _ndcg_cell(fused)
             note += f"; `hybrid` alone: nDCG@10 {score}"
         sources.append(run_line(report, note))
     return with_runs(lines, sources)
